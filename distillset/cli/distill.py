@@ -6,7 +6,6 @@ baseline with the same protocol, in a few minutes on a laptop CPU.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 

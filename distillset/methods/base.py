@@ -31,7 +31,7 @@ from .._registry import Registry
 from ..data import ImageDataset
 from ..errors import CheckpointMismatchError, InvalidParameterError
 from ..synthetic import SyntheticSet
-from ..utils import Instance, Interval, Options, make_generator, resolve_device, resolve_seed, validate_params
+from ..utils import Instance, Interval, make_generator, resolve_device, resolve_seed, validate_params
 
 METHODS: Registry[type] = Registry("method")
 
@@ -65,8 +65,8 @@ class RealData:
     def sample_indices(self, n_per_class: int, generator: torch.Generator) -> torch.Tensor:
         """(K * n) indices, n distinct random images of each class, class-major. Needs n <= min_count."""
         assert n_per_class <= self.min_count, (n_per_class, self.min_count)
-        keys = torch.rand(self.labels.shape[0], generator=generator, device=generator.device).to(self.labels.device)
-        perm = torch.argsort(self.labels.to(keys.dtype) * 2 + keys)  # random order within each class segment
+        perm = torch.randperm(self.labels.shape[0], generator=generator, device=generator.device).to(self.labels.device)
+        perm = perm[torch.sort(self.labels[perm], stable=True).indices]  # class-sorted, random order within a class
         pick = self.offsets[:, None] + torch.arange(n_per_class, device=self.labels.device)  # (K, n)
         return perm[pick.flatten()]
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..errors import InvalidParameterError
 from ..models import get_model
 from ..utils import Instance, Interval, Options, draw_seed, make_generator, resolve_device
+from ._dd_nets import make_net, pretrain_pool
 from ._unroll import FlatNet, meta_grad, unroll
 from .base import DistillMethod, State, register_method
 from .common import class_labels
@@ -197,64 +198,11 @@ class DD(DistillMethod):
         return t["images"], t["labels"], F.softplus(t["lrs_raw"])  # lrs (T,), one per unrolled step
 
 
-def make_net(model, data, seed, device, net_init="xavier"):
-    """A network for ``data`` drawn from p(theta_0): the registry's init, or Xavier-normal weights and zero biases."""
-    net = get_model(model, data.image_shape, data.num_classes, seed=seed, device=device)
-    if net_init == "xavier":
-        g = make_generator(seed, "cpu")
-        with torch.no_grad():
-            for p in net.parameters():
-                if p.dim() > 1:
-                    fan_in, fan_out = p.shape[1] * p[0, 0].numel(), p.shape[0] * p[0, 0].numel()
-                    std = math.sqrt(2.0 / (fan_in + fan_out))
-                    p.copy_(torch.randn(p.shape, generator=g) * std)
-                else:
-                    p.zero_()
-    return net
-
-
 def poison(labels: torch.Tensor, attack_class: int | None, target_class: int | None) -> torch.Tensor:
     """``labels`` with ``attack_class`` rewritten to ``target_class`` (unchanged when either is None)."""
     if attack_class is None or target_class is None:
         return labels
     return torch.where(labels == attack_class, torch.full_like(labels, target_class), labels)
-
-
-def _source_images(source, target, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source data set's training images resized to the target's shape and normalised like the target.
-
-    A source of another size is resized to the central 20/28 of the target and zero-padded (MNIST's
-    framing: a digit box of 20x20 in 28x28), e.g. digits 8x8 -> 20x20 in 28x28.
-    """
-    from ..data import load_dataset
-
-    src = load_dataset(source, root=target.root) if source != "digits" else load_dataset("digits")
-    if src.num_classes != target.num_classes:
-        raise InvalidParameterError(f"The 'pool_source' parameter of DD must have {target.num_classes} classes like "
-                                    f"{target.name!r}. Got {source!r} with {src.num_classes} instead.")
-    c, h, w = target.image_shape
-    x = src.train.images.to(device).float() / 255.0  # (N, C', H', W') pixels
-    if x.shape[-2:] != (h, w):  # MNIST framing: the digit fills the central 20/28, the border is background
-        ih, iw = round(h * 20 / 28), round(w * 20 / 28)
-        x = F.interpolate(x, size=(ih, iw), mode="bilinear", align_corners=False).clamp(0, 1)
-        x = F.pad(x, ((w - iw) // 2, w - iw - (w - iw) // 2, (h - ih) // 2, h - ih - (h - ih) // 2))
-    x = x.mean(1, keepdim=True).expand(-1, c, -1, -1) if x.shape[1] != c else x
-    mean = torch.tensor(target.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(target.std, device=device).view(1, -1, 1, 1)
-    return (x - mean) / std, src.train.labels.to(device)
-
-
-def pretrain_pool(model, target, source, n, epochs, generator, device, net_init="xavier") -> torch.Tensor:
-    """``n`` networks trained ``epochs`` epochs on ``source`` (resized to ``target``'s shape): (n, P) flat weights."""
-    from ..evaluate import train_network
-
-    x, y = _source_images(source, target, device)
-    pool = []
-    for _ in range(n):
-        net = make_net(model, target, draw_seed(generator), device, net_init)
-        train_network(net, x, y, epochs=epochs, generator=generator)
-        pool.append(FlatNet(net).flatten())
-    return torch.stack(pool)
 
 
 def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=None, random_state=0, device=None,
@@ -320,44 +268,3 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=N
     if attack_class is not None:
         out.update(attack_to_target=statistics.fmean(hits), attack_class=attack_class, target_class=target_class)
     return out
-
-
-def linear_distillation(real_x: torch.Tensor, real_y: torch.Tensor, m: int, *, iters=3000, lr=0.05,
-                        seed=0) -> dict:
-    """The paper's linear case: learn M points and one step size so ONE GD step on them reaches the
-    least-squares optimum theta* of (``real_x`` (N, D), ``real_y`` (N,)) from every theta_0.
-
-    For l(theta) = ||X~ theta - y~||^2 / (2M) one step gives theta_1 = (I - A) theta_0 + b with
-    A = (eta/M) X~^T X~, b = (eta/M) X~^T y~, so E_{theta_0 ~ N(0, I)} ||theta_1 - theta*||^2
-    = ||I - A||_F^2 + ||b - theta*||^2, which we minimise exactly (float64, Adam). rank(A) <= M, so for
-    M < D the error is at least D - M whatever is learned; for M = D it can reach 0.
-
-    Returns dict(error=the expected squared error, lower_bound=max(D - M, 0), theta_star, x, y, eta).
-    """
-    x, y = real_x.double(), real_y.double()
-    d = x.shape[1]
-    theta_star = torch.linalg.lstsq(x, y[:, None]).solution[:, 0]  # (D,)
-    g = make_generator(seed, "cpu")
-    xs = torch.randn(m, d, generator=g, dtype=torch.float64).requires_grad_(True)  # (M, D)
-    ys = torch.randn(m, generator=g, dtype=torch.float64).requires_grad_(True)  # (M,)
-    rho = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([xs, ys, rho], lr=lr)
-    eye = torch.eye(d, dtype=torch.float64)
-
-    def error():
-        eta = F.softplus(rho)
-        a, b = eta / m * xs.T @ xs, eta / m * xs.T @ ys
-        return ((eye - a) ** 2).sum() + ((b - theta_star) ** 2).sum()
-
-    for i in range(iters):
-        opt.zero_grad()
-        e = error()
-        e.backward()
-        opt.step()
-        if i == iters // 2:
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.1
-    with torch.no_grad():
-        err = float(error())
-    return {"error": err, "lower_bound": float(max(d - m, 0)), "theta_star": theta_star, "x": xs.detach(),
-            "y": ys.detach(), "eta": float(F.softplus(rho.detach()))}

@@ -10,7 +10,6 @@ Standard inputs (1x28x28, 3x32x32, 3x64x64) are unaffected.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..errors import InvalidParameterError

@@ -1,7 +1,6 @@
 """VGG11 of the cross-architecture tables (DC reference code), instance norm by default."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ._layers import NORMS_2D, can_halve, check_choice, conv_out, norm2d, register_fixed_variant

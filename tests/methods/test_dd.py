@@ -1,5 +1,4 @@
 import pytest
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -7,13 +6,13 @@ from distillset import Evaluator
 from distillset.errors import InvalidParameterError
 from distillset.methods import get_method
 from distillset.methods._unroll import FlatNet, meta_grad
-from distillset.methods.dd import DD, evaluate_dd, linear_distillation
+from distillset.methods.dd import DD, evaluate_dd
+from distillset.methods.dd_linear import linear_distillation
 from distillset.models import get_model
 
-# minutes on 2 CPU cores: run with `pytest -m slow` (CI runs the generic method checks in test_framework.py)
-pytestmark = pytest.mark.slow
-
-FIXED = dict(steps=1, epochs=3, iterations=300, lr=0.05, lr_decay_every=200, batch_real=256, device="cpu",
+# The fixed-init tests use an MLP: on 8x8 digits DD with LeNet (the 4x4 / 2x2 conv maps of our small-input
+# padding) learns slowly, about 50-60 % after 3000 iterations, while the MLP passes 90 % in 300.
+FIXED = dict(model="mlp", steps=1, epochs=3, iterations=300, lr=0.05, lr_decay_every=200, batch_real=256, device="cpu",
              progress=False)
 
 
@@ -100,10 +99,10 @@ def test_fixed_init_beats_random_images_with_the_same_schedule(digits, clean):
     real = get_method("random", ipc=1, random_state=0).fit(digits).synthetic_
     baseline = evaluate_dd(clean, digits, images=real.images)
     assert ours["init"] == "fixed" and len(ours["accuracies"]) == 1
-    assert ours["mean"] > ours["before_mean"] + 20, ours
-    assert ours["mean"] > baseline["mean"] + 15, (ours["mean"], baseline["mean"])
+    assert ours["mean"] > 80 and ours["before_mean"] < 20, ours
+    assert ours["mean"] > baseline["mean"] + 40, (ours["mean"], baseline["mean"])
     # also evaluable with the standard protocol
-    res = Evaluator("lenet", n_models=1, epochs=5, augment=None, device="cpu").score(clean, digits)["lenet"]
+    res = Evaluator("mlp", n_models=1, epochs=5, augment=None, device="cpu").score(clean, digits)["mlp"]
     assert 0 <= res.mean <= 100
 
 

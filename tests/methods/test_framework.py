@@ -38,7 +38,10 @@ def test_smoke(name, digits):
     m = fast(name, iterations=0 if name in SELECTION else 2).fit(digits)
     s = m.synthetic_
     assert s.images.shape == (20, 1, 8, 8) and torch.isfinite(s.images).all()
-    assert torch.equal(torch.bincount(s.hard_labels, minlength=10), torch.full((10,), 2))
+    if s.labels.dim() == 1:
+        assert torch.equal(torch.bincount(s.labels, minlength=10), torch.full((10,), 2))
+    else:  # learned soft labels (LS): their argmax need not be the class an image was drawn from
+        assert s.labels.shape == (20, 10) and torch.isfinite(s.labels).all()
     assert s.meta["method"] == name and s.meta["seed"] == 0 and s.meta["dataset"] == "digits"
 
 
