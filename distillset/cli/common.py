@@ -68,3 +68,14 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 def result_rows(label: str, results: dict) -> list[dict]:
     return [{"set": label, "model": name, "accuracy": f"{r.mean:.2f} ± {r.std:.2f}", "nets": len(r.accuracies),
              "epochs": r.epochs, "seconds": f"{r.seconds:.1f}"} for name, r in results.items()]
+
+
+def format_own(method: str, own: dict) -> str:
+    """One line for a method's own protocol (``DistillMethod.own_protocol``)."""
+    line = f"{method}'s own protocol ({own['protocol']}): {own['mean']:.2f} ± {own['std']:.2f}"
+    if "before_mean" in own:
+        line += f" (inits untrained: {own['before_mean']:.2f})"
+    if "attack_to_target" in own:
+        line += (f"; {own['attack_to_target']:.1f} % of class {own['attack_class']} predicted as "
+                 f"{own['target_class']}")
+    return line

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .common import apply_config, format_table, given_dests, parse_param, result_rows
+from .common import apply_config, format_own, format_table, given_dests, parse_param, result_rows
 
 # "quick" fits a laptop CPU; "paper" is the reference protocol (REFERENCE section 1)
 PRESETS = {
@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=lambda prog: __import__("argparse").RawDescriptionHelpFormatter(prog))
     p.add_argument("--dataset", default="digits", help="registered data set (distillset list datasets)")
     p.add_argument("--method", default="dm", help="registered method (distillset list methods)")
-    p.add_argument("--ipc", type=int, default=10, help="images per class")
-    p.add_argument("--model", default="convnet", help="architecture used while distilling")
+    p.add_argument("--ipc", type=int, default=10, help="images per class (DD: per class per step)")
+    p.add_argument("--model", default=None, help="architecture used while distilling (default: the method's own)")
     p.add_argument("--iterations", type=int, default=None, help="outer iterations (default: from --preset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<method>-ipc<ipc>)")
@@ -64,8 +64,10 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-    core = dict(ipc=args.ipc, model=args.model, random_state=args.seed, device=args.device,
+    core = dict(ipc=args.ipc, random_state=args.seed, device=args.device,
                 checkpoint_dir=str(out / "checkpoint"), checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    if args.model is not None:
+        core["model"] = args.model
     if iterations is not None and METHODS.get(args.method)().iterations != 0:  # selection baselines have none
         core["iterations"] = iterations
     method = get_method(args.method, **{**args.params_dict, **core})
@@ -102,6 +104,10 @@ def run(args) -> int:
         print(f"\n{data.name}, ipc {args.ipc}, test accuracy (%) of nets trained on each set "
               f"({eval_epochs} epochs, augment={evaluator._strategy(data.name)}):")
         print(format_table(rows, ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
+        own = type(method).own_protocol(syn, data, n_models=eval_runs, random_state=args.seed, device=args.device)
+        if own is not None:
+            report["own_protocol"] = own
+            print(format_own(args.method, own))
     (out / "result.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"\nwrote {out}/synthetic.safetensors, synthetic.json, grid.png, result.json, config.yaml")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import format_table, result_rows
+from .common import format_own, format_table, result_rows
 
 
 def add_parser(sub) -> None:
@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--protocol", choices=["standard", "own"], default="standard",
+                   help="'own': the method's own evaluation where it has one (DD: its learned steps and step sizes)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -31,6 +33,8 @@ def run(args) -> int:
     if "dataset" not in syn.meta:
         raise ValueError(f"{args.path} has no 'dataset' in its metadata; cannot tell which test set to use.")
     data = load_dataset(syn.meta["dataset"], root=args.data_root)
+    if args.protocol == "own":
+        return run_own(args, syn, data)
     ev = Evaluator(args.models, n_models=args.runs, epochs=args.epochs,
                    augment=None if args.augment == "none" else args.augment, loss=args.loss,
                    random_state=args.seed, device=args.device)
@@ -40,4 +44,17 @@ def run(args) -> int:
     print(format_table(result_rows(label, results), ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
     if args.json:
         Path(args.json).write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
+    return 0
+
+
+def run_own(args, syn, data) -> int:
+    from ..methods import METHODS
+
+    method = syn.meta.get("method", "?")
+    own = METHODS.get(method).own_protocol(syn, data, n_models=args.runs, random_state=args.seed, device=args.device)
+    if own is None:
+        raise ValueError(f"Method {method!r} has no own evaluation protocol; use --protocol standard.")
+    print(format_own(method, own))
+    if args.json:
+        Path(args.json).write_text(json.dumps(own, indent=2))
     return 0

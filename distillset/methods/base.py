@@ -155,6 +155,17 @@ class DistillMethod:
         return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else repr(v))
                 for k, v in self.get_params().items()}
 
+    @classmethod
+    def own_protocol(cls, synthetic, data: ImageDataset, *, n_models: int = 10, random_state: int = 0,
+                     device=None) -> dict | None:
+        """The method's own evaluation of a set it made, where it has one; None otherwise.
+
+        DD overrides it: its sets are images *and* a learned step schedule for one kind of init, which
+        the standard protocol (fresh nets, plain SGD) ignores. Returns a dict with at least ``mean``,
+        ``std``, ``accuracies`` and ``protocol`` (one line saying what was measured).
+        """
+        return None
+
     # ------------------------------------------------------------------ to implement
     def _init_state(self, data: ImageDataset, real: RealData, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError

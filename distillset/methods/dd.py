@@ -13,6 +13,12 @@ gradient steps from an initialisation theta_0 give a network that does well on r
 
 Deviations: the real batch is class-balanced (the reference draws a plain random batch); the lr halving
 counts iterations, not passes over the data (default: 10 halvings over the run, like 40 of 400 passes).
+
+Sets are judged by DD's own protocol (:func:`evaluate_dd`, ``DD.own_protocol``, CLI
+``distillset evaluate SET --protocol own``): the learned steps, with the learned step sizes, from the
+init regime the set was made for. The pretrained pools and p(theta_0) live in ``_dd_nets.py``, the
+linear-case demonstration in ``dd_linear.py``. Observed: on 8x8 ``digits`` LeNet (4x4 and 2x2 conv maps)
+learns slowly under DD (about 50-60 % after 3000 fixed-init iterations) where an MLP passes 90 % in 300.
 """
 from __future__ import annotations
 
@@ -193,6 +199,11 @@ class DD(DistillMethod):
         state.optimizer.step()
         return {"loss": loss}
 
+    @classmethod
+    def own_protocol(cls, synthetic, data, *, n_models=10, random_state=0, device=None):
+        """DD's own evaluation: :func:`evaluate_dd` in the regime the set was distilled for."""
+        return evaluate_dd(synthetic, data, n_models=n_models, random_state=random_state, device=device)
+
     def _to_synthetic(self, state):
         t = state.tensors
         return t["images"], t["labels"], F.softplus(t["lrs_raw"])  # lrs (T,), one per unrolled step
@@ -203,6 +214,10 @@ def poison(labels: torch.Tensor, attack_class: int | None, target_class: int | N
     if attack_class is None or target_class is None:
         return labels
     return torch.where(labels == attack_class, torch.full_like(labels, target_class), labels)
+
+
+_INIT_WORDS = {"fixed": "the fixed init", "random": "fresh random inits",
+               "pretrained": "freshly pretrained nets (not the pool's)"}
 
 
 def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=None, random_state=0, device=None,
@@ -262,7 +277,9 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=N
         acc, hit = scores(unroll(f, theta0, xs, ys, etas, create_graph=False).detach())
         after.append(acc)
         hits.append(hit)
-    out = {"init": init, "model": model, "accuracies": after, "mean": statistics.fmean(after),
+    steps = f"the {len(etas)} learned steps with the learned step sizes"
+    out = {"protocol": f"{steps} from {_INIT_WORDS[init]}, {len(after)} net(s)", "init": init, "model": model,
+           "accuracies": after, "mean": statistics.fmean(after),
            "std": statistics.pstdev(after), "before": before, "before_mean": statistics.fmean(before),
            "before_std": statistics.pstdev(before)}
     if attack_class is not None:

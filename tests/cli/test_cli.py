@@ -37,6 +37,23 @@ def test_distill_evaluate_show(tmp_path, capsys):
     assert "convnet" in json.loads((tmp_path / "ev.json").read_text())
     assert main(["show", str(out / "synthetic"), "--grid", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").is_file() and '"method": "dm"' in capsys.readouterr().out
+    # DM has no protocol of its own: a one-line error that names the fix
+    assert main(["evaluate", str(out / "synthetic.json"), "--protocol", "own", "--device", "cpu"]) == 2
+    assert "no own evaluation protocol; use --protocol standard" in capsys.readouterr().err
+
+
+def test_dd_reports_its_own_protocol(tmp_path, capsys):
+    out = tmp_path / "dd"
+    assert main(["distill", "--method", "dd", "--ipc", "1", "--iterations", "2", "--param", "steps=1",
+                 "--param", "batch_real=20", "--eval-runs", "1", "--eval-epochs", "1", "--eval-models", "mlp",
+                 "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    assert "dd's own protocol (the 3 learned steps with the learned step sizes from the fixed init" \
+        in capsys.readouterr().out
+    report = json.loads((out / "result.json").read_text())
+    assert report["params"]["model"] == "lenet"  # the method's own default model, not the CLI's
+    assert len(report["own_protocol"]["accuracies"]) == 1
+    assert main(["evaluate", str(out / "synthetic.json"), "--protocol", "own", "--device", "cpu"]) == 0
+    assert "dd's own protocol" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv,msg", [
