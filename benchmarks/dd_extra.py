@@ -86,11 +86,11 @@ def probe(mode: str, dataset: str, batch_real: int, steps: int = 10, epochs: int
 
     from distillset import load_dataset
     from distillset.methods._unroll import FlatNet, meta_grad
-    from distillset.methods.dd import make_net
+    from distillset.methods._dd_nets import InitSampler
 
     data = load_dataset(dataset, root=data_root())
     g = torch.Generator().manual_seed(0)
-    f = FlatNet(make_net("lenet", data, 0, "cpu"))
+    f = FlatNet(InitSampler("lenet", data, "cpu").build(0))
     k = data.num_classes
     x_real = data.normalize(data.train.images[:batch_real])
     y_real = data.train.labels[:batch_real]

@@ -95,7 +95,7 @@ def run(args) -> int:
         rows = []
         sets = {args.method: syn}
         if args.baseline and args.baseline != "none" and args.baseline != args.method:
-            base = get_method(args.baseline, ipc=args.ipc, random_state=args.seed, device=args.device).fit(data)
+            base = get_method(args.baseline, ipc=syn.ipc, random_state=args.seed, device=args.device).fit(data)
             sets[args.baseline] = base.synthetic_
         for label, s in sets.items():
             res = evaluator.score(s, data)

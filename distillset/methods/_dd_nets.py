@@ -6,27 +6,68 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import InvalidParameterError
 from ..models import get_model
 from ..utils import draw_seed, make_generator
 from ._unroll import FlatNet
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
-def make_net(model, data, seed, device, net_init="xavier"):
-    """A network for ``data`` drawn from p(theta_0): the registry's init, or Xavier-normal weights and zero biases."""
-    net = get_model(model, data.image_shape, data.num_classes, seed=seed, device=device)
-    if net_init == "xavier":
-        g = make_generator(seed, "cpu")
-        with torch.no_grad():
-            for p in net.parameters():
-                if p.dim() > 1:
-                    fan_in, fan_out = p.shape[1] * p[0, 0].numel(), p.shape[0] * p[0, 0].numel()
-                    std = math.sqrt(2.0 / (fan_in + fan_out))
-                    p.copy_(torch.randn(p.shape, generator=g) * std)
-                else:
-                    p.zero_()
-    return net
+
+class InitSampler:
+    """p(theta_0) for ``model`` on ``data`` as flat vectors (P,), in :class:`FlatNet`'s parameter order.
+
+    ``net_init="xavier"`` (the DD code's default as we read it): conv / linear weights
+    Xavier-normal (gain 1), normalisation weights 1, every bias 0. These are independent normals, so
+    ``sample`` draws them as ``mean + std * randn`` in one op on the generator's device: no network
+    is built and nothing syncs with the host. ``net_init="default"``: the model registry's PyTorch
+    initialisation, one freshly built network per draw.
+    """
+
+    def __init__(self, model: str, data, device, net_init: str = "xavier"):
+        self.model, self.data, self.device, self.net_init = model, data, torch.device(device), net_init
+        self.template = get_model(model, data.image_shape, data.num_classes, seed=0, device=device)
+        if net_init == "xavier":
+            self.mean, self.std = _xavier_moments(self.template)  # (P,), (P,)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` independent draws, (n, P) on ``device``."""
+        if self.net_init != "xavier":
+            return torch.stack([FlatNet(self.template).flatten(self.build(draw_seed(generator)))
+                                for _ in range(n)])
+        noise = torch.randn((n, self.mean.numel()), generator=generator, device=generator.device).to(self.device)
+        return self.mean + self.std * noise
+
+    def build(self, seed: int) -> nn.Module:
+        """A network module drawn from p(theta_0) with ``seed`` (for training it, e.g. in a pool)."""
+        net = get_model(self.model, self.data.image_shape, self.data.num_classes, seed=seed, device=self.device)
+        if self.net_init == "xavier":
+            theta = self.sample(1, make_generator(seed, "cpu"))[0]
+            nn.utils.vector_to_parameters(theta, net.parameters())
+        return net
+
+
+def _xavier_moments(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-parameter mean and std of the Xavier-normal init of ``net``, flat (P,) each."""
+    owner = {f"{prefix}.{name}".lstrip("."): (module, name)
+             for prefix, module in net.named_modules() for name, _ in module.named_parameters(recurse=False)}
+    means, stds = [], []
+    for full_name, p in net.named_parameters():
+        module, name = owner[full_name]
+        mean, std = 0.0, 0.0  # biases
+        if name == "weight" and isinstance(module, _NORMS):
+            mean = 1.0
+        elif name == "weight" and p.dim() > 1:  # conv / linear: fans include the receptive field
+            fan_in, fan_out = p.shape[1] * p[0, 0].numel(), p.shape[0] * p[0, 0].numel()
+            std = math.sqrt(2.0 / (fan_in + fan_out))
+        elif name != "bias":
+            raise InvalidParameterError(f"DD's Xavier init does not know parameter {full_name!r} of "
+                                        f"{type(net).__name__}; use net_init='default'.")
+        means.append(torch.full((p.numel(),), mean, device=p.device))
+        stds.append(torch.full((p.numel(),), std, device=p.device))
+    return torch.cat(means), torch.cat(stds)
 
 
 def _source_images(source, target, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,14 +94,14 @@ def _source_images(source, target, device) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - mean) / std, src.train.labels.to(device)
 
 
-def pretrain_pool(model, target, source, n, epochs, generator, device, net_init="xavier") -> torch.Tensor:
-    """``n`` networks trained ``epochs`` epochs on ``source`` (resized to ``target``'s shape): (n, P) flat weights."""
+def pretrain_pool(sampler: InitSampler, source: str, n: int, epochs: int, generator) -> torch.Tensor:
+    """``n`` nets from ``sampler`` trained ``epochs`` epochs on ``source`` (resized to the target's shape): (n, P)."""
     from ..evaluate import train_network
 
-    x, y = _source_images(source, target, device)
+    x, y = _source_images(source, sampler.data, sampler.device)
     pool = []
     for _ in range(n):
-        net = make_net(model, target, draw_seed(generator), device, net_init)
+        net = sampler.build(draw_seed(generator))
         train_network(net, x, y, epochs=epochs, generator=generator)
         pool.append(FlatNet(net).flatten())
     return torch.stack(pool)

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError
-from ..models import get_model
-from ..utils import Instance, Interval, Options, draw_seed, make_generator, resolve_device
-from ._dd_nets import make_net, pretrain_pool
+from ..models import get_model, has_batchnorm
+from ..utils import Instance, Interval, Options, make_generator, resolve_device
+from ._dd_nets import InitSampler, pretrain_pool
 from ._unroll import FlatNet, meta_grad, unroll
 from .base import DistillMethod, State, register_method
 from .common import class_labels
@@ -99,7 +99,6 @@ class DD(DistillMethod):
         "backward": [Options(("full", "checkpoint"))],
         "net_init": [Options(("xavier", "default"))],
     }
-    _resume_keys = ("ipc", "model", "steps", "epochs", "init", "n_nets", "attack_class", "target_class")
 
     def __init__(self, ipc=1, *, iterations=400, model="lenet", steps=10, epochs=3, distill_lr=0.02, lr=0.01,
                  lr_decay_every=None, batch_real=1024, init="fixed", n_nets=1, pool_source="digits", pool_size=4,
@@ -138,23 +137,37 @@ class DD(DistillMethod):
             if getattr(self, key) is not None and getattr(self, key) >= data.num_classes:
                 raise InvalidParameterError(f"The {key!r} parameter of DD must be a class of {data.name!r} "
                                             f"(< {data.num_classes}). Got {getattr(self, key)} instead.")
+        if self.attack_class is not None and self.attack_class == self.target_class:
+            raise InvalidParameterError("The 'attack_class' and 'target_class' parameters of DD must differ "
+                                        f"(both are {self.attack_class}): poisoning would change nothing.")
+        if has_batchnorm(get_model(self.model, data.image_shape, data.num_classes, seed=0)):
+            raise InvalidParameterError(
+                f"The 'model' parameter of DD must name a network without BatchNorm. Got {self.model!r}: DD "
+                "unrolls plain gradient steps on the weights, and BatchNorm's running statistics are state outside "
+                "them. Use e.g. 'lenet', 'alexcifarnet', 'mlp' or 'convnet' (instance norm).")
+
+    @property
+    def _resumable_changes(self):
+        """With ``lr_decay_every=None`` the lr schedule depends on ``iterations``: resuming must keep it."""
+        keep = DistillMethod._resumable_changes
+        return keep if self.lr_decay_every is not None else tuple(k for k in keep if k != "iterations")
 
     def _init_state(self, data, real, generator):
         k, device = data.num_classes, real.images.device
         shape = (self.steps * k * self.ipc, *data.image_shape)
         images = torch.randn(shape, generator=generator, device=generator.device).to(device)
-        rho = math.log(math.expm1(self.distill_lr))  # softplus^-1
+        rho = self.distill_lr + math.log(-math.expm1(-self.distill_lr))  # softplus^-1, stable for large lrs
         tensors = {
             "images": images.requires_grad_(True),  # (S*K*ipc, C, H, W), step-major, class-major within a step
             "lrs_raw": torch.full((self.steps * self.epochs,), rho, device=device, requires_grad=True),  # (T,)
             "labels": class_labels(k, self.ipc, device).repeat(self.steps),  # (S*K*ipc,)
         }
+        p0 = InitSampler(self.model, data, device, self.net_init)
         if self.init == "fixed":
-            net = make_net(self.model, data, draw_seed(generator), device, self.net_init)
-            tensors["extra.theta0"] = FlatNet(net).flatten()  # (P,)
+            tensors["extra.theta0"] = p0.sample(1, generator)[0]  # (P,)
         elif self.init == "pretrained":
-            tensors["extra.pool"] = pretrain_pool(self.model, data, self.pool_source, self.pool_size, self.pool_epochs,
-                                                  generator, device, self.net_init)  # (pool_size, P)
+            tensors["extra.pool"] = pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs,
+                                                  generator)  # (pool_size, P)
         return tensors
 
     def _make_optimizer(self, tensors):
@@ -162,21 +175,19 @@ class DD(DistillMethod):
 
     def _thetas(self, state: State) -> list[torch.Tensor]:
         """This iteration's initialisations theta_0, each (P,)."""
-        t, g, f = state.tensors, state.generator, state.cache["f"]
+        t, g = state.tensors, state.generator
         if self.init == "fixed":
             return [t["extra.theta0"]]
         if self.init == "pretrained":
             idx = torch.randint(0, t["extra.pool"].shape[0], (self.n_nets,), generator=g, device=g.device)
             return list(t["extra.pool"][idx.to(state.device)].unbind(0))
-        return [f.flatten(make_net(self.model, state.data, draw_seed(g), state.device, self.net_init))
-                for _ in range(self.n_nets)]
+        return list(state.cache["p0"].sample(self.n_nets, g).unbind(0))
 
     def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
         t, data = state.tensors, state.data
-        if "f" not in state.cache:  # template network for the functional calls
-            state.cache["f"] = FlatNet(get_model(self.model, data.image_shape, data.num_classes, seed=0,
-                                                 device=state.device))
-        f = state.cache["f"]
+        if "p0" not in state.cache:  # p(theta_0), and its template network for the functional calls
+            state.cache["p0"] = InitSampler(self.model, data, state.device, self.net_init)
+        f = FlatNet(state.cache["p0"].template)
         decay = self.lr_decay_every or max(1, self.iterations // 10)
         for group in state.optimizer.param_groups:
             group["lr"] = self.lr * 0.5 ** (it // decay)
@@ -216,6 +227,26 @@ def poison(labels: torch.Tensor, attack_class: int | None, target_class: int | N
     return torch.where(labels == attack_class, torch.full_like(labels, target_class), labels)
 
 
+def _dd_params(synthetic) -> dict:
+    """The DD parameters a set was made with; a clear error for sets from other methods."""
+    params = synthetic.meta.get("params", {})
+    if synthetic.meta.get("method") != "dd" or synthetic.lrs is None or "steps" not in params:
+        raise InvalidParameterError(f"evaluate_dd needs a set made by DD (images + learned step sizes). Got one "
+                                    f"from method {synthetic.meta.get('method')!r}; use the standard protocol "
+                                    "(distillset.Evaluator) for it.")
+    return params
+
+
+def _check_images(images: torch.Tensor, synthetic) -> torch.Tensor:
+    if not torch.is_tensor(images) or not images.is_floating_point() or images.shape != synthetic.images.shape:
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise InvalidParameterError(
+            f"The 'images' of evaluate_dd must be normalised float images shaped like the set's "
+            f"{tuple(synthetic.images.shape)} (step-major, class-major within a step). Got {shape}"
+            f"{'' if not torch.is_tensor(images) else ' ' + str(images.dtype)} instead.")
+    return images
+
+
 _INIT_WORDS = {"fixed": "the fixed init", "random": "fresh random inits",
                "pretrained": "freshly pretrained nets (not the pool's)"}
 
@@ -232,33 +263,41 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=N
         ``n_models`` fresh nets; "pretrained" trains ``n_models`` new nets on the pool's source data
         (held-out seeds: not the pool's nets).
     images : Tensor, optional
-        Replace the learned images (e.g. random real images) but keep the learned schedule.
+        Replace the learned images (e.g. random real images) but keep the learned schedule and labels:
+        normalised float images of the set's shape and layout (step-major, class-major within a step).
 
     Returns
     -------
     dict with ``accuracies`` (after the T steps), ``mean``, ``std``, ``before_mean`` (the inits
     untrained), and in poisoning mode ``attack_to_target`` (% of the attack class predicted as target).
     """
-    params = synthetic.meta["params"]
+    params = _dd_params(synthetic)
     model = model or params["model"]
     init = init or params["init"]
     attack_class = params.get("attack_class") if attack_class is None else attack_class
     target_class = params.get("target_class") if target_class is None else target_class
+    if (attack_class is None) != (target_class is None):
+        raise InvalidParameterError("evaluate_dd needs 'attack_class' and 'target_class' together.")
     device = resolve_device(device)
     g = make_generator(random_state, device)
-    k = data.num_classes
-    f = FlatNet(get_model(model, data.image_shape, k, seed=0, device=device))
+    p0 = InitSampler(model, data, device, params.get("net_init", "xavier"))
+    f = FlatNet(p0.template)
     if init == "fixed":
+        if "theta0" not in synthetic.extra:
+            raise InvalidParameterError(f"This DD set was distilled with init={params['init']!r} and holds no fixed "
+                                        "init (extra['theta0']); evaluate it with init='random' or 'pretrained'.")
         thetas = [synthetic.extra["theta0"].to(device)]
+        if thetas[0].numel() != f.size:
+            raise InvalidParameterError(f"The set's fixed init has {thetas[0].numel()} weights but {model!r} has "
+                                        f"{f.size}; evaluate it with model={params['model']!r}.")
     elif init == "random":
-        thetas = [f.flatten(make_net(model, data, draw_seed(g), device, params.get("net_init", "xavier")))
-                  for _ in range(n_models)]
+        thetas = list(p0.sample(n_models, g).unbind(0))
     else:
-        thetas = list(pretrain_pool(model, data, params["pool_source"], n_models, pool_epochs or params["pool_epochs"],
-                                    g, device, params.get("net_init", "xavier")).unbind(0))
-    x = (synthetic.images if images is None else images).to(device).float()
-    xs = x.view(params["steps"], -1, *x.shape[1:])
-    ys = synthetic.labels.to(device).view(params["steps"], -1)
+        thetas = list(pretrain_pool(p0, params["pool_source"], n_models, pool_epochs or params["pool_epochs"],
+                                    g).unbind(0))
+    x = synthetic.images if images is None else _check_images(images, synthetic)
+    xs = x.to(device).float().reshape(params["steps"], -1, *x.shape[1:])  # (S, K*ipc, C, H, W), step-major
+    ys = synthetic.labels.to(device).reshape(params["steps"], -1)
     etas = synthetic.lrs.to(device).float()
     x_test, y_test = data.normalize(data.test.images.to(device)), data.test.labels.to(device)
 

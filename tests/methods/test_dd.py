@@ -146,3 +146,47 @@ def test_random_init_resume_is_identical(digits, tmp_path):
     resumed = DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, resume=True)
     assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
     assert torch.equal(straight.synthetic_.lrs, resumed.synthetic_.lrs)
+
+
+def test_xavier_init_sampler(digits):
+    from distillset.methods._dd_nets import InitSampler
+
+    p0 = InitSampler("convnet", digits, "cpu")  # instance norm: its weights must start at 1, not 0
+    thetas = p0.sample(2, torch.Generator().manual_seed(0))
+    assert thetas.shape == (2, FlatNet(p0.template).size) and not torch.equal(thetas[0], thetas[1])
+    net = p0.build(0)
+    x = digits.normalize(digits.train.images[:8])
+    assert net(x).std(0).mean() > 1e-3  # the output depends on the input
+    norm_w = [m.weight for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]  # instance norm = GroupNorm(C, C)
+    assert norm_w and all(torch.equal(w, torch.ones_like(w)) for w in norm_w)
+    assert all(torch.count_nonzero(p) == 0 for n, p in net.named_parameters() if n.endswith("bias"))
+    conv = next(p for p in net.parameters() if p.dim() == 4)
+    fan_in, fan_out = conv.shape[1] * conv[0, 0].numel(), conv.shape[0] * conv[0, 0].numel()
+    assert abs(conv.std().item() / (2.0 / (fan_in + fan_out)) ** 0.5 - 1) < 0.1
+
+
+def test_bad_inputs_get_clear_errors(digits, clean, tmp_path):
+    with pytest.raises(InvalidParameterError, match="without BatchNorm"):
+        DD(model="convnet_bn", iterations=1, progress=False).fit(digits)
+    with pytest.raises(InvalidParameterError, match="must differ"):
+        DD(attack_class=3, target_class=3, iterations=1, progress=False).fit(digits)
+    dm = get_method("dm", ipc=1, iterations=1, device="cpu", progress=False).fit(digits).synthetic_
+    with pytest.raises(InvalidParameterError, match="needs a set made by DD"):
+        evaluate_dd(dm, digits)
+    with pytest.raises(InvalidParameterError, match="normalised float images shaped like"):
+        evaluate_dd(clean, digits, images=digits.train.images[:10])
+    r = DD(init="random", steps=1, epochs=1, iterations=1, batch_real=20, progress=False).fit(digits).synthetic_
+    with pytest.raises(InvalidParameterError, match="holds no fixed init"):
+        evaluate_dd(r, digits, init="fixed")
+
+
+def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
+    from distillset.errors import CheckpointMismatchError
+
+    kw = dict(steps=1, epochs=1, batch_real=20, random_state=0, device="cpu", progress=False,
+              checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    DD(iterations=2, **kw).fit(digits)
+    with pytest.raises(CheckpointMismatchError, match="iterations"):  # halving every iterations // 10 would move
+        DD(iterations=4, **kw).fit(digits, resume=True)
+    DD(iterations=2, lr_decay_every=1, **{**kw, "checkpoint_dir": str(tmp_path / "b")}).fit(digits)
+    DD(iterations=4, lr_decay_every=1, **{**kw, "checkpoint_dir": str(tmp_path / "b")}).fit(digits, resume=True)
