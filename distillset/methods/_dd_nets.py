@@ -29,6 +29,7 @@ class InitSampler:
     def __init__(self, model: str, data, device, net_init: str = "xavier"):
         self.model, self.data, self.device, self.net_init = model, data, torch.device(device), net_init
         self.template = get_model(model, data.image_shape, data.num_classes, seed=0, device=device)
+        self.size = FlatNet(self.template).size  # P
         if net_init == "xavier":
             self.mean, self.std = _xavier_moments(self.template)  # (P,), (P,)
 
@@ -37,7 +38,7 @@ class InitSampler:
         if self.net_init != "xavier":
             return torch.stack([FlatNet(self.template).flatten(self.build(draw_seed(generator)))
                                 for _ in range(n)])
-        noise = torch.randn((n, self.mean.numel()), generator=generator, device=generator.device).to(self.device)
+        noise = torch.randn((n, self.size), generator=generator, device=generator.device).to(self.device)
         return self.mean + self.std * noise
 
     def build(self, seed: int) -> nn.Module:

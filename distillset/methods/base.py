@@ -218,15 +218,17 @@ class DistillMethod:
         self.seed_ = resolve_seed(self.random_state)
         generator = make_generator(self.seed_, device)
         real = RealData(data, device)
-        tensors = self._init_state(data, real, generator)
-        state = State(tensors, self._make_optimizer(tensors), generator, real, data, device)
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
         if resume and ckpt_dir is None:
             raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
-        if resume and (ckpt_dir / "checkpoint.json").is_file():
-            self._load_checkpoint(state, ckpt_dir)
-        elif resume:
+        # _init_state may skip costly set-up whose result the checkpoint holds (it only needs the shapes)
+        self.resuming_ = resume and (ckpt_dir / "checkpoint.json").is_file()
+        if resume and not self.resuming_:
             warnings.warn(f"No checkpoint in {ckpt_dir}; starting from scratch.", stacklevel=2)
+        tensors = self._init_state(data, real, generator)
+        state = State(tensors, self._make_optimizer(tensors), generator, real, data, device)
+        if self.resuming_:
+            self._load_checkpoint(state, ckpt_dir)
         t0 = time.perf_counter()
         self._run_loop(state, ckpt_dir, callback)
         if ckpt_dir is not None:

@@ -165,6 +165,8 @@ class DD(DistillMethod):
         p0 = InitSampler(self.model, data, device, self.net_init)
         if self.init == "fixed":
             tensors["extra.theta0"] = p0.sample(1, generator)[0]  # (P,)
+        elif self.init == "pretrained" and self.resuming_:  # the checkpoint holds the trained pool
+            tensors["extra.pool"] = torch.zeros(self.pool_size, p0.size, device=device)
         elif self.init == "pretrained":
             tensors["extra.pool"] = pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs,
                                                   generator)  # (pool_size, P)

@@ -190,3 +190,24 @@ def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
         DD(iterations=4, **kw).fit(digits, resume=True)
     DD(iterations=2, lr_decay_every=1, **{**kw, "checkpoint_dir": str(tmp_path / "b")}).fit(digits)
     DD(iterations=4, lr_decay_every=1, **{**kw, "checkpoint_dir": str(tmp_path / "b")}).fit(digits, resume=True)
+
+
+def test_pretrained_resume_is_identical_and_does_not_retrain_the_pool(digits, tmp_path, monkeypatch):
+    import distillset.methods.dd as dd_module
+
+    kw = dict(init="pretrained", pool_size=2, pool_epochs=2, steps=1, epochs=2, iterations=4, batch_real=32,
+              random_state=0, device="cpu", progress=False)
+    straight = DD(**kw).fit(digits)
+    with pytest.raises(RuntimeError):
+        def stop(method, it, losses):
+            if it == 2:
+                raise RuntimeError
+        DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, callback=stop)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the pool was trained again on resume")
+
+    monkeypatch.setattr(dd_module, "pretrain_pool", no_training)
+    resumed = DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, resume=True)
+    assert torch.equal(straight.synthetic_.extra["pool"], resumed.synthetic_.extra["pool"])
+    assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
