@@ -52,6 +52,7 @@ def run(args) -> int:
     from ..data import load_dataset
     from ..evaluate import Evaluator
     from ..methods import METHODS, get_method
+    from ..plots import plot_history, plot_step_sizes
 
     args.params_dict = {}
     args = apply_config(args._parser, args, given_dests(args._parser, args.argv))  # config "params" -> params_dict
@@ -85,6 +86,13 @@ def run(args) -> int:
     syn = method.synthetic_
     syn.save(out / "synthetic")
     syn.save_grid(out / "grid.png")
+    artefacts = ["synthetic.safetensors", "synthetic.json", "grid.png"]
+    if any(method.history_.values()):
+        plot_history(method.history_, out / "loss.png", title=f"{args.method} on {data.name}")
+        artefacts.append("loss.png")
+    if syn.lrs is not None and "steps" in method.get_params():
+        plot_step_sizes(syn.lrs, method.steps, out / "step_sizes.png", title=f"{args.method}: learned step sizes")
+        artefacts.append("step_sizes.png")
     report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": args.ipc,
               "distill_seconds": seconds, "params": method._json_params(), "seed": method.seed_,
               "final_loss": (method.history_.get("loss") or [None])[-1], "results": {}}
@@ -109,5 +117,5 @@ def run(args) -> int:
             report["own_protocol"] = own
             print(format_own(args.method, own))
     (out / "result.json").write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {out}/synthetic.safetensors, synthetic.json, grid.png, result.json, config.yaml")
+    print(f"\nwrote {out}/{', '.join(artefacts + ['result.json', 'config.yaml'])}")
     return 0

@@ -20,6 +20,8 @@ def run(args) -> int:
     print(json.dumps(s.meta, indent=2, sort_keys=True))
     print(f"images: {tuple(s.images.shape)}  labels: {tuple(s.labels.shape)} ({'hard' if s.labels.dim() == 1 else 'soft'})"
           f"  ipc: {s.ipc}" + (f"  learned steps: {len(s.lrs)}" if s.lrs is not None else ""))
+    if s.lrs is not None:
+        print("learned step sizes: " + " ".join(f"{v:.4g}" for v in s.lrs.tolist()))
     grid = Path(args.grid) if args.grid else Path(str(_stem(args.path)) + "_grid.png")
     s.save_grid(grid)
     print(f"grid: {grid}")

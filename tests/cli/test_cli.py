@@ -25,7 +25,7 @@ def test_distill_evaluate_show(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "dm" in text and "random" in text and "±" in text
-    for f in ("synthetic.safetensors", "synthetic.json", "grid.png", "result.json", "config.yaml"):
+    for f in ("synthetic.safetensors", "synthetic.json", "grid.png", "loss.png", "result.json", "config.yaml"):
         assert (out / f).is_file(), f
     report = json.loads((out / "result.json").read_text())
     assert report["params"]["iterations"] == 3  # the flag beats the config file
@@ -54,6 +54,9 @@ def test_dd_reports_its_own_protocol(tmp_path, capsys):
     assert len(report["own_protocol"]["accuracies"]) == 1
     assert main(["evaluate", str(out / "synthetic.json"), "--protocol", "own", "--device", "cpu"]) == 0
     assert "dd's own protocol" in capsys.readouterr().out
+    assert (out / "step_sizes.png").stat().st_size > 1000 and (out / "loss.png").is_file()
+    assert main(["show", str(out / "synthetic.json")]) == 0
+    assert len(capsys.readouterr().out.split("learned step sizes: ")[1].splitlines()[0].split()) == 3
 
 
 @pytest.mark.parametrize("argv,msg", [
