@@ -11,8 +11,10 @@ gradient steps from an initialisation theta_0 give a network that does well on r
      (``backward="full"`` BPTT, or ``"checkpoint"``: stored theta_t, recomputed steps);
   3. one Adam step (lr 0.01, betas (0.5, 0.999)) on x~ and rho, with the lr halved every ``lr_decay_every``.
 
-Deviations: the real batch is class-balanced (the reference draws a plain random batch); the lr halving
-counts iterations, not passes over the data (default: 10 halvings over the run, like 40 of 400 passes).
+Deviations: the real batch is class-balanced (the reference draws a plain random batch); the run and the
+lr halving count iterations (outer steps, one real batch each), not passes over the data. The defaults
+are the reference's on MNIST: 400 passes of batch 1024 ~ 23600 iterations, halved every 10 % of the run
+(10 lr levels).
 
 Sets are judged by DD's own protocol (:func:`evaluate_dd`, ``DD.own_protocol``, CLI
 ``distillset evaluate SET --protocol own``): the learned steps, with the learned step sizes, from the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +48,11 @@ class DD(DistillMethod):
     ----------
     ipc : int, default=1
         Images per class per step; the set has ``steps * num_classes * ipc`` images, step-major.
-    iterations : int, default=400
+    iterations : int, default=23600
+        Outer steps (400 passes over MNIST's 60000 images at batch 1024, as in the reference).
     model : str, default="lenet"
+        Any registered model without BatchNorm; the DD paper uses "lenet" on MNIST and "alexcifarnet"
+        on CIFAR-10 (there its docs use ``distill_lr=0.001``).
     steps, epochs : int, default=10, 3
         S distinct synthetic batches, cycled E times: T = S * E unrolled steps, one step size each.
     distill_lr : float, default=0.02
@@ -68,8 +74,8 @@ class DD(DistillMethod):
         Poisoning mode: the outer loss sees the real labels ``attack_class`` rewritten to ``target_class``.
     backward : {"full", "checkpoint"}, default="full"
     net_init : {"xavier", "default"}, default="xavier"
-        p(theta_0): Xavier-normal weights (gain 1) and zero biases, as we read the DD code's default, or
-        the model registry's PyTorch initialisation.
+        p(theta_0): Xavier-normal conv / linear weights (gain 1), norm weights 1 and zero biases, as we
+        read the DD code's default, or the model registry's PyTorch initialisation.
     random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DistillMethod``.
 
     Examples
@@ -100,7 +106,7 @@ class DD(DistillMethod):
         "net_init": [Options(("xavier", "default"))],
     }
 
-    def __init__(self, ipc=1, *, iterations=400, model="lenet", steps=10, epochs=3, distill_lr=0.02, lr=0.01,
+    def __init__(self, ipc=1, *, iterations=23600, model="lenet", steps=10, epochs=3, distill_lr=0.02, lr=0.01,
                  lr_decay_every=None, batch_real=1024, init="fixed", n_nets=1, pool_source="digits", pool_size=4,
                  pool_epochs=30, attack_class=None, target_class=None, backward="full", net_init="xavier", random_state=None,
                  device=None, checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
@@ -140,6 +146,9 @@ class DD(DistillMethod):
         if self.attack_class is not None and self.attack_class == self.target_class:
             raise InvalidParameterError("The 'attack_class' and 'target_class' parameters of DD must differ "
                                         f"(both are {self.attack_class}): poisoning would change nothing.")
+        if self.init == "pretrained" and self.pool_source == data.name:
+            warnings.warn(f"DD's pool is pretrained on {data.name!r}, the data set being distilled: that is "
+                          "fine-tuning, not adaptation from another data set (set pool_source).", stacklevel=3)
         if has_batchnorm(get_model(self.model, data.image_shape, data.num_classes, seed=0)):
             raise InvalidParameterError(
                 f"The 'model' parameter of DD must name a network without BatchNorm. Got {self.model!r}: DD "

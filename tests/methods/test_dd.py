@@ -119,7 +119,8 @@ def test_random_and_pretrained_inits(digits):
     assert "theta0" not in r.extra
     res = evaluate_dd(r, digits, n_models=3)
     assert res["init"] == "random" and len(res["accuracies"]) == 3 and res["std"] >= 0
-    p = DD(init="pretrained", n_nets=2, pool_size=2, pool_epochs=30, **kw).fit(digits).synthetic_
+    with pytest.warns(UserWarning, match="fine-tuning, not adaptation"):  # the pool's source is the target
+        p = DD(init="pretrained", n_nets=2, pool_size=2, pool_epochs=30, **kw).fit(digits).synthetic_
     assert p.extra["pool"].shape[0] == 2
     res = evaluate_dd(p, digits, n_models=2)
     assert res["before_mean"] > 30  # the pool's source here is digits itself: pretrained nets already work
@@ -192,6 +193,7 @@ def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
     DD(iterations=4, lr_decay_every=1, **{**kw, "checkpoint_dir": str(tmp_path / "b")}).fit(digits, resume=True)
 
 
+@pytest.mark.filterwarnings("ignore:DD's pool is pretrained")
 def test_pretrained_resume_is_identical_and_does_not_retrain_the_pool(digits, tmp_path, monkeypatch):
     import distillset.methods.dd as dd_module
 
