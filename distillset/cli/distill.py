@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=lambda prog: __import__("argparse").RawDescriptionHelpFormatter(prog))
     p.add_argument("--dataset", default="digits", help="registered data set (distillset list datasets)")
     p.add_argument("--method", default="dm", help="registered method (distillset list methods)")
-    p.add_argument("--ipc", type=int, default=10, help="images per class (DD: per class per step)")
+    p.add_argument("--ipc", type=int, default=None,
+                   help="images per class (DD: per class per step); default: the method's own (10; DD 1)")
     p.add_argument("--model", default=None, help="architecture used while distilling (default: the method's own)")
     p.add_argument("--iterations", type=int, default=None, help="outer iterations (default: from --preset)")
     p.add_argument("--seed", type=int, default=0)
@@ -50,26 +51,24 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..data import load_dataset
-    from ..evaluate import Evaluator
     from ..methods import METHODS, get_method
-    from ..plots import plot_history, plot_step_sizes
 
     args.params_dict = {}
     args = apply_config(args._parser, args, given_dests(args._parser, args.argv))  # config "params" -> params_dict
     args.params_dict.update(dict(parse_param(t) for t in args.param))  # --param beats the config file
     preset = PRESETS[args.preset]
     iterations = args.iterations if args.iterations is not None else preset["iterations"]
-    eval_runs = args.eval_runs if args.eval_runs is not None else preset["eval_runs"]
-    eval_epochs = args.eval_epochs if args.eval_epochs is not None else preset["eval_epochs"]
-    out = Path(args.out or f"runs/{args.dataset}-{args.method}-ipc{args.ipc}")
+    defaults = METHODS.get(args.method)()  # the method's own defaults fill what the command line leaves open
+    ipc = args.ipc if args.ipc is not None else defaults.ipc
+    out = Path(args.out or f"runs/{args.dataset}-{args.method}-ipc{ipc}")
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-    core = dict(ipc=args.ipc, random_state=args.seed, device=args.device,
+    core = dict(ipc=ipc, random_state=args.seed, device=args.device,
                 checkpoint_dir=str(out / "checkpoint"), checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     if args.model is not None:
         core["model"] = args.model
-    if iterations is not None and METHODS.get(args.method)().iterations != 0:  # selection baselines have none
+    if iterations is not None and defaults.iterations != 0:  # selection baselines have none
         core["iterations"] = iterations
     method = get_method(args.method, **{**args.params_dict, **core})
     # the resolved options, in a form --config accepts again
@@ -78,44 +77,68 @@ def run(args) -> int:
     resolved["params"] = dict(args.params_dict)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True))
 
-    print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={args.ipc}, "
+    print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={ipc}, "
           f"{method.iterations} iterations -> {out}", flush=True)
     t0 = time.perf_counter()
     method.fit(data, resume=args.resume)
     seconds = time.perf_counter() - t0
-    syn = method.synthetic_
-    syn.save(out / "synthetic")
-    syn.save_grid(out / "grid.png")
-    artefacts = ["synthetic.safetensors", "synthetic.json", "grid.png"]
-    if any(method.history_.values()):
-        plot_history(method.history_, out / "loss.png", title=f"{args.method} on {data.name}")
-        artefacts.append("loss.png")
-    if syn.lrs is not None and "steps" in method.get_params():
-        plot_step_sizes(syn.lrs, method.steps, out / "step_sizes.png", title=f"{args.method}: learned step sizes")
-        artefacts.append("step_sizes.png")
-    report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": args.ipc,
-              "distill_seconds": seconds, "params": method._json_params(), "seed": method.seed_,
-              "final_loss": (method.history_.get("loss") or [None])[-1], "results": {}}
+    artefacts = _save_artefacts(method, data, out)
+    report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": ipc,
+              "images_per_class": method.synthetic_.ipc, "distill_seconds": seconds, "params": method._json_params(),
+              "seed": method.seed_, "final_loss": (method.history_.get("loss") or [None])[-1], "results": {}}
     if not args.no_eval:
-        evaluator = Evaluator(args.eval_models, n_models=eval_runs, epochs=eval_epochs,
-                              augment=None if args.eval_augment == "none" else args.eval_augment,
-                              random_state=args.seed, device=args.device)
-        rows = []
-        sets = {args.method: syn}
-        if args.baseline and args.baseline != "none" and args.baseline != args.method:
-            base = get_method(args.baseline, ipc=syn.ipc, random_state=args.seed, device=args.device).fit(data)
-            sets[args.baseline] = base.synthetic_
-        for label, s in sets.items():
-            res = evaluator.score(s, data)
-            report["results"][label] = {k: v.to_dict() for k, v in res.items()}
-            rows += result_rows(label, res)
-        print(f"\n{data.name}, ipc {args.ipc}, test accuracy (%) of nets trained on each set "
-              f"({eval_epochs} epochs, augment={evaluator._strategy(data.name)}):")
-        print(format_table(rows, ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
-        own = type(method).own_protocol(syn, data, n_models=eval_runs, random_state=args.seed, device=args.device)
-        if own is not None:
-            report["own_protocol"] = own
-            print(format_own(args.method, own))
+        _evaluate(args, preset, method, data, report)
     (out / "result.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"\nwrote {out}/{', '.join(artefacts + ['result.json', 'config.yaml'])}")
     return 0
+
+
+def _save_artefacts(method, data, out: Path) -> list[str]:
+    """The set, its image grid, the loss curve and (DD) the learned step sizes; returns the file names."""
+    from ..plots import plot_history, plot_step_sizes
+
+    syn = method.synthetic_
+    syn.save(out / "synthetic")
+    syn.save_grid(out / "grid.png")
+    written = ["synthetic.safetensors", "synthetic.json", "grid.png"]
+    if any(method.history_.values()):
+        plot_history(method.history_, out / "loss.png", title=f"{method.name} on {data.name}")
+        written.append("loss.png")
+    if syn.lrs is not None and method.name == "dd":
+        plot_step_sizes(syn.lrs, method.steps, out / "step_sizes.png", title=f"{method.name}: learned step sizes")
+        written.append("step_sizes.png")
+    return written
+
+
+def _evaluate(args, preset, method, data, report) -> None:
+    """The standard protocol on the set and on a baseline of as many images per class; the method's own too."""
+    from ..evaluate import Evaluator
+    from ..methods import get_method
+
+    eval_runs = args.eval_runs if args.eval_runs is not None else preset["eval_runs"]
+    eval_epochs = args.eval_epochs if args.eval_epochs is not None else preset["eval_epochs"]
+    evaluator = Evaluator(args.eval_models, n_models=eval_runs, epochs=eval_epochs,
+                          augment=None if args.eval_augment == "none" else args.eval_augment,
+                          random_state=args.seed, device=args.device)
+    syn = method.synthetic_
+    sets = {args.method: syn}
+    if args.baseline and args.baseline not in ("none", args.method):
+        smallest = int(data.class_counts().min())
+        if syn.ipc <= smallest:
+            sets[args.baseline] = get_method(args.baseline, ipc=syn.ipc, random_state=args.seed,
+                                             device=args.device).fit(data).synthetic_
+        else:
+            print(f"(no {args.baseline} baseline: the set has {syn.ipc} images per class, more than the smallest "
+                  f"class of {data.name!r} ({smallest}))")
+    rows = []
+    for label, s in sets.items():
+        res = evaluator.score(s, data)
+        report["results"][label] = {k: v.to_dict() for k, v in res.items()}
+        rows += result_rows(label, res)
+    print(f"\n{data.name}, {syn.ipc} images per class, test accuracy (%) of nets trained on each set "
+          f"({eval_epochs} epochs, augment={evaluator._strategy(data.name)}):")
+    print(format_table(rows, ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
+    own = type(method).own_protocol(syn, data, n_models=eval_runs, random_state=args.seed, device=args.device)
+    if own is not None:
+        report["own_protocol"] = own
+        print(format_own(args.method, own))

@@ -8,7 +8,8 @@ from .common import format_own, format_table, result_rows
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a saved synthetic set with the standard protocol", allow_abbrev=False)
+    p = sub.add_parser("evaluate", help="evaluate a saved synthetic set (the standard protocol, or the method's own)",
+                       allow_abbrev=False)
     p.add_argument("path", help="a saved set (its .json, .safetensors or common stem)")
     p.add_argument("--models", nargs="+", default=["convnet"], help="architectures (cross-architecture table)")
     p.add_argument("--runs", type=int, default=5, help="networks per architecture")
@@ -19,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--protocol", choices=["standard", "own"], default="standard",
-                   help="'own': the method's own evaluation where it has one (DD: its learned steps and step sizes)")
+                   help="'own': the method's own evaluation where it has one (DD: its learned steps and step sizes; "
+                        "uses --runs, --seed and --device only)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -50,7 +52,10 @@ def run(args) -> int:
 def run_own(args, syn, data) -> int:
     from ..methods import METHODS
 
-    method = syn.meta.get("method", "?")
+    method = syn.meta.get("method")
+    if method is None:
+        raise ValueError(f"{args.path} records no method in its metadata, so it has no own protocol; "
+                         "use --protocol standard.")
     own = METHODS.get(method).own_protocol(syn, data, n_models=args.runs, random_state=args.seed, device=args.device)
     if own is None:
         raise ValueError(f"Method {method!r} has no own evaluation protocol; use --protocol standard.")

@@ -10,7 +10,9 @@ A method subclasses :class:`DistillMethod` and implements
 and lists its hyper-parameters in ``__init__`` (which only stores them) and ``_parameter_constraints``.
 The base class owns seeding, validation, the loop, tqdm, logging and checkpoints. Every random draw
 goes through ``state.generator``, so a checkpoint (tensors + optimizer + generator state + iteration)
-resumes bit-identically.
+resumes bit-identically. ``self.resuming_`` is set before ``_init_state``: when True the checkpoint's
+tensors overwrite what ``_init_state`` returns, so costly set-up (DD's pretrained pool) may return
+placeholders of the right shape instead. ``own_protocol`` (optional) is the method's own evaluation.
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ learns slowly under DD (about 50-60 % after 3000 fixed-init iterations) where an
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import warnings
@@ -31,7 +32,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidParameterError
+from ..errors import CheckpointMismatchError, InvalidParameterError
 from ..models import get_model, has_batchnorm
 from ..utils import Instance, Interval, Options, make_generator, resolve_device
 from ._dd_nets import InitSampler, pretrain_pool
@@ -60,7 +61,8 @@ class DD(DistillMethod):
     lr : float, default=0.01
         Adam lr on images and rho (betas (0.5, 0.999)), halved every ``lr_decay_every`` iterations.
     lr_decay_every : int or None, default=None
-        None = ``max(1, iterations // 10)``.
+        None = ``max(1, iterations // 10)``. To extend a finished run with ``resume``, pass the decay it
+        used (a longer ``iterations`` would otherwise stretch the schedule; resuming refuses that).
     batch_real : int, default=1024
     init : {"fixed", "random", "pretrained"}, default="fixed"
         One fixed network init (drawn from the seed, kept in ``synthetic_.extra["theta0"]``); a fresh
@@ -155,11 +157,21 @@ class DD(DistillMethod):
                 "unrolls plain gradient steps on the weights, and BatchNorm's running statistics are state outside "
                 "them. Use e.g. 'lenet', 'alexcifarnet', 'mlp' or 'convnet' (instance norm).")
 
-    @property
-    def _resumable_changes(self):
-        """With ``lr_decay_every=None`` the lr schedule depends on ``iterations``: resuming must keep it."""
-        keep = DistillMethod._resumable_changes
-        return keep if self.lr_decay_every is not None else tuple(k for k in keep if k != "iterations")
+    _resumable_changes = DistillMethod._resumable_changes + ("lr_decay_every",)  # checked as a schedule below
+
+    def _decay_every(self, iterations=None, lr_decay_every=None) -> int:
+        """Iterations between lr halvings: ``lr_decay_every``, or a tenth of the run."""
+        return lr_decay_every or max(1, (iterations or self.iterations) // 10)
+
+    def _load_checkpoint(self, state, ckpt_dir):
+        theirs = json.loads((ckpt_dir / "checkpoint.json").read_text())["params"]
+        before = self._decay_every(theirs["iterations"], theirs.get("lr_decay_every"))
+        if self._decay_every(self.iterations, self.lr_decay_every) != before:
+            raise CheckpointMismatchError(
+                f"Cannot resume from {ckpt_dir}: its lr was halved every {before} iterations and this run would "
+                f"halve it every {self._decay_every(self.iterations, self.lr_decay_every)} (lr_decay_every=None "
+                f"means a tenth of 'iterations'). Pass lr_decay_every={before} to keep the schedule.")
+        super()._load_checkpoint(state, ckpt_dir)
 
     def _init_state(self, data, real, generator):
         k, device = data.num_classes, real.images.device
@@ -198,8 +210,9 @@ class DD(DistillMethod):
         t, data = state.tensors, state.data
         if "p0" not in state.cache:  # p(theta_0), and its template network for the functional calls
             state.cache["p0"] = InitSampler(self.model, data, state.device, self.net_init)
-        f = FlatNet(state.cache["p0"].template)
-        decay = self.lr_decay_every or max(1, self.iterations // 10)
+            state.cache["f"] = FlatNet(state.cache["p0"].template)
+        f = state.cache["f"]
+        decay = self._decay_every(self.iterations, self.lr_decay_every)
         for group in state.optimizer.param_groups:
             group["lr"] = self.lr * 0.5 ** (it // decay)
         # 1. a real batch, labels poisoned in attack mode
@@ -285,6 +298,9 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=N
     params = _dd_params(synthetic)
     model = model or params["model"]
     init = init or params["init"]
+    if init not in _INIT_WORDS or int(n_models) < 1:
+        raise InvalidParameterError(f"evaluate_dd needs init in {sorted(_INIT_WORDS)} and n_models >= 1. "
+                                    f"Got init={init!r}, n_models={n_models!r} instead.")
     attack_class = params.get("attack_class") if attack_class is None else attack_class
     target_class = params.get("target_class") if target_class is None else target_class
     if (attack_class is None) != (target_class is None):

@@ -44,19 +44,21 @@ def test_distill_evaluate_show(tmp_path, capsys):
 
 def test_dd_reports_its_own_protocol(tmp_path, capsys):
     out = tmp_path / "dd"
-    assert main(["distill", "--method", "dd", "--ipc", "1", "--iterations", "2", "--param", "steps=1",
-                 "--param", "batch_real=20", "--eval-runs", "1", "--eval-epochs", "1", "--eval-models", "mlp",
+    assert main(["distill", "--method", "dd", "--iterations", "2", "--param", "steps=2", "--param", "init=random",
+                 "--param", "batch_real=20", "--eval-runs", "2", "--eval-epochs", "1", "--eval-models", "mlp",
                  "--quiet", "--device", "cpu", "--out", str(out)]) == 0
-    assert "dd's own protocol (the 3 learned steps with the learned step sizes from the fixed init" \
-        in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "dd's own protocol (the 6 learned steps with the learned step sizes from fresh random inits" in text
+    assert "2 images per class" in text  # DD's own ipc (1 per step), 2 steps; the baseline matches it
     report = json.loads((out / "result.json").read_text())
-    assert report["params"]["model"] == "lenet"  # the method's own default model, not the CLI's
-    assert len(report["own_protocol"]["accuracies"]) == 1
+    assert report["params"]["model"] == "lenet" and report["ipc"] == 1  # the method's own defaults
+    assert len(report["own_protocol"]["accuracies"]) == 2  # --eval-runs reaches the own protocol
+    assert len(report["results"]["random"]["mlp"]["accuracies"]) == 2
     assert main(["evaluate", str(out / "synthetic.json"), "--protocol", "own", "--device", "cpu"]) == 0
     assert "dd's own protocol" in capsys.readouterr().out
     assert (out / "step_sizes.png").stat().st_size > 1000 and (out / "loss.png").is_file()
     assert main(["show", str(out / "synthetic.json")]) == 0
-    assert len(capsys.readouterr().out.split("learned step sizes: ")[1].splitlines()[0].split()) == 3
+    assert len(capsys.readouterr().out.split("learned step sizes: ")[1].splitlines()[0].split()) == 6
 
 
 @pytest.mark.parametrize("argv,msg", [

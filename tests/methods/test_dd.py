@@ -102,8 +102,8 @@ def test_fixed_init_beats_random_images_with_the_same_schedule(digits, clean):
     assert ours["mean"] > 80 and ours["before_mean"] < 20, ours
     assert ours["mean"] > baseline["mean"] + 40, (ours["mean"], baseline["mean"])
     # also evaluable with the standard protocol
-    res = Evaluator("mlp", n_models=1, epochs=5, augment=None, device="cpu").score(clean, digits)["mlp"]
-    assert 0 <= res.mean <= 100
+    res = Evaluator("mlp", n_models=2, epochs=5, augment=None, device="cpu").score(clean, digits)["mlp"]
+    assert len(res.accuracies) == 2
 
 
 def test_attack_moves_the_attack_class_to_the_target(digits, clean):
@@ -166,7 +166,7 @@ def test_xavier_init_sampler(digits):
     assert abs(conv.std().item() / (2.0 / (fan_in + fan_out)) ** 0.5 - 1) < 0.1
 
 
-def test_bad_inputs_get_clear_errors(digits, clean, tmp_path):
+def test_bad_inputs_get_clear_errors(digits, clean):
     with pytest.raises(InvalidParameterError, match="without BatchNorm"):
         DD(model="convnet_bn", iterations=1, progress=False).fit(digits)
     with pytest.raises(InvalidParameterError, match="must differ"):
@@ -176,9 +176,14 @@ def test_bad_inputs_get_clear_errors(digits, clean, tmp_path):
         evaluate_dd(dm, digits)
     with pytest.raises(InvalidParameterError, match="normalised float images shaped like"):
         evaluate_dd(clean, digits, images=digits.train.images[:10])
-    r = DD(init="random", steps=1, epochs=1, iterations=1, batch_real=20, progress=False).fit(digits).synthetic_
+    r = DD(init="random", steps=1, epochs=1, iterations=1, batch_real=20, random_state=0, device="cpu",
+           progress=False).fit(digits).synthetic_
     with pytest.raises(InvalidParameterError, match="holds no fixed init"):
         evaluate_dd(r, digits, init="fixed")
+    with pytest.raises(InvalidParameterError, match="needs init in"):
+        evaluate_dd(r, digits, init="Random")
+    with pytest.raises(InvalidParameterError, match="n_models >= 1"):
+        evaluate_dd(r, digits, n_models=0)
 
 
 def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
@@ -186,11 +191,12 @@ def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
 
     kw = dict(steps=1, epochs=1, batch_real=20, random_state=0, device="cpu", progress=False,
               checkpoint_dir=str(tmp_path), checkpoint_every=2)
-    DD(iterations=2, **kw).fit(digits)
-    with pytest.raises(CheckpointMismatchError, match="iterations"):  # halving every iterations // 10 would move
-        DD(iterations=4, **kw).fit(digits, resume=True)
-    DD(iterations=2, lr_decay_every=1, **{**kw, "checkpoint_dir": str(tmp_path / "b")}).fit(digits)
-    DD(iterations=4, lr_decay_every=1, **{**kw, "checkpoint_dir": str(tmp_path / "b")}).fit(digits, resume=True)
+    DD(iterations=20, **kw).fit(digits)  # lr halved every 2 iterations
+    with pytest.raises(CheckpointMismatchError, match="Pass lr_decay_every=2 to keep the schedule"):
+        DD(iterations=40, **kw).fit(digits, resume=True)  # a tenth of 40 would halve every 4
+    longer = DD(iterations=40, lr_decay_every=2, **kw).fit(digits, resume=True)
+    straight = DD(iterations=40, lr_decay_every=2, **{**kw, "checkpoint_dir": None}).fit(digits)
+    assert torch.equal(longer.synthetic_.images, straight.synthetic_.images)
 
 
 @pytest.mark.filterwarnings("ignore:DD's pool is pretrained")
@@ -213,3 +219,13 @@ def test_pretrained_resume_is_identical_and_does_not_retrain_the_pool(digits, tm
     resumed = DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, resume=True)
     assert torch.equal(straight.synthetic_.extra["pool"], resumed.synthetic_.extra["pool"])
     assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
+
+
+def test_doctests():
+    import doctest
+
+    import distillset.methods.dd as dd_module
+    import distillset.methods.dd_linear as linear_module
+
+    for mod in (dd_module, linear_module):
+        assert doctest.testmod(mod).failed == 0, mod.__name__

@@ -113,3 +113,19 @@ def test_resume_refuses_any_changed_hyper_parameter(digits, tmp_path):
 def test_resume_without_checkpoint_dir_is_an_error(digits):
     with pytest.raises(InvalidParameterError, match="checkpoint_dir"):
         fast("dm", iterations=1).fit(digits, resume=True)
+
+
+def test_class_balanced_sampling(digits):
+    from distillset.methods import RealData
+
+    real = RealData(digits, torch.device("cpu"))
+    k, n = digits.num_classes, 7
+    idx = real.sample_indices(n, torch.Generator().manual_seed(0))
+    assert torch.equal(real.labels[idx].view(k, n), torch.arange(k)[:, None].expand(k, n))  # class-major
+    assert idx.unique().numel() == k * n  # distinct images
+    other = real.sample_indices(n, torch.Generator().manual_seed(1))
+    assert not torch.equal(idx, other)
+    # every image of a class can be drawn: over many draws the picks cover the class
+    g = torch.Generator().manual_seed(2)
+    seen = torch.cat([real.sample_indices(n, g)[:n] for _ in range(200)]).unique()
+    assert seen.numel() == int((real.labels == 0).sum())
