@@ -53,3 +53,7 @@ class CorruptFileError(DataError):
 
 class CheckpointMismatchError(DistillsetError, ValueError):
     """``resume`` was asked for with settings that differ from the checkpoint's."""
+
+
+class DivergenceError(DistillsetError, FloatingPointError):
+    """A run's loss or learnable tensors became NaN or infinite (the optimisation diverged)."""

@@ -17,6 +17,7 @@ placeholders of the right shape instead. ``own_protocol`` (optional) is the meth
 from __future__ import annotations
 
 import inspect
+import math
 import json
 import time
 import warnings
@@ -31,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from .._registry import Registry
 from ..data import ImageDataset
-from ..errors import CheckpointMismatchError, InvalidParameterError
+from ..errors import CheckpointMismatchError, DivergenceError, InvalidParameterError
 from ..synthetic import SyntheticSet
 from ..utils import Instance, Interval, make_generator, resolve_device, resolve_seed, validate_params
 
@@ -260,6 +261,7 @@ class DistillMethod:
             if ckpt_dir is not None and self.checkpoint_every and state.iteration % self.checkpoint_every == 0:
                 self._flush_logs(state, pending, bar)
                 pending = []
+                self._check_finite(state, ckpt_dir)  # never overwrite a good checkpoint with a diverged state
                 self._save_checkpoint(state, ckpt_dir)
             if callback is not None:
                 callback(self, it, losses)
@@ -270,10 +272,23 @@ class DistillMethod:
         """Move the losses logged since the last flush to ``state.history`` (one host sync)."""
         if not pending:
             return
+        first = state.iteration - len(pending)
         for key in pending[0]:
             values = torch.stack([p[key].float() for p in pending]).cpu().tolist()
             state.history.setdefault(key, []).extend(values)
+            bad = [first + i for i, v in enumerate(values) if not math.isfinite(v)]
+            if bad:
+                raise DivergenceError(f"The run diverged: its {key!r} became {values[bad[0] - first]} at iteration "
+                                      f"{bad[0]}. Lower the learning rate(s); with checkpoints on, resume from the "
+                                      "last one (saved before the divergence) after changing them.")
         bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in state.history.items()})
+
+    def _check_finite(self, state: State, ckpt_dir: Path) -> None:
+        bad = [k for k, v in state.tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise DivergenceError(f"The run diverged: {', '.join(bad)} hold NaN or infinite values at iteration "
+                                  f"{state.iteration}; the checkpoint in {ckpt_dir} keeps the last good state. "
+                                  "Lower the learning rate(s) and resume.")
 
     def _build_synthetic(self, state: State) -> SyntheticSet:
         images, labels, lrs = self._to_synthetic(state)

@@ -129,3 +129,25 @@ def test_class_balanced_sampling(digits):
     g = torch.Generator().manual_seed(2)
     seen = torch.cat([real.sample_indices(n, g)[:n] for _ in range(200)]).unique()
     assert seen.numel() == int((real.labels == 0).sum())
+
+
+def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    from distillset.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match="diverged: its 'loss' became (nan|inf) at iteration"):
+        fast("dm", iterations=4, lr_img=float("inf"), log_every=2).fit(digits)
+    good = fast("dm", iterations=8, checkpoint_dir=str(tmp_path), checkpoint_every=2, log_every=100)
+
+    class BreaksAtIteration3(type(good)):  # a finite loss, then an update that leaves NaN images
+        def _step(self, state, it):
+            losses = super()._step(state, it)
+            if it == 3:
+                state.tensors["images"].data.fill_(float("nan"))
+            return losses
+
+    with pytest.raises(DivergenceError, match="images hold NaN or infinite values at iteration 4"):
+        BreaksAtIteration3(**good.get_params()).fit(digits)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "checkpoint.safetensors"))
+    assert torch.isfinite(saved["tensor.images"]).all()  # iteration 2's checkpoint, not the broken state
