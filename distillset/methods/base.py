@@ -259,9 +259,8 @@ class DistillMethod:
                 self._flush_logs(state, pending, bar)
                 pending = []
             if ckpt_dir is not None and self.checkpoint_every and state.iteration % self.checkpoint_every == 0:
-                self._flush_logs(state, pending, bar)
+                self._flush_logs(state, pending, bar)  # also checks the state: a diverged one is never saved
                 pending = []
-                self._check_finite(state, ckpt_dir)  # never overwrite a good checkpoint with a diverged state
                 self._save_checkpoint(state, ckpt_dir)
             if callback is not None:
                 callback(self, it, losses)
@@ -269,26 +268,26 @@ class DistillMethod:
 
     @staticmethod
     def _flush_logs(state: State, pending: list[dict[str, torch.Tensor]], bar) -> None:
-        """Move the losses logged since the last flush to ``state.history`` (one host sync)."""
-        if not pending:
-            return
-        first = state.iteration - len(pending)
-        for key in pending[0]:
+        """Move the losses logged since the last flush to ``state.history`` and check the state (one host sync).
+
+        Raises :class:`DivergenceError` when a learnable tensor holds NaN or inf: the run cannot recover,
+        and the last checkpoint (written before this check passed) still holds a good state.
+        """
+        floats = {k: v for k, v in state.tensors.items() if v.is_floating_point()}
+        finite = torch.stack([torch.isfinite(v).all() for v in floats.values()]).cpu().tolist() if floats else []
+        for key in pending[0] if pending else ():
             values = torch.stack([p[key].float() for p in pending]).cpu().tolist()
             state.history.setdefault(key, []).extend(values)
-            bad = [first + i for i, v in enumerate(values) if not math.isfinite(v)]
-            if bad:
-                raise DivergenceError(f"The run diverged: its {key!r} became {values[bad[0] - first]} at iteration "
-                                      f"{bad[0]}. Lower the learning rate(s); with checkpoints on, resume from the "
-                                      "last one (saved before the divergence) after changing them.")
-        bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in state.history.items()})
-
-    def _check_finite(self, state: State, ckpt_dir: Path) -> None:
-        bad = [k for k, v in state.tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:
-            raise DivergenceError(f"The run diverged: {', '.join(bad)} hold NaN or infinite values at iteration "
-                                  f"{state.iteration}; the checkpoint in {ckpt_dir} keeps the last good state. "
-                                  "Lower the learning rate(s) and resume.")
+        if not all(finite):
+            losses = state.history.get("loss", [])
+            since = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+            hint = f"; the loss first became non-finite at iteration {since}" if since is not None else ""
+            raise DivergenceError(
+                f"The run diverged: {', '.join(k for k, ok in zip(floats, finite) if not ok)} hold NaN or infinite "
+                f"values by iteration {state.iteration}{hint}. Lower the "
+                "learning rate(s); with checkpoints on, resume from the last one, which predates the divergence.")
+        if state.history:
+            bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in state.history.items()})
 
     def _build_synthetic(self, state: State) -> SyntheticSet:
         images, labels, lrs = self._to_synthetic(state)

@@ -229,3 +229,18 @@ def test_doctests():
 
     for mod in (dd_module, linear_module):
         assert doctest.testmod(mod).failed == 0, mod.__name__
+
+
+def test_an_init_that_overflows_is_dropped_not_spread(digits):
+    """One random init whose unrolled steps overflow must not turn the images NaN (counted in history_)."""
+    kw = dict(init="random", n_nets=2, steps=1, epochs=1, iterations=3, batch_real=20, random_state=0,
+              device="cpu", progress=False, log_every=1)
+
+    class OneBadInit(DD):
+        def _thetas(self, state):
+            thetas = super()._thetas(state)
+            return [thetas[0], torch.full_like(thetas[1], float("inf"))] if state.iteration == 1 else thetas
+
+    m = OneBadInit(**kw).fit(digits)
+    assert m.history_["dropped_inits"] == [0.0, 1.0, 0.0]
+    assert all(torch.isfinite(torch.tensor(m.history_["loss"]))) and torch.isfinite(m.synthetic_.images).all()

@@ -134,7 +134,7 @@ def test_class_balanced_sampling(digits):
 def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     from distillset.errors import DivergenceError
 
-    with pytest.raises(DivergenceError, match="diverged: its 'loss' became (nan|inf) at iteration"):
+    with pytest.raises(DivergenceError, match="diverged: images hold NaN or infinite values by iteration 2"):
         fast("dm", iterations=4, lr_img=float("inf"), log_every=2).fit(digits)
     good = fast("dm", iterations=8, checkpoint_dir=str(tmp_path), checkpoint_every=2, log_every=100)
 
@@ -145,7 +145,7 @@ def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(digits, 
                 state.tensors["images"].data.fill_(float("nan"))
             return losses
 
-    with pytest.raises(DivergenceError, match="images hold NaN or infinite values at iteration 4"):
+    with pytest.raises(DivergenceError, match="images hold NaN or infinite values by iteration 4"):
         BreaksAtIteration3(**good.get_params()).fit(digits)
     from safetensors.torch import load_file
 
