@@ -104,7 +104,6 @@ class KIP(DistillMethod):
         "zca": [Instance((bool,))],
         "zca_strength": [Interval(float, 0)],
     }
-    _resume_keys = ("ipc", "model", "kernel", "learn_labels", "loss", "zca")
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", kernel="fc_ntk", reg=1e-6, lr=0.04,
                  batch_target=5000, learn_labels=False, loss="mse", init="real", augment=None, zca=False,
