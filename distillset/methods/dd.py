@@ -14,7 +14,8 @@ gradient steps from an initialisation theta_0 give a network that does well on r
 Deviations: an initialisation whose unrolled steps overflow (non-finite outer loss or meta-gradient)
 is left out of that iteration's average instead of turning every image NaN (``history_["dropped_inits"]``
 counts them; the reference has no such guard, and a 10000-iteration random-init run of ours diverged
-without it). The real batch is class-balanced (the reference draws a plain random batch); the run and the
+without it). A dropped init also drops its penalty on large step sizes: a rising count means ``lr`` is
+too high (benchmarks/NOTES.md, ``dd_mnist_random100_long``). The real batch is class-balanced (the reference draws a plain random batch); the run and the
 lr halving count iterations (outer steps, one real batch each), not passes over the data. The defaults
 are the reference's on MNIST: 400 passes of batch 1024 ~ 23600 iterations, halved every 10 % of the run
 (10 lr levels).
