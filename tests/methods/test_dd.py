@@ -135,15 +135,21 @@ def test_errors(digits):
         DD(attack_class=1, target_class=10, iterations=1, progress=False).fit(digits)
 
 
+def _interrupt_at_2(kw, digits, tmp_path):
+    """A checkpointed run (every 2 iterations) that dies during iteration 3."""
+    def stop(method, it, losses):
+        if it == 2:
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, callback=stop)
+
+
 def test_random_init_resume_is_identical(digits, tmp_path):
     kw = dict(init="random", n_nets=2, steps=1, epochs=2, iterations=4, batch_real=32, random_state=0, device="cpu",
               progress=False, backward="checkpoint")
     straight = DD(**kw).fit(digits)
-    with pytest.raises(RuntimeError):
-        def stop(method, it, losses):
-            if it == 2:
-                raise RuntimeError
-        DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, callback=stop)
+    _interrupt_at_2(kw, digits, tmp_path)
     resumed = DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, resume=True)
     assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
     assert torch.equal(straight.synthetic_.lrs, resumed.synthetic_.lrs)
@@ -206,11 +212,7 @@ def test_pretrained_resume_is_identical_and_does_not_retrain_the_pool(digits, tm
     kw = dict(init="pretrained", pool_size=2, pool_epochs=2, steps=1, epochs=2, iterations=4, batch_real=32,
               random_state=0, device="cpu", progress=False)
     straight = DD(**kw).fit(digits)
-    with pytest.raises(RuntimeError):
-        def stop(method, it, losses):
-            if it == 2:
-                raise RuntimeError
-        DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, callback=stop)
+    _interrupt_at_2(kw, digits, tmp_path)
 
     def no_training(*args, **kwargs):
         raise AssertionError("the pool was trained again on resume")
