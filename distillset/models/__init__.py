@@ -2,6 +2,7 @@
 from . import classic, convnet, resnet, vgg  # noqa: F401  (fills the registry)
 from .classic import MLP, AlexCifarNet, AlexNet, LeNet
 from .convnet import ConvNet
+from .init import Redraw, redraw_
 from .registry import MODELS, EmbedClassifier, canonical_model_name, get_model, has_batchnorm, list_models, register_model
 from .resnet import ResNet
 from .vgg import VGG11
@@ -14,11 +15,13 @@ __all__ = [
     "AlexNet",
     "ConvNet",
     "LeNet",
+    "Redraw",
     "ResNet",
     "VGG11",
     "canonical_model_name",
     "get_model",
     "has_batchnorm",
     "list_models",
+    "redraw_",
     "register_model",
 ]
