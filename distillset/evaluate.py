@@ -234,22 +234,24 @@ class Evaluator:
         strategy = self._strategy(data.name)
         models = [self.models] if isinstance(self.models, str) else list(self.models)
         precision = precision_name(resolve_precision(self.precision, device))
-        jobs = [(name, seeds) for m, name in enumerate(models) for seeds in network_seeds(root, m, self.n_models)]
 
-        def run(job):
-            name, (init_seed, stream_seed) = job
-            net = get_model(name, data.image_shape, data.num_classes, seed=init_seed, device=device)
+        def train_and_test(job):
+            net, stream_seed = job
             train_network(net, x_syn, y_syn, epochs=self.epochs, generator=make_generator(stream_seed, device),
                           lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
                           weight_decay=self.weight_decay, augment=strategy, loss=self.loss, precision=precision)
             return test_accuracy(net, x_test, y_test, precision=precision)
 
-        t0 = time.perf_counter()
-        accs = self._map(run, jobs, device)
-        seconds = (time.perf_counter() - t0) / max(1, len(models))
-        return {name: EvalResult(name, accs[m * self.n_models:(m + 1) * self.n_models], self.epochs, strategy,
-                                 seconds, dataset=data.name, source=data.source, precision=precision)
-                for m, name in enumerate(models)}
+        results = {}
+        for m, name in enumerate(models):
+            t0 = time.perf_counter()
+            seeds = network_seeds(root, m, self.n_models)
+            # built here, one after another: get_model seeds torch's global RNG, which threads must not share
+            nets = [get_model(name, data.image_shape, data.num_classes, seed=s, device=device) for s, _ in seeds]
+            accs = self._map(train_and_test, [(net, stream) for net, (_, stream) in zip(nets, seeds)], device)
+            results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0,
+                                       dataset=data.name, source=data.source, precision=precision)
+        return results
 
     def _map(self, fn, jobs: list, device: torch.device) -> list[float]:
         """``[fn(job) for job in jobs]``; on CPU several at once, one torch thread each."""
