@@ -61,17 +61,19 @@ def train_network(
     weight_decay: float = 5e-4,
     augment: str | None = None,
     loss: str = "ce",
+    lr_decay: bool = True,
 ) -> torch.nn.Module:
     """Train ``net`` in place with the protocol's SGD recipe (lr x0.1 at half the epochs).
 
     ``targets`` are int64 class labels or float soft targets (N, C); ``loss`` is ``"ce"`` (cross-entropy,
     soft targets allowed) or ``"mse"`` (regression onto the targets, for kernel-method labels).
+    ``lr_decay=False`` keeps the lr constant (DC's inner loop).
     """
     from .augment import augment as dsa
 
     images, targets = images.detach(), targets.detach()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[epochs // 2] if epochs >= 2 else [], gamma=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[epochs // 2] if epochs >= 2 and lr_decay else [], gamma=0.1)
     n = images.shape[0]
     net.train()
     for _ in range(epochs):

@@ -38,10 +38,10 @@ gradient is ~50x larger (measured), so use ~0.01 there, and ConvNet-2: ConvNet-3
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..augment import apply, augment, default_strategy, sample_params
+from ..augment import apply, default_strategy, sample_params
 from ..errors import InvalidParameterError
+from ..evaluate import train_network
 from ..models import get_model, has_batchnorm
 from ..utils import Instance, Interval, Options, draw_seed
 from .base import DistillMethod, State, register_method
@@ -164,7 +164,7 @@ class DC(DistillMethod):
             return None
         return default_strategy(dataset_name) if self.augment == "auto" else self.augment
 
-    def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
+    def _step(self, state: State, it: int):
         data, g = state.data, state.generator
         syn, syn_labels = state.tensors["images"], state.tensors["labels"]
         k = data.num_classes
@@ -175,8 +175,6 @@ class DC(DistillMethod):
         class_grads = class_gradients_batched if self.path_ == "batched" else class_gradients_looped
         # 1. a fresh network
         net = get_model(self.model, data.image_shape, k, seed=draw_seed(g), device=state.device)
-        net.train()
-        net_opt = torch.optim.SGD(net.parameters(), lr=self.lr_net)
         total = syn.new_zeros(())
         for step in range(outer):
             # 2a. a real batch per class; DSA: one shared transformation per class
@@ -188,29 +186,16 @@ class DC(DistillMethod):
             # 2b. per-class gradients, (K, *param_shape) per parameter
             g_real = class_grads(net, x_real, y_real, k)
             g_syn = class_grads(net, x_syn, syn_labels, k, create_graph=True)
-            # 2c. match and update the images
+            # 2c. match; the loop updates the images
             loss = match_distance(g_real, g_syn, self.distance)
-            state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            state.optimizer.step()
+            yield loss
             total = total + loss.detach()
             if step == outer - 1:
                 break  # no network update after the last matching step
-            # 2d. train the network on the current synthetic set
-            self._train_net(net, net_opt, syn.detach(), syn_labels, inner, strategy, g)
+            # 2d. train the network on the current synthetic set: plain SGD, constant lr, per-image augmentation
+            train_network(net, syn, syn_labels, epochs=inner, generator=g, lr=self.lr_net, batch_size=self.batch_syn,
+                          momentum=0.0, weight_decay=0.0, augment=strategy, lr_decay=False)
         return {"loss": total / (outer * k)}  # mean per class and matching step, as the reference logs
-
-    def _train_net(self, net, opt, x, y, epochs, strategy, g) -> None:
-        n = x.shape[0]
-        for _ in range(epochs):
-            perm = torch.randperm(n, generator=g, device=g.device).to(x.device)
-            for start in range(0, n, self.batch_syn):
-                idx = perm[start:start + self.batch_syn]
-                xb = augment(x[idx], strategy, generator=g) if strategy else x[idx]
-                loss = F.cross_entropy(net(xb), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
 
 
 @register_method

@@ -41,7 +41,7 @@ from ..models import get_model, has_batchnorm
 from ..utils import Instance, Interval, Options, make_generator, resolve_device
 from ._dd_nets import InitSampler, pretrain_pool
 from ._unroll import FlatNet, meta_grad, unroll
-from .base import DistillMethod, State, register_method
+from .base import DistillMethod, State, grad_surrogate, register_method
 from .common import class_labels
 
 
@@ -190,8 +190,6 @@ class DD(DistillMethod):
         p0 = InitSampler(self.model, data, device, self.net_init)
         if self.init == "fixed":
             tensors["extra.theta0"] = p0.sample(1, generator)[0]  # (P,)
-        elif self.init == "pretrained" and self.resuming_:  # the checkpoint holds the trained pool
-            tensors["extra.pool"] = torch.zeros(self.pool_size, p0.size, device=device)
         elif self.init == "pretrained":
             tensors["extra.pool"] = pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs,
                                                   generator)  # (pool_size, P)
@@ -199,6 +197,10 @@ class DD(DistillMethod):
 
     def _make_optimizer(self, tensors):
         return torch.optim.Adam([tensors["images"], tensors["lrs_raw"]], lr=self.lr, betas=(0.5, 0.999))
+
+    def _make_schedule(self, optimizers):
+        decay = self._decay_every(self.iterations, self.lr_decay_every)
+        return {"main": torch.optim.lr_scheduler.LambdaLR(optimizers["main"], lambda it: 0.5 ** (it // decay))}
 
     def _thetas(self, state: State) -> list[torch.Tensor]:
         """This iteration's initialisations theta_0, each (P,)."""
@@ -210,15 +212,12 @@ class DD(DistillMethod):
             return list(t["extra.pool"][idx.to(state.device)].unbind(0))
         return list(state.cache["p0"].sample(self.n_nets, g).unbind(0))
 
-    def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
+    def _step(self, state: State, it: int):
         t, data = state.tensors, state.data
         if "p0" not in state.cache:  # p(theta_0), and its template network for the functional calls
             state.cache["p0"] = InitSampler(self.model, data, state.device, self.net_init)
             state.cache["f"] = FlatNet(state.cache["p0"].template)
         f = state.cache["f"]
-        decay = self._decay_every(self.iterations, self.lr_decay_every)
-        for group in state.optimizer.param_groups:
-            group["lr"] = self.lr * 0.5 ** (it // decay)
         # 1. a real batch, labels poisoned in attack mode
         x_real, y_real = state.real.sample(max(1, self.batch_real // data.num_classes), state.generator)
         y_real = poison(y_real, self.attack_class, self.target_class)
@@ -235,9 +234,8 @@ class DD(DistillMethod):
             ok = torch.isfinite(l) & torch.isfinite(gi).all() & torch.isfinite(gr).all()  # on device: no sync
             loss, kept = loss + torch.where(ok, l, 0.0), kept + ok
             d_img, d_raw = d_img + torch.where(ok, gi, 0.0), d_raw + torch.where(ok, gr, 0.0)
-        # 3. Adam step on images and raw step sizes
-        t["images"].grad, t["lrs_raw"].grad = d_img / kept.clamp(min=1), d_raw / kept.clamp(min=1)
-        state.optimizer.step()
+        # 3. the loop takes an Adam step on images and raw step sizes (lr halved every lr_decay_every iterations)
+        yield grad_surrogate({t["images"]: d_img / kept.clamp(min=1), t["lrs_raw"]: d_raw / kept.clamp(min=1)})
         return {"loss": loss / kept, "dropped_inits": len(thetas) - kept}  # loss NaN when every init was dropped
 
     @classmethod
