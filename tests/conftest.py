@@ -13,6 +13,15 @@ def shared_data_root() -> Path | None:
     return p if p.is_dir() else None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the preparation cache of test runs out of the user's cache folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DISTILLSET_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def digits():
     from distillset import load_dataset

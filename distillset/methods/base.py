@@ -2,6 +2,9 @@
 
 A method subclasses :class:`DistillMethod` and implements
 
+- ``_prepare(data, generator) -> dict[str, Tensor]`` and ``_prepare_settings()`` (optional): costly,
+  deterministic set-up (DD's pretrained pool), cached by :mod:`distillset.cache` under a key of its
+  settings, the data set, the seed, the device type and the library version; the result is ``prepared_``,
 - ``_init_state(data, real, generator) -> dict[str, Tensor]``: the learnable tensors (leaves),
 - ``_make_optimizer(tensors) -> Optimizer | dict[str, Optimizer]`` (optional; default none),
 - ``_make_schedule(optimizers) -> dict[str, LRScheduler]`` (optional; default none),
@@ -35,7 +38,9 @@ from .._registry import Registry
 from ..data import ImageDataset
 from ..errors import CheckpointMismatchError, DivergenceError, InvalidParameterError
 from ..synthetic import SyntheticSet
-from ..utils import Instance, Interval, make_generator, resolve_device, resolve_seed, validate_params
+from ..cache import cached, fingerprint
+from ..utils import (Instance, Interval, derive_seed, make_generator, resolve_device, resolve_seed,
+                     validate_params)
 
 METHODS: Registry[type] = Registry("method")
 
@@ -223,6 +228,22 @@ class DistillMethod:
     def _init_state(self, data: ImageDataset, real: RealData, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def _prepare_settings(self) -> dict | None:
+        """The parameters ``_prepare``'s result depends on (the cache key); None when there is nothing to prepare."""
+        return None
+
+    def _prepare(self, data: ImageDataset, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Costly, deterministic set-up; ``generator`` is its own stream (derived from the seed), not the run's."""
+        return {}
+
+    def _prepared(self, data: ImageDataset, device: torch.device) -> dict[str, torch.Tensor]:
+        settings = self._prepare_settings()
+        if settings is None:
+            return {}
+        key = {**settings, "method": self.name, "data": fingerprint(data), "seed": self.seed_, "device": device.type}
+        build = lambda: self._prepare(data, make_generator(derive_seed(self.seed_, "prepare"), device))  # noqa: E731
+        return cached(self.name, key, build, device)
+
     def _make_optimizer(self, tensors: dict[str, torch.Tensor]):
         """The optimizer of the learnable tensors, or a dict ``{name: optimizer}`` (e.g. images and a step size)."""
         return None
@@ -284,6 +305,7 @@ class DistillMethod:
         self.seed_ = resolve_seed(self.random_state)
         generator = make_generator(self.seed_, device)
         real = RealData(data, device)
+        self.prepared_ = self._prepared(data, device)  # before the run's stream is touched, as a resume needs it
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
         if resume and ckpt_dir is None:
             raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")

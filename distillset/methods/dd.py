@@ -187,13 +187,20 @@ class DD(DistillMethod):
             "lrs_raw": torch.full((self.steps * self.epochs,), rho, device=device, requires_grad=True),  # (T,)
             "labels": class_labels(k, self.ipc, device).repeat(self.steps),  # (S*K*ipc,)
         }
-        p0 = InitSampler(self.model, data, device, self.net_init)
         if self.init == "fixed":
-            tensors["extra.theta0"] = p0.sample(1, generator)[0]  # (P,)
+            tensors["extra.theta0"] = InitSampler(self.model, data, device, self.net_init).sample(1, generator)[0]  # (P,)
         elif self.init == "pretrained":
-            tensors["extra.pool"] = pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs,
-                                                  generator)  # (pool_size, P)
+            tensors["extra.pool"] = self.prepared_["pool"]  # (pool_size, P)
         return tensors
+
+    def _prepare_settings(self):
+        if self.init != "pretrained":
+            return None
+        return {k: getattr(self, k) for k in ("model", "net_init", "pool_source", "pool_size", "pool_epochs")}
+
+    def _prepare(self, data, generator):
+        p0 = InitSampler(self.model, data, generator.device, self.net_init)
+        return {"pool": pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs, generator)}
 
     def _make_optimizer(self, tensors):
         return torch.optim.Adam([tensors["images"], tensors["lrs_raw"]], lr=self.lr, betas=(0.5, 0.999))

@@ -223,6 +223,27 @@ def test_pretrained_resume_is_identical_and_does_not_retrain_the_pool(digits, tm
     assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
 
 
+@pytest.mark.filterwarnings("ignore:DD's pool is pretrained")
+def test_the_pool_is_cached_across_runs_and_a_changed_setting_misses(digits, tmp_path, monkeypatch):
+    import distillset.methods.dd as dd_module
+
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    kw = dict(init="pretrained", pool_size=2, pool_epochs=1, steps=1, epochs=1, iterations=1, batch_real=20,
+              random_state=0, device="cpu", progress=False)
+    first = DD(**kw).fit(digits)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the pool was trained again")
+
+    with monkeypatch.context() as m:
+        m.setattr(dd_module, "pretrain_pool", no_training)
+        second = DD(**kw).fit(digits)  # same settings: the cache answers
+        with pytest.raises(AssertionError, match="trained again"):
+            DD(**{**kw, "pool_epochs": 2}).fit(digits)  # a changed setting misses
+    assert torch.equal(first.synthetic_.images, second.synthetic_.images)
+    assert torch.equal(first.synthetic_.extra["pool"], second.synthetic_.extra["pool"])
+
+
 def test_doctests():
     import doctest
 
