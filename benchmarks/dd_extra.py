@@ -41,7 +41,7 @@ def _fmt(r):
 
 
 def evaluate(method, data, entry) -> dict:
-    from distillset.methods.dd import evaluate_dd
+    from distillset.methods.dd_protocol import evaluate_dd
 
     cfg = entry.get("dd_eval", {})
     syn = method.synthetic_
@@ -85,8 +85,8 @@ def probe(mode: str, dataset: str, batch_real: int, steps: int = 10, epochs: int
     import torch.nn.functional as F
 
     from distillset import load_dataset
-    from distillset.methods._unroll import FlatNet, meta_grad
-    from distillset.methods._dd_nets import InitSampler
+    from distillset.unroll import FlatNet, meta_grad
+    from distillset.methods.dd_nets import InitSampler
 
     data = load_dataset(dataset, root=data_root())
     g = torch.Generator().manual_seed(0)

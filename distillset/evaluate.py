@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .data import ImageDataset
 from .models import get_model
 from .synthetic import SyntheticSet
+from .zca import apply_zca
 from .utils import draw_seed, make_generator, resolve_device, resolve_seed, validate_params, Interval, Options, Instance
 
 
@@ -201,12 +202,8 @@ class Evaluator:
     def _preprocess(synthetic: SyntheticSet, data: ImageDataset, x_syn, device):
         """Normalise test images the way the synthetic set was made (incl. ZCA when the set carries one)."""
         x_test = data.normalize(data.test.images.to(device))
-        zca = synthetic.extra.get("zca")
-        if zca is not None:  # (D, D) whitening matrix fit on the training set; the set is already whitened
-            flat = x_test.flatten(1)
-            if "zca_mean" in synthetic.extra:  # a centred ZCA subtracts the training mean first
-                flat = flat - synthetic.extra["zca_mean"].to(device).flatten()
-            x_test = (flat @ zca.to(device).T).view_as(x_test)
+        if "zca" in synthetic.extra:  # (D, D) whitening matrix fit on the training set; the set is already whitened
+            x_test = apply_zca(x_test, synthetic.extra["zca"], synthetic.extra.get("zca_mean"))
         return x_syn, x_test
 
 

@@ -20,9 +20,9 @@ lr halving count iterations (outer steps, one real batch each), not passes over 
 are the reference's on MNIST: 400 passes of batch 1024 ~ 23600 iterations, halved every 10 % of the run
 (10 lr levels).
 
-Sets are judged by DD's own protocol (:func:`evaluate_dd`, ``DD.own_protocol``, CLI
+Sets are judged by DD's own protocol (``dd_protocol.evaluate_dd``, ``DD.own_protocol``, CLI
 ``distillset evaluate SET --protocol own``): the learned steps, with the learned step sizes, from the
-init regime the set was made for. The pretrained pools and p(theta_0) live in ``_dd_nets.py``, the
+init regime the set was made for. The pretrained pools and p(theta_0) live in ``dd_nets.py``, the
 linear-case demonstration in ``dd_linear.py``. Observed: on 8x8 ``digits`` LeNet (4x4 and 2x2 conv maps)
 learns slowly under DD (about 50-60 % after 3000 fixed-init iterations) where an MLP passes 90 % in 300.
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import warnings
 
 import torch
@@ -38,9 +37,9 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointMismatchError, InvalidParameterError
 from ..models import get_model, has_batchnorm
-from ..utils import Instance, Interval, Options, make_generator, resolve_device
-from ._dd_nets import InitSampler, pretrain_pool
-from ._unroll import FlatNet, meta_grad, unroll
+from ..unroll import FlatNet, meta_grad
+from ..utils import Instance, Interval, Options
+from .dd_nets import InitSampler, pretrain_pool
 from .base import DistillMethod, State, grad_surrogate, register_method
 from .common import class_labels
 
@@ -247,7 +246,9 @@ class DD(DistillMethod):
 
     @classmethod
     def own_protocol(cls, synthetic, data, *, n_models=10, random_state=0, device=None):
-        """DD's own evaluation: :func:`evaluate_dd` in the regime the set was distilled for."""
+        """DD's own evaluation: :func:`~distillset.methods.dd_protocol.evaluate_dd` in the regime the set was made for."""
+        from .dd_protocol import evaluate_dd
+
         return evaluate_dd(synthetic, data, n_models=n_models, random_state=random_state, device=device)
 
     def _to_synthetic(self, state):
@@ -260,105 +261,3 @@ def poison(labels: torch.Tensor, attack_class: int | None, target_class: int | N
     if attack_class is None or target_class is None:
         return labels
     return torch.where(labels == attack_class, torch.full_like(labels, target_class), labels)
-
-
-def _dd_params(synthetic) -> dict:
-    """The DD parameters a set was made with; a clear error for sets from other methods."""
-    params = synthetic.meta.get("params", {})
-    if synthetic.meta.get("method") != "dd" or synthetic.lrs is None or "steps" not in params:
-        raise InvalidParameterError(f"evaluate_dd needs a set made by DD (images + learned step sizes). Got one "
-                                    f"from method {synthetic.meta.get('method')!r}; use the standard protocol "
-                                    "(distillset.Evaluator) for it.")
-    return params
-
-
-def _check_images(images: torch.Tensor, synthetic) -> torch.Tensor:
-    if not torch.is_tensor(images) or not images.is_floating_point() or images.shape != synthetic.images.shape:
-        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-        raise InvalidParameterError(
-            f"The 'images' of evaluate_dd must be normalised float images shaped like the set's "
-            f"{tuple(synthetic.images.shape)} (step-major, class-major within a step). Got {shape}"
-            f"{'' if not torch.is_tensor(images) else ' ' + str(images.dtype)} instead.")
-    return images
-
-
-_INIT_WORDS = {"fixed": "the fixed init", "random": "fresh random inits",
-               "pretrained": "freshly pretrained nets (not the pool's)"}
-
-
-def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=None, random_state=0, device=None,
-                pool_epochs=None, attack_class=None, target_class=None) -> dict:
-    """DD's own protocol: apply the T learned steps with the learned step sizes, test on ``data.test``.
-
-    Parameters
-    ----------
-    synthetic : SyntheticSet from :class:`DD` (its meta gives model, steps, init and the attack).
-    init : {"fixed", "random", "pretrained"} or None
-        None = the regime it was distilled for. "fixed" uses ``extra["theta0"]``; "random" draws
-        ``n_models`` fresh nets; "pretrained" trains ``n_models`` new nets on the pool's source data
-        (held-out seeds: not the pool's nets).
-    images : Tensor, optional
-        Replace the learned images (e.g. random real images) but keep the learned schedule and labels:
-        normalised float images of the set's shape and layout (step-major, class-major within a step).
-
-    Returns
-    -------
-    dict with ``accuracies`` (after the T steps), ``mean``, ``std``, ``before_mean`` (the inits
-    untrained), and in poisoning mode ``attack_to_target`` (% of the attack class predicted as target).
-    """
-    params = _dd_params(synthetic)
-    model = model or params["model"]
-    init = init or params["init"]
-    if init not in _INIT_WORDS or int(n_models) < 1:
-        raise InvalidParameterError(f"evaluate_dd needs init in {sorted(_INIT_WORDS)} and n_models >= 1. "
-                                    f"Got init={init!r}, n_models={n_models!r} instead.")
-    attack_class = params.get("attack_class") if attack_class is None else attack_class
-    target_class = params.get("target_class") if target_class is None else target_class
-    if (attack_class is None) != (target_class is None):
-        raise InvalidParameterError("evaluate_dd needs 'attack_class' and 'target_class' together.")
-    device = resolve_device(device)
-    g = make_generator(random_state, device)
-    p0 = InitSampler(model, data, device, params.get("net_init", "xavier"))
-    f = FlatNet(p0.template)
-    if init == "fixed":
-        if "theta0" not in synthetic.extra:
-            raise InvalidParameterError(f"This DD set was distilled with init={params['init']!r} and holds no fixed "
-                                        "init (extra['theta0']); evaluate it with init='random' or 'pretrained'.")
-        thetas = [synthetic.extra["theta0"].to(device)]
-        if thetas[0].numel() != f.size:
-            raise InvalidParameterError(f"The set's fixed init has {thetas[0].numel()} weights but {model!r} has "
-                                        f"{f.size}; evaluate it with model={params['model']!r}.")
-    elif init == "random":
-        thetas = list(p0.sample(n_models, g).unbind(0))
-    else:
-        thetas = list(pretrain_pool(p0, params["pool_source"], n_models, pool_epochs or params["pool_epochs"],
-                                    g).unbind(0))
-    x = synthetic.images if images is None else _check_images(images, synthetic)
-    xs = x.to(device).float().reshape(params["steps"], -1, *x.shape[1:])  # (S, K*ipc, C, H, W), step-major
-    ys = synthetic.labels.to(device).reshape(params["steps"], -1)
-    etas = synthetic.lrs.to(device).float()
-    x_test, y_test = data.normalize(data.test.images.to(device)), data.test.labels.to(device)
-
-    def scores(theta):
-        with torch.no_grad():
-            pred = torch.cat([f(theta, x_test[i:i + 2048]).argmax(1) for i in range(0, len(y_test), 2048)])
-        acc = 100.0 * (pred == y_test).float().mean().item()
-        hit = None
-        if attack_class is not None:
-            hit = 100.0 * (pred[y_test == attack_class] == target_class).float().mean().item()
-        return acc, hit
-
-    before, after, hits = [], [], []
-    for theta0 in thetas:
-        before.append(scores(theta0)[0])
-        acc, hit = scores(unroll(f, theta0, xs, ys, etas, create_graph=False).detach())
-        after.append(acc)
-        hits.append(hit)
-    steps = f"the {len(etas)} learned steps with the learned step sizes"
-    out = {"protocol": f"{steps} from {_INIT_WORDS[init]}, {len(after)} net(s)", "init": init, "model": model,
-           "accuracies": after, "mean": statistics.fmean(after),
-           "std": statistics.pstdev(after), "before": before, "before_mean": statistics.fmean(before),
-           "before_std": statistics.pstdev(before)}
-    if attack_class is not None:
-        out.update(attack_to_target=statistics.fmean(hits), attack_class=attack_class, target_class=target_class)
-    return out

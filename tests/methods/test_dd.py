@@ -5,10 +5,11 @@ import torch.nn.functional as F
 from distillset import Evaluator
 from distillset.errors import InvalidParameterError
 from distillset.methods import get_method
-from distillset.methods._unroll import FlatNet, meta_grad
-from distillset.methods.dd import DD, evaluate_dd
+from distillset.methods.dd import DD
 from distillset.methods.dd_linear import linear_distillation
+from distillset.methods.dd_protocol import evaluate_dd
 from distillset.models import get_model
+from distillset.unroll import FlatNet, meta_grad
 
 # The fixed-init tests use an MLP: on 8x8 digits DD with LeNet (the 4x4 / 2x2 conv maps of our small-input
 # padding) learns slowly, about 50-60 % after 3000 iterations, while the MLP passes 90 % in 300.
@@ -156,7 +157,7 @@ def test_random_init_resume_is_identical(digits, tmp_path):
 
 
 def test_xavier_init_sampler(digits):
-    from distillset.methods._dd_nets import InitSampler
+    from distillset.methods.dd_nets import InitSampler
 
     p0 = InitSampler("convnet", digits, "cpu")  # instance norm: its weights must start at 1, not 0
     thetas = p0.sample(2, torch.Generator().manual_seed(0))

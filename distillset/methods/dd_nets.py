@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import InvalidParameterError
 from ..models import get_model
 from ..utils import draw_seed, make_generator
-from ._unroll import FlatNet
+from ..unroll import FlatNet
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
