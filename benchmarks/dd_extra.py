@@ -51,7 +51,7 @@ def evaluate(method, data, entry) -> dict:
     ours = evaluate_dd(syn, data, n_models=n, random_state=seed)
     base = evaluate_dd(syn, data, n_models=n, random_state=seed, images=_random_real_like(syn, data, seed))
     out = {"dd_protocol": ours, "random_real_same_schedule": base, "lrs": syn.lrs.tolist()}
-    summary = (f"DD protocol ({ours['init']} init, {len(ours['accuracies'])} nets): {_fmt(ours)} "
+    summary = (f"DD protocol ({ours['net_init']} init, {len(ours['accuracies'])} nets): {_fmt(ours)} "
                f"(inits untrained {ours['before_mean']:.1f}; random real imgs + learned lrs {_fmt(base)})")
     if "attack_to_target" in ours:
         summary += (f"; attack {ours['attack_class']}->{ours['target_class']}: {ours['attack_to_target']:.1f}% of class "

@@ -20,6 +20,7 @@ resumes bit-identically. ``own_protocol`` (optional) is the method's own evaluat
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -158,8 +159,9 @@ class DistillMethod:
         Images per class of the synthetic set.
     iterations : int
         Outer iterations of the method's loop (0 for selection baselines).
-    model : str
-        Registered architecture used while distilling.
+    model : str or dict
+        Registered architecture used while distilling, or a model spec (``"convnet(width=64, depth=4)"``,
+        ``{"name": "convnet", "width": 64}``; see :func:`distillset.models.get_model`).
     random_state : int, Generator or None
         Seed; the resolved seed is recorded as ``seed_`` and in the set's metadata.
     device : str or None
@@ -179,17 +181,44 @@ class DistillMethod:
     _common_constraints: ClassVar[dict] = {
         "ipc": [Interval(int, 1)],
         "iterations": [Interval(int, 0)],
-        "model": [Instance((str,))],
+        "model": [Instance((str, dict))],
         "random_state": [None, Interval(int, 0), Instance((torch.Generator,))],
         "checkpoint_every": [None, Interval(int, 1)],
         "log_every": [Interval(int, 1)],
         "progress": [Instance((bool,))],
     }
+    # documented names renamed for one vocabulary, accepted with a DeprecationWarning for one release: old -> new
+    _renamed_params: ClassVar[dict[str, str]] = {}
     # parameters that may change between a checkpoint and a resume; any other change is refused
     _resumable_changes: ClassVar[tuple[str, ...]] = ("iterations", "progress", "log_every", "checkpoint_every",
                                                      "checkpoint_dir", "device")
 
     # ------------------------------------------------------------------ sklearn-style params
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):  # every constructor accepts the renamed names (the signature shows the new)
+            init = cls.__init__
+
+            @functools.wraps(init)
+            def __init__(self, *args, **params):
+                init(self, *args, **type(self)._rename(params))
+
+            cls.__init__ = __init__
+
+    @classmethod
+    def _rename(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with each renamed parameter under its new name (and a DeprecationWarning)."""
+        out = dict(params)
+        for old, new in cls._renamed_params.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise InvalidParameterError(f"{cls.__name__} got both {old!r} and its new name {new!r}; pass {new!r} only.")
+            warnings.warn(f"The {old!r} parameter of {cls.__name__} is now called {new!r}; the old name stops working "
+                          "in the next release.", DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+        return out
+
     @classmethod
     def _get_param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
@@ -200,7 +229,7 @@ class DistillMethod:
 
     def set_params(self, **params) -> "DistillMethod":
         valid = self._get_param_names()
-        for k, v in params.items():
+        for k, v in self._rename(params).items():
             if k not in valid:
                 raise InvalidParameterError(f"Invalid parameter {k!r} for {type(self).__name__}. Valid: {', '.join(valid)}.")
             setattr(self, k, v)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import torch
 
-from ..augment import apply, default_strategy, sample_params
+from ..augment import apply, resolve_strategy, sample_params
 from ..errors import InvalidParameterError
 from ..evaluate import train_network
 from ..models import get_model, has_batchnorm
@@ -82,7 +82,8 @@ class DC(DistillMethod):
     lr_net : float, default=0.01
         SGD (no momentum) on the network in the inner loop.
     distance : {"layerwise", "mse", "cosine"}, default="layerwise"
-    init : {"real", "noise"}, default="real"
+    image_init : {"real", "noise"}, default="real"
+        How the synthetic images start: distinct random real images, or N(0, 1) noise (was ``init``).
     augment : str or None, default=None
         DSA strategy for siamese augmentation while matching (and per-image in the inner loop);
         ``"auto"`` = the data set's default. ``None`` for DC; the ``dsa`` method defaults to ``"auto"``.
@@ -105,6 +106,7 @@ class DC(DistillMethod):
     """
 
     name = "dc"
+    _renamed_params = {"init": "image_init"}
     _parameter_constraints = {
         "outer_loop": [None, Interval(int, 1)],
         "inner_loop": [None, Interval(int, 0)],
@@ -114,14 +116,14 @@ class DC(DistillMethod):
         "momentum": [Interval(float, 0, 1)],
         "lr_net": [Interval(float, 0, closed="neither")],
         "distance": [Options(tuple(DISTANCES))],
-        "init": [Options(("real", "noise"))],
+        "image_init": [Options(("real", "noise"))],
         "augment": [None, Instance((str,))],
         "path": [Options(("auto", "batched", "looped"))],
     }
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", outer_loop=None, inner_loop=None,
                  batch_real=256, batch_syn=256, lr_img=0.1, momentum=0.5, lr_net=0.01, distance="layerwise",
-                 init="real", augment=None, path="auto", random_state=None, device=None, checkpoint_dir=None,
+                 image_init="real", augment=None, path="auto", random_state=None, device=None, checkpoint_dir=None,
                  checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
@@ -134,7 +136,7 @@ class DC(DistillMethod):
         self.momentum = momentum
         self.lr_net = lr_net
         self.distance = distance
-        self.init = init
+        self.image_init = image_init
         self.augment = augment
         self.path = path
         self.random_state = random_state
@@ -153,16 +155,11 @@ class DC(DistillMethod):
             )
         auto = "batched" if real.images.device.type == "cuda" and not bn else "looped"
         self.path_ = auto if self.path == "auto" else self.path
-        images = init_images(real, self.ipc, self.init, generator)
+        images = init_images(real, self.ipc, self.image_init, generator)
         return {"images": images, "labels": class_labels(data.num_classes, self.ipc, images.device)}
 
     def _make_optimizer(self, tensors):
         return torch.optim.SGD([tensors["images"]], lr=self.lr_img, momentum=self.momentum)
-
-    def _strategy(self, dataset_name: str) -> str | None:
-        if self.augment in (None, "none", ""):
-            return None
-        return default_strategy(dataset_name) if self.augment == "auto" else self.augment
 
     def _step(self, state: State, it: int):
         data, g = state.data, state.generator
@@ -171,7 +168,7 @@ class DC(DistillMethod):
         default_outer, default_inner = default_loops(self.ipc)
         outer = self.outer_loop or default_outer
         inner = default_inner if self.inner_loop is None else self.inner_loop
-        strategy = self._strategy(data.name)
+        strategy = resolve_strategy(self.augment, data.name)
         class_grads = class_gradients_batched if self.path_ == "batched" else class_gradients_looped
         # 1. a fresh network
         net = get_model(self.model, data.image_shape, k, seed=draw_seed(g), device=state.device)
@@ -217,10 +214,10 @@ class DSA(DC):
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", outer_loop=None, inner_loop=None,
                  batch_real=256, batch_syn=256, lr_img=0.1, momentum=0.5, lr_net=0.01, distance="layerwise",
-                 init="real", augment="auto", path="auto", random_state=None, device=None, checkpoint_dir=None,
+                 image_init="real", augment="auto", path="auto", random_state=None, device=None, checkpoint_dir=None,
                  checkpoint_every=None, log_every=10, progress=True):
         super().__init__(ipc, iterations=iterations, model=model, outer_loop=outer_loop, inner_loop=inner_loop,
                          batch_real=batch_real, batch_syn=batch_syn, lr_img=lr_img, momentum=momentum,
-                         lr_net=lr_net, distance=distance, init=init, augment=augment, path=path,
+                         lr_net=lr_net, distance=distance, image_init=image_init, augment=augment, path=path,
                          random_state=random_state, device=device, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, log_every=log_every, progress=progress)

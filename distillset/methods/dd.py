@@ -3,7 +3,7 @@
 Learn S batches of synthetic images (``ipc`` per class each) and T = S * E step sizes so that T plain
 gradient steps from an initialisation theta_0 give a network that does well on real data
 (REFERENCE section 2 "DD"). One iteration:
-  1. draw a real batch (``batch_real`` images, class-balanced); in poisoning mode rewrite the labels of
+  1. draw a real batch (``batch_real`` images per class); in poisoning mode rewrite the labels of
      ``attack_class`` to ``target_class``;
   2. for each of ``n_nets`` initialisations theta_0 (the fixed one; fresh random nets; or nets drawn
      from the pretrained pool): unroll theta_{t+1} = theta_t - softplus(rho_t) * grad CE(x~_{t mod S}, theta_t)
@@ -17,8 +17,8 @@ counts them; the reference has no such guard, and a 10000-iteration random-init 
 without it). A dropped init also drops its penalty on large step sizes: a rising count means ``lr`` is
 too high (benchmarks/NOTES.md, ``dd_mnist_random100_long``). The real batch is class-balanced (the reference draws a plain random batch); the run and the
 lr halving count iterations (outer steps, one real batch each), not passes over the data. The defaults
-are the reference's on MNIST: 400 passes of batch 1024 ~ 23600 iterations, halved every 10 % of the run
-(10 lr levels).
+are the reference's on MNIST: 400 passes of batch 1024 ~ 23600 iterations (our batch: 102 per class,
+1020 on ten classes), halved every 10 % of the run (10 lr levels).
 
 Sets are judged by DD's own protocol (``dd_protocol.evaluate_dd``, ``DD.own_protocol``, CLI
 ``distillset evaluate SET --protocol own``): the learned steps, with the learned step sizes, from the
@@ -66,19 +66,21 @@ class DD(DistillMethod):
     lr_decay_every : int or None, default=None
         None = ``max(1, iterations // 10)``. To extend a finished run with ``resume``, pass the decay it
         used (a longer ``iterations`` would otherwise stretch the schedule; resuming refuses that).
-    batch_real : int, default=1024
-    init : {"fixed", "random", "pretrained"}, default="fixed"
+    batch_real : int, default=102
+        Real images per class per iteration (1020 on ten classes; the reference's batch is 1024). Until
+        0.2 this was the total batch: divide an old value by the number of classes.
+    net_init : {"fixed", "random", "pretrained"}, default="fixed"
         One fixed network init (drawn from the seed, kept in ``synthetic_.extra["theta0"]``); a fresh
         random init per net per iteration; or nets drawn from a pool pretrained on ``pool_source``
         (``synthetic_.extra["pool"]``).
     n_nets : int, default=1
-        Initialisations per iteration (the meta-gradient is averaged); ignored for ``"fixed"``.
+        Initialisations per iteration (the meta-gradient is averaged); ignored for ``net_init="fixed"``.
     pool_source, pool_size, pool_epochs : str, int, int, default="digits", 4, 30
         The pretrained pool: ``pool_size`` nets trained ``pool_epochs`` on ``pool_source`` (resized).
     attack_class, target_class : int or None
         Poisoning mode: the outer loss sees the real labels ``attack_class`` rewritten to ``target_class``.
     backward : {"full", "checkpoint"}, default="full"
-    net_init : {"xavier", "default"}, default="xavier"
+    weight_init : {"xavier", "default"}, default="xavier"
         p(theta_0): Xavier-normal conv / linear weights (gain 1), norm weights 1 and zero biases, as we
         read the DD code's default, or the model registry's PyTorch initialisation.
     random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DistillMethod``.
@@ -93,6 +95,7 @@ class DD(DistillMethod):
     """
 
     name = "dd"
+    _renamed_params = {"init": "net_init"}  # and net_init="xavier"/"default" -> weight_init, see _rename
     _parameter_constraints = {
         "steps": [Interval(int, 1)],
         "epochs": [Interval(int, 1)],
@@ -100,7 +103,7 @@ class DD(DistillMethod):
         "lr": [Interval(float, 0, closed="neither")],
         "lr_decay_every": [None, Interval(int, 1)],
         "batch_real": [Interval(int, 1)],
-        "init": [Options(("fixed", "random", "pretrained"))],
+        "net_init": [Options(("fixed", "random", "pretrained"))],
         "n_nets": [Interval(int, 1)],
         "pool_source": [Instance((str,))],
         "pool_size": [Interval(int, 1)],
@@ -108,12 +111,12 @@ class DD(DistillMethod):
         "attack_class": [None, Interval(int, 0)],
         "target_class": [None, Interval(int, 0)],
         "backward": [Options(("full", "checkpoint"))],
-        "net_init": [Options(("xavier", "default"))],
+        "weight_init": [Options(("xavier", "default"))],
     }
 
     def __init__(self, ipc=1, *, iterations=23600, model="lenet", steps=10, epochs=3, distill_lr=0.02, lr=0.01,
-                 lr_decay_every=None, batch_real=1024, init="fixed", n_nets=1, pool_source="digits", pool_size=4,
-                 pool_epochs=30, attack_class=None, target_class=None, backward="full", net_init="xavier", random_state=None,
+                 lr_decay_every=None, batch_real=102, net_init="fixed", n_nets=1, pool_source="digits", pool_size=4,
+                 pool_epochs=30, attack_class=None, target_class=None, backward="full", weight_init="xavier", random_state=None,
                  device=None, checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
@@ -124,7 +127,7 @@ class DD(DistillMethod):
         self.lr = lr
         self.lr_decay_every = lr_decay_every
         self.batch_real = batch_real
-        self.init = init
+        self.net_init = net_init
         self.n_nets = n_nets
         self.pool_source = pool_source
         self.pool_size = pool_size
@@ -132,13 +135,23 @@ class DD(DistillMethod):
         self.attack_class = attack_class
         self.target_class = target_class
         self.backward = backward
-        self.net_init = net_init
+        self.weight_init = weight_init
         self.random_state = random_state
         self.device = device
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
         self.progress = progress
+
+    @classmethod
+    def _rename(cls, params):
+        if params.get("net_init") in ("xavier", "default"):  # the old meaning of net_init, before init took the name
+            warnings.warn("DD's 'net_init' parameter now names the init regime (was 'init'); the weight distribution "
+                          f"{params['net_init']!r} is 'weight_init'. The old use stops working in the next release.",
+                          DeprecationWarning, stacklevel=3)
+            params = {**params, "weight_init": params["net_init"]}
+            del params["net_init"]
+        return super()._rename(params)
 
     def _validate(self, data):
         super()._validate(data)
@@ -151,7 +164,7 @@ class DD(DistillMethod):
         if self.attack_class is not None and self.attack_class == self.target_class:
             raise InvalidParameterError("The 'attack_class' and 'target_class' parameters of DD must differ "
                                         f"(both are {self.attack_class}): poisoning would change nothing.")
-        if self.init == "pretrained" and self.pool_source == data.name:
+        if self.net_init == "pretrained" and self.pool_source == data.name:
             warnings.warn(f"DD's pool is pretrained on {data.name!r}, the data set being distilled: that is "
                           "fine-tuning, not adaptation from another data set (set pool_source).", stacklevel=3)
         if has_batchnorm(get_model(self.model, data.image_shape, data.num_classes, seed=0)):
@@ -186,19 +199,20 @@ class DD(DistillMethod):
             "lrs_raw": torch.full((self.steps * self.epochs,), rho, device=device, requires_grad=True),  # (T,)
             "labels": class_labels(k, self.ipc, device).repeat(self.steps),  # (S*K*ipc,)
         }
-        if self.init == "fixed":
-            tensors["extra.theta0"] = InitSampler(self.model, data, device, self.net_init).sample(1, generator)[0]  # (P,)
-        elif self.init == "pretrained":
+        if self.net_init == "fixed":
+            p0 = InitSampler(self.model, data, device, self.weight_init)
+            tensors["extra.theta0"] = p0.sample(1, generator)[0]  # (P,)
+        elif self.net_init == "pretrained":
             tensors["extra.pool"] = self.prepared_["pool"]  # (pool_size, P)
         return tensors
 
     def _prepare_settings(self):
-        if self.init != "pretrained":
+        if self.net_init != "pretrained":
             return None
-        return {k: getattr(self, k) for k in ("model", "net_init", "pool_source", "pool_size", "pool_epochs")}
+        return {k: getattr(self, k) for k in ("model", "weight_init", "pool_source", "pool_size", "pool_epochs")}
 
     def _prepare(self, data, generator):
-        p0 = InitSampler(self.model, data, generator.device, self.net_init)
+        p0 = InitSampler(self.model, data, generator.device, self.weight_init)
         return {"pool": pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs, generator)}
 
     def _make_optimizer(self, tensors):
@@ -211,9 +225,9 @@ class DD(DistillMethod):
     def _thetas(self, state: State) -> list[torch.Tensor]:
         """This iteration's initialisations theta_0, each (P,)."""
         t, g = state.tensors, state.generator
-        if self.init == "fixed":
+        if self.net_init == "fixed":
             return [t["extra.theta0"]]
-        if self.init == "pretrained":
+        if self.net_init == "pretrained":
             idx = torch.randint(0, t["extra.pool"].shape[0], (self.n_nets,), generator=g, device=g.device)
             return list(t["extra.pool"][idx.to(state.device)].unbind(0))
         return list(state.cache["p0"].sample(self.n_nets, g).unbind(0))
@@ -221,11 +235,11 @@ class DD(DistillMethod):
     def _step(self, state: State, it: int):
         t, data = state.tensors, state.data
         if "p0" not in state.cache:  # p(theta_0), and its template network for the functional calls
-            state.cache["p0"] = InitSampler(self.model, data, state.device, self.net_init)
+            state.cache["p0"] = InitSampler(self.model, data, state.device, self.weight_init)
             state.cache["f"] = FlatNet(state.cache["p0"].template)
         f = state.cache["f"]
         # 1. a real batch, labels poisoned in attack mode
-        x_real, y_real = state.real.sample(max(1, self.batch_real // data.num_classes), state.generator)
+        x_real, y_real = state.real.sample(self.batch_real, state.generator)
         y_real = poison(y_real, self.attack_class, self.target_class)
 
         def outer(theta):

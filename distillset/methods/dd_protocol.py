@@ -7,6 +7,7 @@ learned step sizes from the init regime the set was made for and tests on the re
 from __future__ import annotations
 
 import statistics
+import warnings
 
 import torch
 
@@ -23,6 +24,8 @@ def _dd_params(synthetic) -> dict:
         raise InvalidParameterError(f"evaluate_dd needs a set made by DD (images + learned step sizes). Got one "
                                     f"from method {synthetic.meta.get('method')!r}; use the standard protocol "
                                     "(distillset.Evaluator) for it.")
+    if "weight_init" not in params:  # a set made before 0.2: 'init' named the regime, 'net_init' the weights
+        params = {**params, "weight_init": params.get("net_init", "xavier"), "net_init": params["init"]}
     return params
 
 
@@ -40,49 +43,54 @@ _INIT_WORDS = {"fixed": "the fixed init", "random": "fresh random inits",
                "pretrained": "freshly pretrained nets (not the pool's)"}
 
 
-def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=None, random_state=0, device=None,
-                pool_epochs=None, attack_class=None, target_class=None) -> dict:
+def evaluate_dd(synthetic, data, *, model=None, n_models=10, net_init=None, images=None, random_state=0, device=None,
+                pool_epochs=None, attack_class=None, target_class=None, init=None) -> dict:
     """DD's own protocol: apply the T learned steps with the learned step sizes, test on ``data.test``.
 
     Parameters
     ----------
-    synthetic : SyntheticSet from :class:`DD` (its meta gives model, steps, init and the attack).
-    init : {"fixed", "random", "pretrained"} or None
+    synthetic : SyntheticSet from :class:`DD` (its meta gives model, steps, net_init and the attack).
+    net_init : {"fixed", "random", "pretrained"} or None
         None = the regime it was distilled for. "fixed" uses ``extra["theta0"]``; "random" draws
         ``n_models`` fresh nets; "pretrained" trains ``n_models`` new nets on the pool's source data
         (held-out seeds: not the pool's nets).
     images : Tensor, optional
         Replace the learned images (e.g. random real images) but keep the learned schedule and labels:
         normalised float images of the set's shape and layout (step-major, class-major within a step).
+    init : deprecated, the old name of ``net_init``.
 
     Returns
     -------
     dict with ``accuracies`` (after the T steps), ``mean``, ``std``, ``before_mean`` (the inits
     untrained), and in poisoning mode ``attack_to_target`` (% of the attack class predicted as target).
     """
+    if init is not None:
+        warnings.warn("evaluate_dd's 'init' is now called 'net_init'; the old name stops working in the next release.",
+                      DeprecationWarning, stacklevel=2)
+        net_init = net_init or init
     params = _dd_params(synthetic)
     model = model or params["model"]
-    init = init or params["init"]
-    if init not in _INIT_WORDS or int(n_models) < 1:
-        raise InvalidParameterError(f"evaluate_dd needs init in {sorted(_INIT_WORDS)} and n_models >= 1. "
-                                    f"Got init={init!r}, n_models={n_models!r} instead.")
+    regime = net_init or params["net_init"]
+    if regime not in _INIT_WORDS or int(n_models) < 1:
+        raise InvalidParameterError(f"evaluate_dd needs net_init in {sorted(_INIT_WORDS)} and n_models >= 1. "
+                                    f"Got net_init={regime!r}, n_models={n_models!r} instead.")
     attack_class = params.get("attack_class") if attack_class is None else attack_class
     target_class = params.get("target_class") if target_class is None else target_class
     if (attack_class is None) != (target_class is None):
         raise InvalidParameterError("evaluate_dd needs 'attack_class' and 'target_class' together.")
     device = resolve_device(device)
     g = make_generator(random_state, device)
-    p0 = InitSampler(model, data, device, params.get("net_init", "xavier"))
+    p0 = InitSampler(model, data, device, params["weight_init"])
     f = FlatNet(p0.template)
-    if init == "fixed":
+    if regime == "fixed":
         if "theta0" not in synthetic.extra:
-            raise InvalidParameterError(f"This DD set was distilled with init={params['init']!r} and holds no fixed "
-                                        "init (extra['theta0']); evaluate it with init='random' or 'pretrained'.")
+            raise InvalidParameterError(f"This DD set was distilled with net_init={params['net_init']!r} and holds no "
+                                        "fixed init (extra['theta0']); evaluate it with net_init='random' or 'pretrained'.")
         thetas = [synthetic.extra["theta0"].to(device)]
         if thetas[0].numel() != f.size:
             raise InvalidParameterError(f"The set's fixed init has {thetas[0].numel()} weights but {model!r} has "
                                         f"{f.size}; evaluate it with model={params['model']!r}.")
-    elif init == "random":
+    elif regime == "random":
         thetas = list(p0.sample(n_models, g).unbind(0))
     else:
         thetas = list(pretrain_pool(p0, params["pool_source"], n_models, pool_epochs or params["pool_epochs"],
@@ -109,7 +117,7 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=N
         after.append(acc)
         hits.append(hit)
     steps = f"the {len(etas)} learned steps with the learned step sizes"
-    out = {"protocol": f"{steps} from {_INIT_WORDS[init]}, {len(after)} net(s)", "init": init, "model": model,
+    out = {"protocol": f"{steps} from {_INIT_WORDS[regime]}, {len(after)} net(s)", "net_init": regime, "model": model,
            "accuracies": after, "mean": statistics.fmean(after),
            "std": statistics.pstdev(after), "before": before, "before_mean": statistics.fmean(before),
            "before_std": statistics.pstdev(before)}
