@@ -67,7 +67,7 @@ def drop_none(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-_SPEC = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(?:\((.*)\))?\s*$")
+_SPEC = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$")
 
 
 def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:

@@ -113,7 +113,8 @@ def test_a_spec_builds_the_same_network_as_its_options():
                                                                    "pooling": "maxpool"}):
         built = get_model(spec, (1, 8, 8), 10, seed=0).state_dict()
         assert built.keys() == direct.keys() and all(torch.equal(built[k], direct[k]) for k in direct)
-    assert get_model("convnet(width=16)", (1, 8, 8), 10, width=8).feature_dim == 8 * 2 * 2  # kwargs win
+    narrow = get_model("convnet", (1, 8, 8), 10, width=8).feature_dim
+    assert get_model("convnet(width=16)", (1, 8, 8), 10, width=8).feature_dim == narrow  # kwargs win
     with pytest.raises(InvalidParameterError, match="Cannot parse"):
         get_model("convnet(16)", (1, 8, 8), 10)
     with pytest.raises(UnknownNameError, match="Did you mean 'convnet'"):
