@@ -98,5 +98,6 @@ def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:
         if call.args or any(k is None for k in kwargs):
             raise ValueError
     except (SyntaxError, ValueError):
-        raise InvalidParameterError(f"Cannot parse the arguments of {kind} spec {spec!r}; use key=literal pairs.") from None
+        raise InvalidParameterError(
+            f"Cannot parse the arguments of {kind} spec {spec!r}; use key=literal pairs.") from None
     return name, kwargs

@@ -74,7 +74,8 @@ def train_network(
 
     images, targets = images.detach(), targets.detach()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[epochs // 2] if epochs >= 2 and lr_decay else [], gamma=0.1)
+    milestones = [epochs // 2] if epochs >= 2 and lr_decay else []
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
     n = images.shape[0]
     net.train()
     for _ in range(epochs):

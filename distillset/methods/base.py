@@ -213,7 +213,8 @@ class DistillMethod:
             if old not in out:
                 continue
             if new in out:
-                raise InvalidParameterError(f"{cls.__name__} got both {old!r} and its new name {new!r}; pass {new!r} only.")
+                raise InvalidParameterError(
+                    f"{cls.__name__} got both {old!r} and its new name {new!r}; pass {new!r} only.")
             warnings.warn(f"The {old!r} parameter of {cls.__name__} is now called {new!r}; the old name stops working "
                           "in the next release.", DeprecationWarning, stacklevel=3)
             out[new] = out.pop(old)

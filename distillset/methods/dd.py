@@ -116,8 +116,9 @@ class DD(DistillMethod):
 
     def __init__(self, ipc=1, *, iterations=23600, model="lenet", steps=10, epochs=3, distill_lr=0.02, lr=0.01,
                  lr_decay_every=None, batch_real=102, net_init="fixed", n_nets=1, pool_source="digits", pool_size=4,
-                 pool_epochs=30, attack_class=None, target_class=None, backward="full", weight_init="xavier", random_state=None,
-                 device=None, checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
+                 pool_epochs=30, attack_class=None, target_class=None, backward="full", weight_init="xavier",
+                 random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None, log_every=10,
+                 progress=True):
         self.ipc = ipc
         self.iterations = iterations
         self.model = model
@@ -260,7 +261,7 @@ class DD(DistillMethod):
 
     @classmethod
     def own_protocol(cls, synthetic, data, *, n_models=10, random_state=0, device=None):
-        """DD's own evaluation: :func:`~distillset.methods.dd_protocol.evaluate_dd` in the regime the set was made for."""
+        """DD's own evaluation: :func:`.dd_protocol.evaluate_dd` in the regime the set was made for."""
         from .dd_protocol import evaluate_dd
 
         return evaluate_dd(synthetic, data, n_models=n_models, random_state=random_state, device=device)

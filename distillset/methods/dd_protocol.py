@@ -84,8 +84,9 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, net_init=None, imag
     f = FlatNet(p0.template)
     if regime == "fixed":
         if "theta0" not in synthetic.extra:
-            raise InvalidParameterError(f"This DD set was distilled with net_init={params['net_init']!r} and holds no "
-                                        "fixed init (extra['theta0']); evaluate it with net_init='random' or 'pretrained'.")
+            raise InvalidParameterError(
+                f"This DD set was distilled with net_init={params['net_init']!r} and holds no fixed init "
+                "(extra['theta0']); evaluate it with net_init='random' or 'pretrained'.")
         thetas = [synthetic.extra["theta0"].to(device)]
         if thetas[0].numel() != f.size:
             raise InvalidParameterError(f"The set's fixed init has {thetas[0].numel()} weights but {model!r} has "

@@ -122,7 +122,8 @@ def test_a_spec_builds_the_same_network_as_its_options():
 
 
 def test_one_variant_rule_a_fixed_option_cannot_be_overridden():
-    for name, key, value in (("convnet_bn", "norm", "none"), ("alexnet_bn", "norm", "none"), ("convnet_d2", "depth", 3)):
+    fixed = (("convnet_bn", "norm", "none"), ("alexnet_bn", "norm", "none"), ("convnet_d2", "depth", 3))
+    for name, key, value in fixed:
         with pytest.raises(InvalidParameterError, match=f"The '{key}' parameter of {name} is fixed"):
             get_model(name, (1, 8, 8), 10, **{key: value})
     assert has_batchnorm(get_model("convnet_bn", (1, 8, 8), 10, norm="batchnorm"))  # the same value is fine
