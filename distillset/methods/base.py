@@ -267,11 +267,15 @@ class DistillMethod:
         return {}
 
     def _prepared(self, data: ImageDataset, device: torch.device) -> dict[str, torch.Tensor]:
+        """``_prepare``'s result, from the cache when a run with the same settings made it before."""
         settings = self._prepare_settings()
         if settings is None:
             return {}
+
+        def build():  # its own stream: the run's draws are the same whether the cache answers or not
+            return self._prepare(data, make_generator(derive_seed(self.seed_, "prepare"), device))
+
         key = {**settings, "method": self.name, "data": fingerprint(data), "seed": self.seed_, "device": device.type}
-        build = lambda: self._prepare(data, make_generator(derive_seed(self.seed_, "prepare"), device))  # noqa: E731
         return cached(self.name, key, build, device)
 
     def _make_optimizer(self, tensors: dict[str, torch.Tensor]):
