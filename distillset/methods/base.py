@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from .._registry import Registry
 from ..data import ImageDataset
+from ..data.real import RealData
 from ..errors import CheckpointMismatchError, DivergenceError, InvalidParameterError
 from ..synthetic import SyntheticSet
 from ..cache import cached, fingerprint
@@ -57,33 +58,6 @@ def list_methods(pattern: str = "*") -> list[str]:
 def get_method(name: str, **params) -> "DistillMethod":
     """Build a registered method: ``get_method("dm", ipc=10, iterations=1000)``."""
     return METHODS.get(name)(**params)
-
-
-class RealData:
-    """The normalised training images on the device, sorted by class, for vectorised per-class sampling."""
-
-    def __init__(self, data: ImageDataset, device: torch.device):
-        labels = data.train.labels.to(device)
-        order = torch.argsort(labels, stable=True)
-        self.images = data.normalize(data.train.images.to(device))[order]  # (N, C, H, W) float32
-        self.labels = labels[order]
-        self.num_classes = data.num_classes
-        self.counts = torch.bincount(self.labels, minlength=self.num_classes)  # (K,)
-        self.offsets = torch.cumsum(self.counts, 0) - self.counts  # (K,) first index of each class
-        self.min_count = int(self.counts.min())
-
-    def sample_indices(self, n_per_class: int, generator: torch.Generator) -> torch.Tensor:
-        """(K * n) indices, n distinct random images of each class, class-major. Needs n <= min_count."""
-        assert n_per_class <= self.min_count, (n_per_class, self.min_count)
-        perm = torch.randperm(self.labels.shape[0], generator=generator, device=generator.device).to(self.labels.device)
-        perm = perm[torch.sort(self.labels[perm], stable=True).indices]  # class-sorted, random order within a class
-        pick = self.offsets[:, None] + torch.arange(n_per_class, device=self.labels.device)  # (K, n)
-        return perm[pick.flatten()]
-
-    def sample(self, n_per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A class-balanced batch: images (K * n, C, H, W) and labels (K * n,), class-major."""
-        idx = self.sample_indices(min(n_per_class, self.min_count), generator)
-        return self.images[idx], self.labels[idx]
 
 
 @dataclass

@@ -59,7 +59,7 @@ class _Selection(DistillMethod):
             lo, n = int(real.offsets[c]), int(real.counts[c])
             chosen.append(lo + self._select(feats[lo:lo + n], self.ipc, generator))
         idx = torch.cat(chosen)
-        return {"images": real.images[idx].clone(), "labels": class_labels(data.num_classes, self.ipc, idx.device)}
+        return {"images": real.take(idx).clone(), "labels": class_labels(data.num_classes, self.ipc, idx.device)}
 
     def _features(self, data, real: RealData, generator) -> torch.Tensor:
         if self.features == "pixels":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import RealData
+from ..data.real import RealData
 
 
 def class_labels(num_classes: int, ipc: int, device) -> torch.Tensor:
@@ -14,8 +14,8 @@ def class_labels(num_classes: int, ipc: int, device) -> torch.Tensor:
 def init_images(real: RealData, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
     """Synthetic images (K * ipc, C, H, W), class-major: distinct random real images (``"real"``) or N(0, 1) noise."""
     if init == "real":
-        images = real.images[real.sample_indices(ipc, generator)].clone()
+        images = real.take(real.sample_indices(ipc, generator)).clone()
     else:
-        shape = (real.num_classes * ipc, *real.images.shape[1:])
-        images = torch.randn(shape, generator=generator, device=generator.device).to(real.images.device)
+        shape = (real.num_classes * ipc, *real.raw.shape[1:])
+        images = torch.randn(shape, generator=generator, device=generator.device).to(real.raw.device)
     return images.requires_grad_(True)

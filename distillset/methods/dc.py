@@ -153,7 +153,7 @@ class DC(DistillMethod):
                 f"The 'path' parameter of {type(self).__name__} is 'batched', but {self.model!r} has BatchNorm, "
                 "whose per-class statistics the batched path cannot reproduce. Use path='looped' or 'auto'."
             )
-        auto = "batched" if real.images.device.type == "cuda" and not bn else "looped"
+        auto = "batched" if real.raw.device.type == "cuda" and not bn else "looped"
         self.path_ = auto if self.path == "auto" else self.path
         images = init_images(real, self.ipc, self.image_init, generator)
         return {"images": images, "labels": class_labels(data.num_classes, self.ipc, images.device)}

@@ -191,7 +191,7 @@ class DD(DistillMethod):
         super()._load_checkpoint(state, ckpt_dir)
 
     def _init_state(self, data, real, generator):
-        k, device = data.num_classes, real.images.device
+        k, device = data.num_classes, real.raw.device
         shape = (self.steps * k * self.ipc, *data.image_shape)
         images = torch.randn(shape, generator=generator, device=generator.device).to(device)
         rho = self.distill_lr + math.log(-math.expm1(-self.distill_lr))  # softplus^-1, stable for large lrs

@@ -13,7 +13,13 @@ synthetic batch, then the embeddings are averaged per class. For per-sample netw
 no norm) that is exactly the per-class computation. For BatchNorm networks the reference code does
 the same thing: it concatenates all classes into one real and one synthetic batch so BN statistics
 are taken over the whole (real or synthetic) batch, and splits the embeddings by class afterwards;
-we follow it. The real forward runs under ``no_grad``.
+we follow it. The real forward runs under ``no_grad`` in chunks of bounded memory (the reference
+forwards one class at a time; one 2,560-image batch costs 1.3 GB per activation and page faults).
+
+Speed: the network is built once per run and its weights are re-drawn from the run's generator
+each iteration (PyTorch's default initialisation, on the device: no host round trip). ``precision``
+("auto" = bf16 where the device has it) runs both forwards under bf16 autocast; the synthetic
+images stay float32 and the loss is computed in float32.
 
 Deviations: the reference draws a separate DSA call per class, so each class also picks its own
 augmentation family; we draw one family per iteration for all classes (``family_per="call"``) with per-class
@@ -25,8 +31,9 @@ from __future__ import annotations
 import torch
 
 from ..augment import apply, resolve_strategy, sample_params
-from ..models import get_model
-from ..utils import Instance, Interval, Options, draw_seed
+from ..models import Redraw, get_model
+from ..precision import PRECISIONS, autocast, chunk_size, frozen_embed, resolve_precision
+from ..utils import Instance, Interval, Options
 from .base import DistillMethod, State, register_method
 from .common import class_labels, init_images
 
@@ -49,6 +56,8 @@ class DM(DistillMethod):
         How the synthetic images start: distinct random real images, or N(0, 1) noise (was ``init``).
     augment : str or None, default="auto"
         DSA strategy for the siamese augmentation; "auto" = the data set's default; None = off.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Arithmetic of the network passes (``distillset.precision``); the images stay float32.
     random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DistillMethod``.
 
     Examples
@@ -67,10 +76,12 @@ class DM(DistillMethod):
         "momentum": [Interval(float, 0, 1)],
         "image_init": [Options(("real", "noise"))],
         "augment": [None, Instance((str,))],
+        "precision": [Options(PRECISIONS)],
     }
 
     def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=256, lr_img=1.0, momentum=0.5,
-                 image_init="real", augment="auto", random_state=None, device=None, checkpoint_dir=None,
+                 image_init="real", augment="auto", precision="auto", random_state=None, device=None,
+                 checkpoint_dir=None,
                  checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
@@ -80,6 +91,7 @@ class DM(DistillMethod):
         self.momentum = momentum
         self.image_init = image_init
         self.augment = augment
+        self.precision = precision
         self.random_state = random_state
         self.device = device
         self.checkpoint_dir = checkpoint_dir
@@ -94,14 +106,22 @@ class DM(DistillMethod):
     def _make_optimizer(self, tensors):
         return torch.optim.SGD([tensors["images"]], lr=self.lr_img, momentum=self.momentum)
 
+    def _network(self, state: State) -> Redraw:
+        """The run's network, built once (frozen), and its re-draw plan."""
+        if "redraw" not in state.cache:
+            net = get_model(self.model, state.data.image_shape, state.data.num_classes, seed=0, device=state.device)
+            state.cache["redraw"] = Redraw(net.requires_grad_(False))
+            state.cache["dtype"] = resolve_precision(self.precision, state.device)
+        return state.cache["redraw"]
+
     def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
         data, g = state.data, state.generator
         syn, syn_labels = state.tensors["images"], state.tensors["labels"]
         k = data.num_classes
         strategy = resolve_strategy(self.augment, data.name)
         # 1. a fresh random network, frozen
-        net = get_model(self.model, data.image_shape, k, seed=draw_seed(g), device=state.device)
-        net.requires_grad_(False)
+        net = self._network(state)(g)
+        dtype = state.cache["dtype"]
         # 2. a real batch per class, one shared augmentation per class
         x_real, y_real = state.real.sample(self.batch_real, g)  # (K*n, C, H, W), class-major
         n = x_real.shape[0] // k
@@ -111,8 +131,8 @@ class DM(DistillMethod):
         else:
             x_syn = syn
         # 3. match the per-class mean embeddings
-        with torch.no_grad():
-            mu_real = net.embed(x_real).view(k, n, -1).mean(1)  # (K, F)
-        mu_syn = net.embed(x_syn).view(k, self.ipc, -1).mean(1)  # (K, F)
+        mu_real = frozen_embed(net, x_real, dtype=dtype, chunk=chunk_size(data.image_shape)).view(k, n, -1).mean(1)  # (K, F)
+        with autocast(state.device, dtype):
+            mu_syn = net.embed(x_syn).float().view(k, self.ipc, -1).mean(1)  # (K, F)
         loss = ((mu_real - mu_syn) ** 2).sum()
         return {"loss": loss}  # 4. the loop updates the synthetic images

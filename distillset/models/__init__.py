@@ -2,6 +2,7 @@
 from . import classic, convnet, resnet, vgg  # noqa: F401  (fills the registry)
 from .classic import MLP, AlexCifarNet, AlexNet, LeNet
 from .convnet import ConvNet
+from .init import Redraw, redraw_
 from .registry import (MODELS, EmbedClassifier, canonical_model_name, get_model, has_batchnorm, list_models,
                        model_spec_name, register_model)
 from .resnet import ResNet
@@ -15,6 +16,7 @@ __all__ = [
     "AlexNet",
     "ConvNet",
     "LeNet",
+    "Redraw",
     "ResNet",
     "VGG11",
     "canonical_model_name",
@@ -22,5 +24,6 @@ __all__ = [
     "has_batchnorm",
     "list_models",
     "model_spec_name",
+    "redraw_",
     "register_model",
 ]

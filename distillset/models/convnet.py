@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import InvalidParameterError
-from ._layers import can_halve, register_fixed_variant
+from ._layers import GroupNorm, can_halve, register_fixed_variant
 from .registry import EmbedClassifier
 
 ACTIVATIONS = {
@@ -39,9 +39,9 @@ def make_norm(norm: str, channels: int, hw: tuple[int, int]) -> nn.Module:
     if norm == "layernorm":  # per sample over (C, H, W), elementwise affine, as the reference
         return nn.LayerNorm([channels, *hw])
     if norm == "instancenorm":  # GroupNorm with one group per channel = instance norm with affine
-        return nn.GroupNorm(channels, channels, affine=True)
+        return GroupNorm(channels, channels, affine=True)
     if norm == "groupnorm":
-        return nn.GroupNorm(4, channels, affine=True)
+        return GroupNorm(4, channels, affine=True)
     return nn.Identity()
 
 
