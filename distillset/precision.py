@@ -64,7 +64,7 @@ def chunk_size(image_shape, channels: int = 128, floor: int = 8) -> int:
     ``CHUNK_ELEMENTS`` (at least ``floor``). 128 is ConvNet's width, the widest first layer we ship.
 
     >>> chunk_size((1, 28, 28)), chunk_size((3, 32, 32)), chunk_size((3, 64, 64))
-    (28, 28, 8)
+    (32, 32, 8)
     """
     _, h, w = image_shape
     pad = 4 if (h, w) == (28, 28) else 0  # ConvNet pads 28x28 input to 32x32
