@@ -6,8 +6,11 @@
 
 Each entry runs in its own process (so wall time and peak memory are its own) and writes
 ``benchmarks/results/<name>.json``: accuracies of the method and of the baselines under the same
-evaluation, the command, versions, hardware, wall time and peak memory. RESULTS.md is rebuilt from
-all result files. Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
+evaluation, the command, versions, hardware, wall time and peak memory. An entry's ``seeds`` (or
+``--seeds``) distil one set per seed, evaluate each with the entry's evaluator, and report mean ±
+sample std over all (seed, network) pairs plus the spread of the per-seed means. RESULTS.md is rebuilt
+from all result files (``speed_*.json``, written by ``benchmarks/speed.py``, get their own section).
+Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -68,31 +72,33 @@ def git_commit() -> str | None:
         return None
 
 
-def run_entry(entry: dict, profile: str) -> dict:
-    """Distill, then evaluate the set and the baselines with one Evaluator (same protocol for all)."""
+def run_entry(entry: dict, profile: str, seeds: list[int] | None = None) -> dict:
+    """Distill once per seed, then evaluate each set and its baselines with one Evaluator (same protocol)."""
     import torch
 
     from distillset import Evaluator, get_method, load_dataset
 
     t_start = time.perf_counter()
     data = load_dataset(entry["dataset"], root=data_root())
-    t0 = time.perf_counter()  # distill time excludes data loading
     device = entry.get("device")
-    seed = entry.get("seed", 0)
-    method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}),
-                                            "ipc": entry["ipc"], "random_state": seed, "device": device})
-    method.fit(data)
-    distill_s = time.perf_counter() - t0
-    ev_cfg = dict(entry.get("eval", {}))
-    evaluator = Evaluator(ev_cfg.pop("models", "convnet"), random_state=seed, device=device, **ev_cfg)
-    sets = {entry["method"]: method.synthetic_}
-    for b in entry.get("baselines", ["random"]):
-        sets[b] = get_method(b, ipc=entry["ipc"], random_state=seed, device=device).fit(data).synthetic_
-    results = {}
-    for label, syn in sets.items():
-        results[label] = {k: v.to_dict() for k, v in evaluator.score(syn, data).items()}
-        print(f"[{entry['name']}] {label}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
-                                                          for k, v in results[label].items()), flush=True)
+    seeds = seeds or entry.get("seeds") or [entry.get("seed", 0)]
+    per_seed, distill_s, method = [], 0.0, None
+    for seed in seeds:
+        t0 = time.perf_counter()  # distill time excludes data loading
+        method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}),
+                                                "ipc": entry["ipc"], "random_state": seed, "device": device})
+        method.fit(data)
+        distill_s += time.perf_counter() - t0
+        ev_cfg = dict(entry.get("eval", {}))
+        evaluator = Evaluator(ev_cfg.pop("models", "convnet"), random_state=seed, device=device, **ev_cfg)
+        sets = {entry["method"]: method.synthetic_}
+        for b in entry.get("baselines", ["random"]):
+            sets[b] = get_method(b, ipc=entry["ipc"], random_state=seed, device=device).fit(data).synthetic_
+        results = {label: {k: v.to_dict() for k, v in evaluator.score(syn, data).items()} for label, syn in sets.items()}
+        for label, r in results.items():
+            print(f"[{entry['name']} seed {seed}] {label}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
+                                                                       for k, v in r.items()), flush=True)
+        per_seed.append({"seed": seed, "results": results, "final_loss": (method.history_.get("loss") or [None])[-1]})
     extra = {}
     if entry.get("extra"):  # "module:function", called as fn(method, data, entry) -> dict with a "summary" str
         import importlib
@@ -103,19 +109,43 @@ def run_entry(entry: dict, profile: str) -> dict:
         print(f"[{entry['name']}] extra: {extra.get('summary', '')}", flush=True)
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     out_dir = RESULTS / "sets"
-    method.synthetic_.save(out_dir / entry["name"])
+    method.synthetic_.save(out_dir / entry["name"])  # the last seed's set
     method.synthetic_.save_grid(out_dir / f"{entry['name']}.png")
+    seeds_arg = f" --seeds {' '.join(map(str, seeds))}" if len(seeds) > 1 and not entry.get("seeds") else ""
     return {
-        "name": entry["name"], "profile": profile, "entry": entry,
+        "name": entry["name"], "profile": profile, "entry": entry, "seeds": seeds,
         "dataset": data.name, "source": data.source, "method": entry["method"], "ipc": entry["ipc"],
-        "results": results, "extra": extra, "final_loss": (method.history_.get("loss") or [None])[-1],
+        "results": pool_seeds(per_seed), "per_seed": per_seed, "extra": extra,
+        "final_loss": per_seed[-1]["final_loss"],
         "paper": entry.get("paper"), "paper_random": entry.get("paper_random"),
-        "command": f"python benchmarks/run.py --profile {profile} --only {entry['name']}",
+        "command": f"python benchmarks/run.py --profile {profile} --only {entry['name']}{seeds_arg}",
         "versions": versions(), "hardware": hardware(),
         "distill_seconds": distill_s, "wall_seconds": time.perf_counter() - t_start, "commit": git_commit(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_gpu_mib": peak_gpu,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def pool_seeds(per_seed: list[dict]) -> dict:
+    """{label: {model: {accuracies, mean, std, seed_means, seed_std}}} over all (seed, network) pairs.
+
+    ``std`` is the sample standard deviation (ddof 1) over every network of every seed; ``seed_std`` that of
+    the per-seed means, the spread a reader gets from re-distilling.
+    """
+    pooled: dict = {}
+    for run in per_seed:
+        for label, by_model in run["results"].items():
+            for model, r in by_model.items():
+                p = pooled.setdefault(label, {}).setdefault(model, {**r, "accuracies": [], "seed_means": []})
+                p["accuracies"] += r["accuracies"]
+                p["seed_means"].append(r["mean"])
+    for by_model in pooled.values():
+        for p in by_model.values():
+            accs, means = p["accuracies"], p["seed_means"]
+            p["mean"] = statistics.fmean(accs)
+            p["std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            p["seed_std"] = statistics.stdev(means) if len(means) > 1 else 0.0
+    return pooled
 
 
 def fmt(r: dict | None) -> str:
@@ -126,7 +156,7 @@ def fmt(r: dict | None) -> str:
 
 
 def write_report() -> Path:
-    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if not p.name.startswith("speed_")]
     lines = [
         "# Benchmark results",
         "",
@@ -136,8 +166,8 @@ def write_report() -> Path:
         "'paper' is the published number under the full protocol (REFERENCE.md section 3); budgets differ where",
         "the profile says so, so compare the method with its own random baseline first.",
         "",
-        "| entry | profile | data | method | ipc | ours | random (same eval) | other baselines | paper | paper random | eval | extra | distill s | wall s | hardware |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| entry | profile | data | method | ipc | ours | random (same eval) | other baselines | paper | paper random | eval | seeds | extra | distill s | wall s | hardware |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ev = r["entry"].get("eval", {})
@@ -146,8 +176,9 @@ def write_report() -> Path:
         lines.append(
             f"| {r['name']} | {r['profile']} | {r['dataset']} | {r['method']} | {r['ipc']} | {fmt(r['results'][r['method']])} "
             f"| {fmt(r['results'].get('random'))} | {others} | {r.get('paper') or '-'} | {r.get('paper_random') or '-'} "
-            f"| {ev.get('n_models', 5)} nets x {ev.get('epochs', 1000)} ep | {(r.get('extra') or {}).get('summary', '-')} | {r['distill_seconds']:.0f} | {r['wall_seconds']:.0f} | {hw} |"
+            f"| {ev.get('n_models', 5)} nets x {ev.get('epochs', 1000)} ep | {len(r.get('seeds') or [0])} | {(r.get('extra') or {}).get('summary', '-')} | {r['distill_seconds']:.0f} | {r['wall_seconds']:.0f} | {hw} |"
         )
+    lines += speed_section()
     notes = HERE / "NOTES.md"
     if notes.is_file():
         lines += ["", notes.read_text().strip()]
@@ -156,11 +187,23 @@ def write_report() -> Path:
     return out
 
 
+def speed_section() -> list[str]:
+    """The "Speed" tables, one per ``results/speed_*.json`` (see ``benchmarks/speed.py``)."""
+    lines = []
+    for path in sorted(RESULTS.glob("speed_*.json")):
+        sys.path.insert(0, str(HERE))
+        from speed import report_lines
+
+        lines += ["", *report_lines(json.loads(path.read_text()))]
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--only", nargs="+", default=None, help="entry names")
     p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="distillation seeds (default: the entry's)")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.report:
@@ -173,13 +216,15 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown entry in {args.only}; known: {', '.join(known)}")
     if args.in_process:
         for e in entries:
-            res = run_entry(e, args.profile)
+            res = run_entry(e, args.profile, args.seeds)
             (RESULTS / f"{e['name']}.json").write_text(json.dumps(res, indent=2, default=str))
             print(f"[{e['name']}] wrote results ({res['wall_seconds']:.0f} s)", flush=True)
         return 0
     failed = []
     for e in entries:  # one process per entry: its own wall time and peak memory
-        rc = subprocess.call([sys.executable, __file__, "--profile", args.profile, "--only", e["name"], "--in-process"])
+        seeds = ["--seeds", *map(str, args.seeds)] if args.seeds else []
+        rc = subprocess.call([sys.executable, __file__, "--profile", args.profile, "--only", e["name"], *seeds,
+                              "--in-process"])
         if rc:
             failed.append(e["name"])
     print(f"wrote {write_report()}")

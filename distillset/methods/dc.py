@@ -42,8 +42,9 @@ import torch
 from ..augment import apply, resolve_strategy, sample_params
 from ..errors import InvalidParameterError
 from ..evaluate import train_network
-from ..models import get_model, has_batchnorm
-from ..utils import Instance, Interval, Options, draw_seed
+from ..models import Redraw, get_model, has_batchnorm
+from ..precision import PRECISIONS, chunk_size, precision_name, resolve_precision
+from ..utils import Instance, Interval, Options
 from .base import DistillMethod, State, register_method
 from .common import class_labels, init_images
 from .matching import DISTANCES, class_gradients_batched, class_gradients_looped, match_distance
@@ -87,6 +88,9 @@ class DC(DistillMethod):
     augment : str or None, default=None
         DSA strategy for siamese augmentation while matching (and per-image in the inner loop);
         ``"auto"`` = the data set's default. ``None`` for DC; the ``dsa`` method defaults to ``"auto"``.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Arithmetic of the real-image gradients and the inner training (``distillset.precision``); the
+        synthetic side of the matching, whose graph reaches the images, stays float32.
     path : {"auto", "batched", "looped"}, default="auto"
         How per-class gradients are computed; ``"auto"`` = batched on CUDA for per-sample nets, looped
         for BatchNorm nets and on CPU (module doc).
@@ -119,12 +123,13 @@ class DC(DistillMethod):
         "image_init": [Options(("real", "noise"))],
         "augment": [None, Instance((str,))],
         "path": [Options(("auto", "batched", "looped"))],
+        "precision": [Options(PRECISIONS)],
     }
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", outer_loop=None, inner_loop=None,
                  batch_real=256, batch_syn=256, lr_img=0.1, momentum=0.5, lr_net=0.01, distance="layerwise",
-                 image_init="real", augment=None, path="auto", random_state=None, device=None, checkpoint_dir=None,
-                 checkpoint_every=None, log_every=10, progress=True):
+                 image_init="real", augment=None, path="auto", precision="auto", random_state=None, device=None,
+                 checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
         self.model = model
@@ -139,6 +144,7 @@ class DC(DistillMethod):
         self.image_init = image_init
         self.augment = augment
         self.path = path
+        self.precision = precision
         self.random_state = random_state
         self.device = device
         self.checkpoint_dir = checkpoint_dir
@@ -169,9 +175,9 @@ class DC(DistillMethod):
         outer = self.outer_loop or default_outer
         inner = default_inner if self.inner_loop is None else self.inner_loop
         strategy = resolve_strategy(self.augment, data.name)
-        class_grads = class_gradients_batched if self.path_ == "batched" else class_gradients_looped
-        # 1. a fresh network
-        net = get_model(self.model, data.image_shape, k, seed=draw_seed(g), device=state.device)
+        # 1. a fresh network (built once per run, its weights re-drawn from the run's generator)
+        net = self._network(state)(g)
+        net.train()
         total = syn.new_zeros(())
         for step in range(outer):
             # 2a. a real batch per class; DSA: one shared transformation per class
@@ -181,8 +187,8 @@ class DC(DistillMethod):
                 params = sample_params(strategy, k, data.image_shape, generator=g, device=state.device)
                 x_real, x_syn = apply(x_real, params, y_real), apply(syn, params, syn_labels)
             # 2b. per-class gradients, (K, *param_shape) per parameter
-            g_real = class_grads(net, x_real, y_real, k)
-            g_syn = class_grads(net, x_syn, syn_labels, k, create_graph=True)
+            g_real = self._real_gradients(state, net, x_real, y_real)
+            g_syn = self._class_gradients(net, x_syn, syn_labels, k, create_graph=True)
             # 2c. match; the loop updates the images
             loss = match_distance(g_real, g_syn, self.distance)
             yield loss
@@ -191,8 +197,28 @@ class DC(DistillMethod):
                 break  # no network update after the last matching step
             # 2d. train the network on the current synthetic set: plain SGD, constant lr, per-image augmentation
             train_network(net, syn, syn_labels, epochs=inner, generator=g, lr=self.lr_net, batch_size=self.batch_syn,
-                          momentum=0.0, weight_decay=0.0, augment=strategy, lr_decay=False)
+                          momentum=0.0, weight_decay=0.0, augment=strategy, lr_decay=False,
+                          precision=precision_name(state.cache["dtype"]))
         return {"loss": total / (outer * k)}  # mean per class and matching step, as the reference logs
+
+    def _network(self, state: State) -> Redraw:
+        """The run's network, built once, and its re-draw plan (PyTorch's default init, from the generator)."""
+        if "redraw" not in state.cache:
+            net = get_model(self.model, state.data.image_shape, state.data.num_classes, seed=0, device=state.device)
+            state.cache["redraw"] = Redraw(net)
+            state.cache["dtype"] = resolve_precision(self.precision, state.device)
+            state.cache["chunk"] = None if has_batchnorm(net) else chunk_size(state.data.image_shape)
+        return state.cache["redraw"]
+
+    def _class_gradients(self, net, x, y, k, create_graph=False, **kw):
+        if self.path_ == "batched":
+            return class_gradients_batched(net, x, y, k, create_graph=create_graph)
+        return class_gradients_looped(net, x, y, k, create_graph=create_graph, **kw)
+
+    def _real_gradients(self, state: State, net, x_real, y_real):
+        """The real side: no graph kept, so it may run in chunks and in bf16."""
+        return self._class_gradients(net, x_real, y_real, state.data.num_classes,
+                                     chunk=state.cache["chunk"], dtype=state.cache["dtype"])
 
 
 @register_method
@@ -214,10 +240,10 @@ class DSA(DC):
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", outer_loop=None, inner_loop=None,
                  batch_real=256, batch_syn=256, lr_img=0.1, momentum=0.5, lr_net=0.01, distance="layerwise",
-                 image_init="real", augment="auto", path="auto", random_state=None, device=None, checkpoint_dir=None,
-                 checkpoint_every=None, log_every=10, progress=True):
+                 image_init="real", augment="auto", path="auto", precision="auto", random_state=None, device=None,
+                 checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
         super().__init__(ipc, iterations=iterations, model=model, outer_loop=outer_loop, inner_loop=inner_loop,
                          batch_real=batch_real, batch_syn=batch_syn, lr_img=lr_img, momentum=momentum,
                          lr_net=lr_net, distance=distance, image_init=image_init, augment=augment, path=path,
-                         random_state=random_state, device=device, checkpoint_dir=checkpoint_dir,
+                         precision=precision, random_state=random_state, device=device, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, log_every=log_every, progress=progress)

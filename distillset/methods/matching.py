@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import autocast
+
 __all__ = ["DISTANCES", "class_gradients_batched", "class_gradients_looped", "match_distance"]
 
 EPS = 1e-6
@@ -78,19 +80,31 @@ def match_distance(g_real: list[torch.Tensor], g_syn: list[torch.Tensor], metric
 
 
 def class_gradients_looped(net: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
-                           create_graph: bool = False) -> list[torch.Tensor]:
+                           create_graph: bool = False, *, chunk: int | None = None,
+                           dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     """Per-class gradients of the mean cross-entropy w.r.t. ``net``'s parameters, one class at a time.
 
     ``x`` (K * n, C, H, W) and ``y`` (K * n,) are class-major with the same n per class. Each class is a
     separate forward, so BatchNorm statistics are per class (the reference code's behaviour).
     Returns one (K, *param_shape) tensor per parameter; ``create_graph`` keeps the graph to ``x``.
+    ``chunk`` splits each class into pieces of at most that many images whose gradients are summed
+    (the same gradient, bounded activation memory; only for nets without BatchNorm, whose statistics
+    would change). ``dtype`` runs the passes under autocast (the gradients come out float32).
     """
     params = [p for p in net.parameters()]
     xs, ys = x.view(num_classes, -1, *x.shape[1:]), y.view(num_classes, -1)
+    n = xs.shape[1]
+    chunk = chunk or n
     per_class = []
     for c in range(num_classes):
-        loss = F.cross_entropy(net(xs[c]), ys[c])
-        per_class.append(torch.autograd.grad(loss, params, create_graph=create_graph))
+        grads = None
+        for start in range(0, n, chunk):
+            with autocast(x.device, dtype):
+                out = net(xs[c, start:start + chunk]).float()
+            loss = F.cross_entropy(out, ys[c, start:start + chunk], reduction="sum") / n  # a share of the class mean
+            part = torch.autograd.grad(loss, params, create_graph=create_graph)
+            grads = part if grads is None else [a + b for a, b in zip(grads, part)]
+        per_class.append(grads)
     return [torch.stack(gs) for gs in zip(*per_class)]
 
 
