@@ -1,0 +1,216 @@
+"""Speed benchmark: seconds per iteration, images per second and peak memory, next to the reference code.
+
+    python benchmarks/speed.py                          # every setting at fp32 and bf16 -> results/speed_cpu.json
+    python benchmarks/speed.py --device cuda            # -> results/speed_cuda.json
+    python benchmarks/speed.py --only dm_ipc10 --precision bf16 --no-write
+
+Each (setting, precision) runs in its own process, so its peak RSS is its own. A method setting runs
+``warmup + iterations`` iterations of ``fit`` on MNIST and times the last ``iterations`` (per-iteration
+timestamps from the fit callback); an evaluation setting times whole evaluations and divides by the
+epochs. The convolution FLOPs of one iteration are counted with ``torch.utils.flop_counter`` and
+divided by the time, and that rate is put next to this device's own float32 convolution throughput,
+measured in the same process on ConvNet-3's widest layer. The reference column holds the figures of
+the 2021 reference code (DC/DSA/DM, commit 53f63a6), measured side by side with distillset 0.1.0 on a
+2-core x86 CPU with torch 2.13 (issue "Speed"); they are cited, not re-measured here. Timings mean
+something only on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import data_root, git_commit, hardware, versions  # noqa: E402
+
+REFERENCE = "the 2021 reference code (commit 53f63a6), measured on a 2-core x86 CPU with torch 2.13"
+# name -> what runs. ref_s: the reference's seconds per iteration (per epoch for evaluations); ref_rss_gib
+# its peak RSS; both from the speed issue's side-by-side table (None: the reference has no such setting).
+SETTINGS = {
+    "dm_ipc1": dict(method="dm", ipc=1, params={"batch_real": 64}, ref_s=0.69, ref_rss_gib=1.2),
+    "dm_ipc10": dict(method="dm", ipc=10, params={"batch_real": 256}, ref_s=3.89, ref_rss_gib=1.5),
+    "dc_ipc1": dict(method="dc", ipc=1, params={"batch_real": 256}, ref_s=8.24, ref_rss_gib=1.8),
+    "dsa_ipc1": dict(method="dsa", ipc=1, params={"batch_real": 256}, ref_s=8.24, ref_rss_gib=1.8,
+                     ref_note="the reference's DC figure, a lower bound of its DSA cost"),
+    "dd_step": dict(method="dd", ipc=1, params={}, ref_s=None, ref_rss_gib=None),
+    "kip_step": dict(method="kip", ipc=10, params={}, ref_s=None, ref_rss_gib=None),
+    "eval_5x10": dict(eval_images=10, n_models=5, ref_s=5 * 0.20, ref_rss_gib=None,
+                      ref_note="5 sequential reference runs at 0.20 s per epoch on 10 images (measured on a loaded machine)"),
+    "eval_1x100": dict(eval_images=100, n_models=1, ref_s=0.255, ref_rss_gib=None),
+}
+PRECISION_METHODS = {"dm", "dc", "dsa"}  # methods with a precision option (DD and KIP compute in float32)
+
+
+def conv_throughput(device) -> float:
+    """This device's float32 convolution rate in GFLOP/s: ConvNet-3's 128->128 3x3 layer at 16x16, batch 64."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(64, 128, 16, 16, device=device)
+    w = torch.randn(128, 128, 3, 3, device=device)
+    flops = 2 * 64 * 128 * 128 * 9 * 16 * 16
+    with torch.no_grad():
+        for _ in range(3):
+            F.conv2d(x, w, padding=1)
+        sync(device)
+        t0, reps = time.perf_counter(), 20
+        for _ in range(reps):
+            F.conv2d(x, w, padding=1)
+        sync(device)
+    return flops * reps / (time.perf_counter() - t0) / 1e9
+
+
+def sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def count_conv_flops(fn) -> int:
+    """Convolution + matmul FLOPs (forward and backward) of one call of ``fn``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def time_method(name: str, cfg: dict, precision: str, device: str, warmup: int, iterations: int) -> dict:
+    from distillset import get_method, load_dataset
+
+    data = load_dataset("mnist", root=data_root())
+    params = {**cfg["params"], **({"precision": precision} if cfg["method"] in PRECISION_METHODS else {})}
+
+    def build(its):
+        return get_method(cfg["method"], ipc=cfg["ipc"], iterations=its, random_state=0, device=device,
+                          progress=False, **params)
+
+    stamps = []
+    build(warmup + iterations).fit(data, callback=lambda m, it, losses: (sync(device), stamps.append(time.perf_counter())))
+    steps = [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
+    flops = count_conv_flops(lambda: build(1).fit(data))  # includes set-up, negligible next to an iteration
+    seconds = statistics.fmean(steps)
+    batch_real = params.get("batch_real")
+    images = data.num_classes * batch_real if batch_real and cfg["method"] != "dd" else batch_real
+    return {"seconds": seconds, "seconds_min": min(steps), "images_per_iteration": images, "conv_flops": flops,
+            "params": params}
+
+
+def time_evaluation(name: str, cfg: dict, precision: str, device: str, warmup: int, iterations: int) -> dict:
+    from distillset import Evaluator, get_method, load_dataset
+
+    data = load_dataset("mnist", root=data_root())
+    syn = get_method("random", ipc=cfg["eval_images"] // data.num_classes, random_state=0).fit(data).synthetic_
+    epochs = max(1, iterations) * 10
+    ev = Evaluator("convnet", n_models=cfg["n_models"], epochs=epochs, augment="auto", precision=precision,
+                   random_state=0, device=device)
+    Evaluator("convnet", n_models=cfg["n_models"], epochs=2, augment="auto", precision=precision,
+              random_state=0, device=device).score(syn, data)  # warm-up
+    t0 = time.perf_counter()
+    ev.score(syn, data)
+    total = time.perf_counter() - t0
+    # the test pass is part of an evaluation; per epoch we report training only, as the reference figure does
+    t1 = time.perf_counter()
+    Evaluator("convnet", n_models=cfg["n_models"], epochs=0, augment="auto", precision=precision,
+              random_state=0, device=device).score(syn, data)
+    test_s = time.perf_counter() - t1
+    def flops(epochs):
+        ev = Evaluator("convnet", n_models=1, epochs=epochs, augment="auto", precision=precision, random_state=0,
+                       device=device)
+        return count_conv_flops(lambda: ev.score(syn, data))
+
+    return {"seconds": (total - test_s) / epochs, "test_pass_seconds": test_s, "epochs": epochs,
+            "images_per_iteration": cfg["eval_images"] * cfg["n_models"],
+            "conv_flops": (flops(1) - flops(0)) * cfg["n_models"]}  # one training epoch of every network
+
+
+def measure_one(name: str, precision: str, device: str, warmup: int, iterations: int) -> dict:
+    import torch
+
+    cfg = SETTINGS[name]
+    timer = time_evaluation if "eval_images" in cfg else time_method
+    out = timer(name, cfg, precision, device, warmup, iterations)
+    out.update(setting=name, precision=precision, device=device,
+               images_per_second=out["images_per_iteration"] / out["seconds"] if out["images_per_iteration"] else None,
+               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               peak_gpu_mib=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+               conv_gflops_fp32_peak=conv_throughput(device))
+    if out.get("conv_flops"):
+        out["conv_gflops"] = out["conv_flops"] / out["seconds"] / 1e9
+        out["fraction_of_fp32_conv_peak"] = out["conv_gflops"] / out["conv_gflops_fp32_peak"]
+    return out
+
+
+def report_lines(record: dict) -> list[str]:
+    """The RESULTS.md "Speed" section for one speed record."""
+    hw = record["hardware"]
+    where = hw.get("gpu") or f"{hw['cpu_count']} CPU cores, {hw['torch_threads']} torch threads"
+    lines = [f"## Speed ({record['device']}: {where})", "",
+             f"`{record['command']}` at commit {record['commit']}, {record['date']}, torch {record['versions']['torch']}. "
+             f"Reference: {REFERENCE} (cited). Per iteration for methods, per training epoch for evaluations.", "",
+             "| setting | precision | s / it | images / s | peak RSS MiB | conv GFLOP/s (share of fp32 peak) | reference s / it | speed-up | reference RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in record["runs"]:
+        cfg = SETTINGS[r["setting"]]
+        ref = cfg["ref_s"]
+        share = (f"{r['conv_gflops']:.0f} ({100 * r['fraction_of_fp32_conv_peak']:.0f} %)" if r.get("conv_gflops") else "-")
+        ips = f"{r['images_per_second']:.0f}" if r.get("images_per_second") else "-"
+        ref_rss = f"{cfg['ref_rss_gib'] * 1024:.0f}" if cfg["ref_rss_gib"] else "-"
+        note = f" ({cfg['ref_note']})" if cfg.get("ref_note") else ""
+        speedup = f"{ref / r['seconds']:.2f}x" if ref else "-"
+        lines.append(f"| {r['setting']} | {r['precision']} | {r['seconds']:.3f} | {ips} | {r['peak_rss_mib']:.0f} | {share} "
+                     f"| {ref if ref else '-'}{note} | {speedup} | {ref_rss} |")
+    peak = statistics.fmean(r["conv_gflops_fp32_peak"] for r in record["runs"])
+    lines += ["", f"This device's measured float32 convolution throughput: {peak:.0f} GFLOP/s (ConvNet-3's 128->128 "
+              "3x3 layer, batch 64, mean over the runs)."]
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--no-write", action="store_true", help="print, do not write results/speed_<device>.json")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one setting, JSON out
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure_one(args.only[0], args.precision[0], args.device, args.warmup, args.iterations)))
+        return 0
+    runs = []
+    for name in args.only:
+        for precision in args.precision:
+            if precision == "bf16" and SETTINGS[name].get("method") not in PRECISION_METHODS | {None}:
+                continue
+            cmd = [sys.executable, __file__, "--one", "--only", name, "--precision", precision, "--device", args.device,
+                   "--warmup", str(args.warmup), "--iterations", str(args.iterations)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            if out.returncode:
+                print(out.stderr[-2000:], file=sys.stderr)
+                return 1
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            r = runs[-1]
+            print(f"{name:11s} {precision}: {r['seconds']:.3f} s/it, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    record = {"device": args.device, "runs": runs, "hardware": hardware(), "versions": versions(),
+              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+              "command": "python benchmarks/speed.py" + ("" if args.device == "cpu" else f" --device {args.device}")}
+    print("\n".join(report_lines(record)))
+    if not args.no_write:
+        path = HERE / "results" / f"speed_{args.device.split(':')[0]}.json"
+        path.write_text(json.dumps(record, indent=2))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""The speed machinery must not change what is computed: re-drawn networks, chunked channels-last
+forwards, side-by-side evaluation and bf16 each against the plain computation."""
+import math
+
+import pytest
+import torch
+
+from distillset import Evaluator
+from distillset.methods import RandomSubset, get_method
+from distillset.models import Redraw, get_model
+from distillset.precision import chunk_size, frozen_embed, resolve_precision, to_channels_last
+
+
+def test_redraw_follows_pytorch_default_init_and_the_generator():
+    net = get_model("convnet", (1, 28, 28), 10, seed=0)
+    redraw = Redraw(net)
+    a = [p.clone() for p in redraw(torch.Generator().manual_seed(1)).parameters()]
+    b = [p.clone() for p in redraw(torch.Generator().manual_seed(1)).parameters()]
+    c = [p.clone() for p in redraw(torch.Generator().manual_seed(2)).parameters()]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
+    conv = net.features[4]  # 128 -> 128, 3x3: U(-1/sqrt(1152), 1/sqrt(1152)), as nn.Conv2d's own init
+    bound = 1 / math.sqrt(128 * 9)
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.95 * bound
+    assert abs(conv.weight.std().item() - bound / math.sqrt(3)) < 0.02 * bound  # the uniform's std
+    norm = net.features[1]
+    assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(norm.bias, torch.zeros_like(norm.bias))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
+def test_frozen_embed_equals_the_plain_forward(shape):
+    net = get_model("convnet", shape, 10, seed=0).requires_grad_(False)
+    x = torch.randn(45, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = net.embed(x)
+    fp32 = frozen_embed(net, x, dtype=None, chunk=chunk_size(shape))  # chunked, channels-last on CPU
+    assert torch.allclose(fp32, plain, atol=1e-4, rtol=1e-4)
+    bf16 = frozen_embed(net, x, dtype=torch.bfloat16, chunk=16)
+    assert bf16.dtype == torch.float32 and (bf16 - plain).norm() < 0.03 * plain.norm()
+    assert x.is_contiguous() and next(net.parameters()).is_contiguous()  # caller's tensors untouched
+
+
+def test_to_channels_last_also_for_one_channel():
+    x = torch.randn(2, 1, 4, 4)
+    y = to_channels_last(x)
+    assert torch.equal(x, y) and y.stride() == (16, 1, 4, 1)
+
+
+def test_side_by_side_evaluation_is_bit_identical_to_one_at_a_time(digits):
+    syn = RandomSubset(ipc=2, random_state=0).fit(digits).synthetic_
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread either way, so the arithmetic is the same
+    try:
+        kw = dict(n_models=3, epochs=8, augment="auto", random_state=0, device="cpu", precision="fp32")
+        one = Evaluator(**kw, workers=1).score(syn, digits)["convnet"].accuracies
+        three = Evaluator(**kw, workers=3).score(syn, digits)["convnet"].accuracies
+    finally:
+        torch.set_num_threads(threads)
+    assert one == three and len(set(one)) > 1  # distinct networks, same results
+    assert torch.get_num_threads() == threads
+
+
+def test_bf16_evaluation_matches_fp32_within_noise(digits):
+    syn = RandomSubset(ipc=3, random_state=0).fit(digits).synthetic_
+    kw = dict(n_models=4, epochs=100, augment=None, random_state=0, device="cpu")
+    fp32 = Evaluator(**kw, precision="fp32").score(syn, digits)["convnet"]
+    bf16 = Evaluator(**kw, precision="bf16").score(syn, digits)["convnet"]
+    assert fp32.precision == "fp32" and bf16.precision == "bf16"
+    assert abs(fp32.mean - bf16.mean) < 2 * max(fp32.std, bf16.std, 1.0), (fp32, bf16)
+
+
+@pytest.mark.parametrize("method", ["dm", "dsa"])
+def test_bf16_distillation_follows_fp32(digits, method):
+    """The same seed at bf16 and fp32: the losses agree to bf16's resolution and the images stay float32."""
+    kw = dict(ipc=1, iterations=4, batch_real=16, random_state=0, device="cpu", progress=False)
+    if method == "dsa":
+        kw.update(lr_img=0.01, model="convnet_d2")  # the 8x8 settings of DC's docstring
+    a = get_method(method, precision="fp32", **kw).fit(digits)
+    b = get_method(method, precision="bf16", **kw).fit(digits)
+    la, lb = torch.tensor(a.history_["loss"]), torch.tensor(b.history_["loss"])
+    assert b.synthetic_.images.dtype == torch.float32
+    assert torch.allclose(la[0], lb[0], rtol=0.03), (la, lb)  # first step: same images and network
+    assert not torch.equal(la, lb)  # bf16 was really used
+
+
+def test_precision_auto_resolves_to_a_dtype_or_none():
+    assert resolve_precision("auto", torch.device("cpu")) in (None, torch.bfloat16)
+    assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
