@@ -41,7 +41,7 @@ def _fmt(r):
 
 
 def evaluate(method, data, entry) -> dict:
-    from distillset.methods.dd import evaluate_dd
+    from distillset.methods.dd_protocol import evaluate_dd
 
     cfg = entry.get("dd_eval", {})
     syn = method.synthetic_
@@ -51,7 +51,7 @@ def evaluate(method, data, entry) -> dict:
     ours = evaluate_dd(syn, data, n_models=n, random_state=seed)
     base = evaluate_dd(syn, data, n_models=n, random_state=seed, images=_random_real_like(syn, data, seed))
     out = {"dd_protocol": ours, "random_real_same_schedule": base, "lrs": syn.lrs.tolist()}
-    summary = (f"DD protocol ({ours['init']} init, {len(ours['accuracies'])} nets): {_fmt(ours)} "
+    summary = (f"DD protocol ({ours['net_init']} init, {len(ours['accuracies'])} nets): {_fmt(ours)} "
                f"(inits untrained {ours['before_mean']:.1f}; random real imgs + learned lrs {_fmt(base)})")
     if "attack_to_target" in ours:
         summary += (f"; attack {ours['attack_class']}->{ours['target_class']}: {ours['attack_to_target']:.1f}% of class "
@@ -85,8 +85,8 @@ def probe(mode: str, dataset: str, batch_real: int, steps: int = 10, epochs: int
     import torch.nn.functional as F
 
     from distillset import load_dataset
-    from distillset.methods._unroll import FlatNet, meta_grad
-    from distillset.methods._dd_nets import InitSampler
+    from distillset.unroll import FlatNet, meta_grad
+    from distillset.methods.dd_nets import InitSampler
 
     data = load_dataset(dataset, root=data_root())
     g = torch.Generator().manual_seed(0)

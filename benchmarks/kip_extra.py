@@ -17,16 +17,12 @@ import torch
 
 from distillset.kernels import kernel_accuracy, make_kernel
 from distillset.methods import get_method
+from distillset.zca import apply_zca
 
 
 def _whiten(x: torch.Tensor, extra: dict) -> torch.Tensor:
-    """Apply the set's ZCA (``x -> (x - mean) @ W.T``) to normalised images, as the method did."""
-    if "zca" not in extra:
-        return x
-    flat = x.flatten(1)
-    if "zca_mean" in extra:
-        flat = flat - extra["zca_mean"].to(flat)
-    return (flat @ extra["zca"].to(flat).T).view_as(x)
+    """Apply the set's ZCA to normalised images, as the method did."""
+    return apply_zca(x, extra["zca"], extra.get("zca_mean")) if "zca" in extra else x
 
 
 def evaluate(method, data, entry: dict) -> dict:

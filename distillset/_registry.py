@@ -1,10 +1,12 @@
 """One tiny registry type shared by data sets, models and methods (timm's ``_registry`` habit)."""
 from __future__ import annotations
 
+import ast
 import fnmatch
-from typing import Callable, Generic, TypeVar
+import re
+from typing import Generic, TypeVar
 
-from .errors import UnknownNameError
+from .errors import InvalidParameterError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -65,4 +67,37 @@ def drop_none(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-Builder = Callable[..., object]
+_SPEC = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$")
+
+
+def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:
+    """A spec, ``"name"``, ``"name(key=literal, ...)"`` or ``{"name": ..., **options}``, as ``(name, options)``.
+
+    One syntax for every registry (models, kernels), so a search space can be written down.
+
+    Examples
+    --------
+    >>> parse_spec("convnet(width=64, depth=4, norm='batchnorm')")
+    ('convnet', {'width': 64, 'depth': 4, 'norm': 'batchnorm'})
+    >>> parse_spec({"name": "convnet", "width": 64})
+    ('convnet', {'width': 64})
+    """
+    if isinstance(spec, dict):
+        if not isinstance(spec.get("name"), str):
+            raise InvalidParameterError(f"A {kind} spec dict needs a 'name' string. Got {spec!r} instead.")
+        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    m = _SPEC.match(str(spec))
+    if not m:
+        raise InvalidParameterError(f"Cannot parse {kind} spec {spec!r}. Use 'name' or 'name(key=value, ...)'.")
+    name, body = m.group(1), m.group(2)
+    if not body or not body.strip():
+        return name, {}
+    try:
+        call = ast.parse(f"f({body})", mode="eval").body
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+        if call.args or any(k is None for k in kwargs):
+            raise ValueError
+    except (SyntaxError, ValueError):
+        raise InvalidParameterError(
+            f"Cannot parse the arguments of {kind} spec {spec!r}; use key=literal pairs.") from None
+    return name, kwargs

@@ -16,13 +16,12 @@ The exact conv NNGP (O((HW)^2) per pair) is not implemented: see ``rf_nngp``.
 """
 from __future__ import annotations
 
-import ast
 import math
-import re
 
 import torch
 
-from .errors import InvalidParameterError, UnknownNameError
+from ._registry import Registry, parse_spec
+from .errors import InvalidParameterError
 from .utils import make_generator, draw_seed
 
 
@@ -208,35 +207,64 @@ class LinearKernel(Kernel):
         return (f * f).sum(1) / (f.shape[1] if self.normalize else 1)
 
 
-# --------------------------------------------------------------------------- specs
+# --------------------------------------------------------------------------- registry and specs
 
-KERNELS = ("fc_ntk", "fc_nngp", "rf_nngp", "rbf", "linear")
-_SPEC = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(?:\((.*)\))?\s*$")
+KERNELS: Registry = Registry("kernel")
+
+
+def register_kernel(fn=None, *, random: bool = False):
+    """Register a builder ``fn(ctx, **options) -> Kernel`` under its ``__name__``.
+
+    ``ctx`` holds ``in_shape``, ``num_classes``, ``seed``, ``device`` and ``model``; ``random=True`` marks
+    kernels built from sampled networks (they need a fresh ``seed`` per draw).
+    """
+    def add(f):
+        f.random = random
+        return KERNELS.register(f)
+
+    return add(fn) if fn is not None else add
+
+
+def list_kernels(pattern: str = "*") -> list[str]:
+    return KERNELS.names(pattern)
+
+
+@register_kernel
+def fc_ntk(ctx, **kw):
+    return FCKernel(kind="ntk", **kw)
+
+
+@register_kernel
+def fc_nngp(ctx, **kw):
+    return FCKernel(kind="nngp", **kw)
+
+
+@register_kernel(random=True)
+def rf_nngp(ctx, **kw):
+    kw = {"model": ctx["model"], "seed": ctx["seed"], **kw}  # a seed or model in the spec wins
+    return RandomFeatureKernel(ctx["in_shape"], ctx["num_classes"], device=ctx["device"], **kw)
+
+
+@register_kernel
+def rbf(ctx, **kw):
+    return RBFKernel(**kw)
+
+
+@register_kernel
+def linear(ctx, **kw):
+    return LinearKernel(**kw)
 
 
 def parse_kernel_spec(spec: str) -> tuple[str, dict]:
-    """``"fc_ntk(depth=3)"`` -> ``("fc_ntk", {"depth": 3})``.
+    """``"fc_ntk(depth=3)"`` -> ``("fc_ntk", {"depth": 3})``; an unknown name lists the kernels.
 
     Examples
     --------
     >>> parse_kernel_spec("rf_nngp(n_models=4, model='convnet_w32')")
     ('rf_nngp', {'n_models': 4, 'model': 'convnet_w32'})
     """
-    m = _SPEC.match(str(spec))
-    if not m:
-        raise InvalidParameterError(f"Cannot parse kernel spec {spec!r}. Use 'name' or 'name(key=value, ...)'.")
-    name, body = m.group(1), m.group(2)
-    if name not in KERNELS:
-        raise UnknownNameError("kernel", name, KERNELS)
-    kwargs = {}
-    if body and body.strip():
-        try:
-            call = ast.parse(f"f({body})", mode="eval").body
-            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-            if call.args or any(k is None for k in kwargs):
-                raise ValueError
-        except (SyntaxError, ValueError):
-            raise InvalidParameterError(f"Cannot parse the arguments of kernel spec {spec!r}; use key=literal pairs.") from None
+    name, kwargs = parse_spec(spec, "kernel")
+    KERNELS.get(name)  # raises UnknownNameError with the close matches
     return name, kwargs
 
 
@@ -255,21 +283,15 @@ def make_kernel(spec: str | Kernel, *, in_shape=None, num_classes: int = 10, see
     if isinstance(spec, Kernel):
         return spec
     name, kw = parse_kernel_spec(spec)
-    if name in ("fc_ntk", "fc_nngp"):
-        return FCKernel(kind=name[3:], **kw)
-    if name == "rf_nngp":
-        kw = {"model": model, "seed": seed, **kw}
-        return RandomFeatureKernel(in_shape, num_classes, device=device, **kw)
-    if name == "rbf":
-        return RBFKernel(**kw)
-    return LinearKernel(**kw)
+    ctx = {"in_shape": in_shape, "num_classes": num_classes, "seed": seed, "device": device, "model": model}
+    return KERNELS.get(name)(ctx, **kw)
 
 
 def is_random_kernel(spec: str | Kernel) -> bool:
     """True when the kernel is built from sampled networks (needs a seed)."""
     if isinstance(spec, Kernel):
         return isinstance(spec, RandomFeatureKernel)
-    return parse_kernel_spec(spec)[0] == "rf_nngp"
+    return KERNELS.get(parse_kernel_spec(spec)[0]).random
 
 
 # --------------------------------------------------------------------------- kernel ridge regression
@@ -301,6 +323,13 @@ def ridge_term(k: torch.Tensor, reg: float) -> torch.Tensor:
     return reg * k.diagonal().sum() / k.shape[0]
 
 
+def krr_fit(k_ss: torch.Tensor, y_s: torch.Tensor, reg: float = 1e-6) -> torch.Tensor:
+    """The dual coefficients ``(k_ss + reg tr(k_ss)/n I)^-1 y_s`` (n_s, C), in float64: the one KRR solve."""
+    k_ss = k_ss.double()
+    eye = torch.eye(k_ss.shape[0], dtype=k_ss.dtype, device=k_ss.device)
+    return psd_solve(k_ss + ridge_term(k_ss, reg) * eye, y_s.double())
+
+
 def krr_predict(k_ss: torch.Tensor, k_ts: torch.Tensor, y_s: torch.Tensor, reg: float = 1e-6) -> torch.Tensor:
     """KRR predictions ``k_ts (k_ss + reg tr(k_ss)/n I)^-1 y_s``, in float64.
 
@@ -311,10 +340,7 @@ def krr_predict(k_ss: torch.Tensor, k_ts: torch.Tensor, y_s: torch.Tensor, reg: 
     >>> torch.allclose(krr_predict(k(x), k(x), y, reg=0.0), y)
     True
     """
-    k_ss, k_ts, y_s = k_ss.double(), k_ts.double(), y_s.double()
-    eye = torch.eye(k_ss.shape[0], dtype=k_ss.dtype, device=k_ss.device)
-    alpha = psd_solve(k_ss + ridge_term(k_ss, reg) * eye, y_s)  # (n_s, C)
-    return k_ts @ alpha
+    return k_ts.double() @ krr_fit(k_ss, y_s, reg)
 
 
 def label_solve(kernel, x_s: torch.Tensor, x_t: torch.Tensor, y_t: torch.Tensor, *, reg: float = 1e-6,
@@ -347,9 +373,7 @@ def kernel_accuracy(kernel, x_s: torch.Tensor, y_s: torch.Tensor, x_test: torch.
     ``y_s`` is int labels (turned into centred one-hot targets) or (n, C) float targets (used as they are).
     """
     y = y_s.double() if y_s.dim() == 2 else centered_one_hot(y_s, num_classes)
-    k_ss = kernel(x_s).double()
-    eye = torch.eye(k_ss.shape[0], dtype=torch.float64, device=k_ss.device)
-    alpha = psd_solve(k_ss + ridge_term(k_ss, reg) * eye, y)
+    alpha = krr_fit(kernel(x_s), y, reg)  # (n_s, C)
     correct = 0
     for i in range(0, x_test.shape[0], chunk):
         pred = (kernel(x_test[i:i + chunk], x_s).double() @ alpha).argmax(1)

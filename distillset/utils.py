@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import secrets
 import numbers
 from dataclasses import dataclass
@@ -38,6 +39,15 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
     return g
+
+
+def derive_seed(seed: int, label: str) -> int:
+    """A seed for a separate stream named ``label``, fixed by ``seed`` (e.g. a method's preparation stage).
+
+    >>> derive_seed(0, "prepare") == derive_seed(0, "prepare") != derive_seed(1, "prepare")
+    True
+    """
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}/{label}".encode()).digest()[:7], "big")
 
 
 def draw_seed(generator: torch.Generator) -> int:

@@ -14,10 +14,11 @@ from .params import (
     default_strategy,
     identity_params,
     parse_strategy,
+    resolve_strategy,
     sample_params,
 )
 
 __all__ = [
     "DEFAULT_STRATEGY", "FAMILIES", "AugParams", "apply", "augment", "default_strategy", "functional",
-    "identity_params", "parse_strategy", "sample_params", "siamese",
+    "identity_params", "parse_strategy", "resolve_strategy", "sample_params", "siamese",
 ]

@@ -23,6 +23,7 @@ from ..utils import Interval, Options, validate_params
 
 __all__ = [
     "DEFAULT_STRATEGY", "FAMILIES", "AugParams", "default_strategy", "identity_params", "parse_strategy",
+    "resolve_strategy",
     "sample_params",
 ]
 
@@ -94,6 +95,20 @@ def default_strategy(dataset_name: str) -> str:
     if str(dataset_name).lower() in _NO_FLIP_DATASETS:
         return "_".join(f for f in FAMILIES if f != "flip")
     return DEFAULT_STRATEGY
+
+
+def resolve_strategy(augment: str | None, dataset_name: str) -> str | None:
+    """The one reading of an ``augment`` option: None, ``"none"`` or ``""`` = off (None); ``"auto"`` = the data
+    set's default strategy; any other string is the strategy itself.
+
+    Examples
+    --------
+    >>> resolve_strategy("auto", "mnist"), resolve_strategy("none", "mnist"), resolve_strategy("crop", "mnist")
+    ('color_crop_cutout_scale_rotate', None, 'crop')
+    """
+    if augment in (None, "none", ""):
+        return None
+    return default_strategy(dataset_name) if augment == "auto" else augment
 
 
 @dataclass(frozen=True, eq=False)

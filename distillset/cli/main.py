@@ -5,9 +5,9 @@ import argparse
 import sys
 
 from ..errors import DistillsetError
-from . import distill, env, evaluate, listing, show
+from . import cache, distill, env, evaluate, listing, show
 
-COMMANDS = (distill, evaluate, show, listing, env)
+COMMANDS = (distill, evaluate, show, listing, env, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,6 @@ class DatasetSpec:
     read: Callable[..., tuple[Split, Split]]
     source: str = ""  # shown in every result, e.g. "CIFAR-10 lossy JPEG copy"
     description: str = ""
-    needs_files: bool = True
     files: tuple[RemoteFile, ...] = ()
 
 

@@ -57,7 +57,6 @@ register_dataset(
         read=_read_digits,
         source="scikit-learn bundled digits (8x8, 1797 images), stratified 75/25 split, random_state=0",
         description="zero-download default",
-        needs_files=False,
     )
 )
 
@@ -416,9 +415,6 @@ def channel_stats(images: torch.Tensor, decimals: int | None = 4) -> tuple[tuple
         means = [round(v, decimals) for v in means]
         stds = [round(v, decimals) for v in stds]
     return tuple(means), tuple(stds)
-
-
-_channel_stats = channel_stats  # old private name
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False, *,

@@ -1,24 +1,29 @@
-"""The method framework: one registry, one loop (progress, logging, checkpoint/resume) for every method.
+"""The method framework: one registry, one loop (progress, logging, update, checkpoint/resume) for every method.
 
 A method subclasses :class:`DistillMethod` and implements
 
+- ``_prepare(data, generator) -> dict[str, Tensor]`` and ``_prepare_settings()`` (optional): costly,
+  deterministic set-up (DD's pretrained pool), cached by :mod:`distillset.cache` under a key of its
+  settings, the data set, the seed, the device type and the library version; the result is ``prepared_``,
 - ``_init_state(data, real, generator) -> dict[str, Tensor]``: the learnable tensors (leaves),
-- ``_make_optimizer(tensors) -> Optimizer`` (optional; default none),
-- ``_step(state, it) -> dict[str, Tensor]``: one iteration of the paper's algorithm box,
+- ``_make_optimizer(tensors) -> Optimizer | dict[str, Optimizer]`` (optional; default none),
+- ``_make_schedule(optimizers) -> dict[str, LRScheduler]`` (optional; default none),
+- ``_step(state, it)``: one iteration of the paper's algorithm box, which returns its losses and never
+  touches an optimizer (see :meth:`DistillMethod._step`),
 - ``_to_synthetic(state) -> (images, labels, lrs)`` (optional),
 
 and lists its hyper-parameters in ``__init__`` (which only stores them) and ``_parameter_constraints``.
-The base class owns seeding, validation, the loop, tqdm, logging and checkpoints. Every random draw
-goes through ``state.generator``, so a checkpoint (tensors + optimizer + generator state + iteration)
-resumes bit-identically. ``self.resuming_`` is set before ``_init_state``: when True the checkpoint's
-tensors overwrite what ``_init_state`` returns, so costly set-up (DD's pretrained pool) may return
-placeholders of the right shape instead. ``own_protocol`` (optional) is the method's own evaluation.
+The base class owns seeding, validation, the loop, the update (backward, the gradient hook, the
+optimizers, the schedules), tqdm, logging and checkpoints. Every random draw goes through
+``state.generator``, so a checkpoint (tensors + optimizers + schedules + generator state + iteration)
+resumes bit-identically. ``own_protocol`` (optional) is the method's own evaluation.
 """
 from __future__ import annotations
 
+import functools
 import inspect
-import math
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,7 +40,9 @@ from ..data import ImageDataset
 from ..data.real import RealData
 from ..errors import CheckpointMismatchError, DivergenceError, InvalidParameterError
 from ..synthetic import SyntheticSet
-from ..utils import Instance, Interval, make_generator, resolve_device, resolve_seed, validate_params
+from ..cache import cached, fingerprint
+from ..utils import (Instance, Interval, derive_seed, make_generator, resolve_device, resolve_seed,
+                     validate_params)
 
 METHODS: Registry[type] = Registry("method")
 
@@ -58,7 +65,7 @@ class State:
     """What a run carries from one iteration to the next."""
 
     tensors: dict[str, torch.Tensor]
-    optimizer: torch.optim.Optimizer | None
+    optimizers: dict[str, torch.optim.Optimizer]
     generator: torch.Generator
     real: RealData
     data: ImageDataset
@@ -66,6 +73,55 @@ class State:
     iteration: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # per-run constants (not checkpointed; rebuilt on resume)
+    schedules: dict[str, torch.optim.lr_scheduler.LRScheduler] = field(default_factory=dict)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The first optimizer (the checkpoint stores it as ``optim.*``; any others go through the extras hook)."""
+        return next(iter(self.optimizers.values()), None)
+
+
+def _as_optimizers(opt) -> dict[str, torch.optim.Optimizer]:
+    """``_make_optimizer``'s answer as a name -> optimizer dict (a single optimizer is ``"main"``)."""
+    if opt is None:
+        return {}
+    return dict(opt) if isinstance(opt, dict) else {"main": opt}
+
+
+def grad_surrogate(grads: dict[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """A scalar whose gradient w.r.t. each tensor is the given one, exactly: ``sum_x (x * g).sum()``.
+
+    For a method that computes its gradients itself (DD's checkpointed meta-gradient) and still lets the
+    loop own the update. Its value means nothing; log the real loss.
+
+    Examples
+    --------
+    >>> x = torch.zeros(3, requires_grad=True)
+    >>> grad_surrogate({x: torch.tensor([1.0, 2.0, 3.0])}).backward()
+    >>> x.grad
+    tensor([1., 2., 3.])
+    """
+    return sum((x * g.detach()).sum() for x, g in grads.items())
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state dict split into tensors (``{prefix}.{param id}.{key}``) and a JSON-able rest."""
+    sd = optimizer.state_dict()
+    flat = {f"{prefix}.{pid}.{k}": v for pid, ps in sd["state"].items() for k, v in ps.items() if torch.is_tensor(v)}
+    meta = {"param_groups": sd["param_groups"],
+            "scalars": {str(pid): {k: v for k, v in ps.items() if not torch.is_tensor(v)}
+                        for pid, ps in sd["state"].items()}}
+    return flat, meta
+
+
+def optimizer_from_flat(optimizer: torch.optim.Optimizer, prefix: str, flat: dict[str, torch.Tensor], meta: dict):
+    """Inverse of :func:`optimizer_to_flat`: load the state back into ``optimizer``."""
+    sd = {"param_groups": meta["param_groups"], "state": {int(pid): dict(s) for pid, s in meta["scalars"].items()}}
+    for k, v in flat.items():
+        if k.startswith(prefix + "."):
+            pid, name = k[len(prefix) + 1:].split(".", 1)
+            sd["state"].setdefault(int(pid), {})[name] = v
+    optimizer.load_state_dict(sd)
 
 
 class DistillMethod:
@@ -77,8 +133,9 @@ class DistillMethod:
         Images per class of the synthetic set.
     iterations : int
         Outer iterations of the method's loop (0 for selection baselines).
-    model : str
-        Registered architecture used while distilling.
+    model : str or dict
+        Registered architecture used while distilling, or a model spec (``"convnet(width=64, depth=4)"``,
+        ``{"name": "convnet", "width": 64}``; see :func:`distillset.models.get_model`).
     random_state : int, Generator or None
         Seed; the resolved seed is recorded as ``seed_`` and in the set's metadata.
     device : str or None
@@ -98,17 +155,45 @@ class DistillMethod:
     _common_constraints: ClassVar[dict] = {
         "ipc": [Interval(int, 1)],
         "iterations": [Interval(int, 0)],
-        "model": [Instance((str,))],
+        "model": [Instance((str, dict))],
         "random_state": [None, Interval(int, 0), Instance((torch.Generator,))],
         "checkpoint_every": [None, Interval(int, 1)],
         "log_every": [Interval(int, 1)],
         "progress": [Instance((bool,))],
     }
+    # documented names renamed for one vocabulary, accepted with a DeprecationWarning for one release: old -> new
+    _renamed_params: ClassVar[dict[str, str]] = {}
     # parameters that may change between a checkpoint and a resume; any other change is refused
     _resumable_changes: ClassVar[tuple[str, ...]] = ("iterations", "progress", "log_every", "checkpoint_every",
                                                      "checkpoint_dir", "device")
 
     # ------------------------------------------------------------------ sklearn-style params
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):  # every constructor accepts the renamed names (the signature shows the new)
+            init = cls.__init__
+
+            @functools.wraps(init)
+            def __init__(self, *args, **params):
+                init(self, *args, **type(self)._rename(params))
+
+            cls.__init__ = __init__
+
+    @classmethod
+    def _rename(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with each renamed parameter under its new name (and a DeprecationWarning)."""
+        out = dict(params)
+        for old, new in cls._renamed_params.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise InvalidParameterError(
+                    f"{cls.__name__} got both {old!r} and its new name {new!r}; pass {new!r} only.")
+            warnings.warn(f"The {old!r} parameter of {cls.__name__} is now called {new!r}; the old name stops working "
+                          "in the next release.", DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+        return out
+
     @classmethod
     def _get_param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
@@ -119,7 +204,7 @@ class DistillMethod:
 
     def set_params(self, **params) -> "DistillMethod":
         valid = self._get_param_names()
-        for k, v in params.items():
+        for k, v in self._rename(params).items():
             if k not in valid:
                 raise InvalidParameterError(f"Invalid parameter {k!r} for {type(self).__name__}. Valid: {', '.join(valid)}.")
             setattr(self, k, v)
@@ -147,10 +232,43 @@ class DistillMethod:
     def _init_state(self, data: ImageDataset, real: RealData, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def _make_optimizer(self, tensors: dict[str, torch.Tensor]) -> torch.optim.Optimizer | None:
+    def _prepare_settings(self) -> dict | None:
+        """The parameters ``_prepare``'s result depends on (the cache key); None when there is nothing to prepare."""
         return None
 
-    def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
+    def _prepare(self, data: ImageDataset, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Costly, deterministic set-up; ``generator`` is its own stream (derived from the seed), not the run's."""
+        return {}
+
+    def _prepared(self, data: ImageDataset, device: torch.device) -> dict[str, torch.Tensor]:
+        """``_prepare``'s result, from the cache when a run with the same settings made it before."""
+        settings = self._prepare_settings()
+        if settings is None:
+            return {}
+
+        def build():  # its own stream: the run's draws are the same whether the cache answers or not
+            return self._prepare(data, make_generator(derive_seed(self.seed_, "prepare"), device))
+
+        key = {**settings, "method": self.name, "data": fingerprint(data), "seed": self.seed_, "device": device.type}
+        return cached(self.name, key, build, device)
+
+    def _make_optimizer(self, tensors: dict[str, torch.Tensor]):
+        """The optimizer of the learnable tensors, or a dict ``{name: optimizer}`` (e.g. images and a step size)."""
+        return None
+
+    def _make_schedule(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+        """Learning-rate schedules ``{optimizer name: LRScheduler}``, stepped once per update."""
+        return {}
+
+    def _step(self, state: State, it: int):
+        """One iteration of the algorithm box. It never calls an optimizer: it hands its losses to the loop.
+
+        Either return the losses to log, ``{"loss": loss, ...}``: the loop minimises ``"loss"`` (one update);
+        or be a generator that yields what to minimise once per update (DC's several matching steps per
+        network; DD's surrogate carrying its hand-computed meta-gradient, see :func:`grad_surrogate`) and
+        returns the losses to log. A yielded value is a scalar for every optimizer, or a dict
+        ``{optimizer name: scalar}``.
+        """
         raise NotImplementedError
 
     def _to_synthetic(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -195,16 +313,17 @@ class DistillMethod:
         self.seed_ = resolve_seed(self.random_state)
         generator = make_generator(self.seed_, device)
         real = RealData(data, device)
+        self.prepared_ = self._prepared(data, device)  # before the run's stream is touched, as a resume needs it
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
         if resume and ckpt_dir is None:
             raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
-        # _init_state may skip costly set-up whose result the checkpoint holds (it only needs the shapes)
-        self.resuming_ = resume and (ckpt_dir / "checkpoint.json").is_file()
-        if resume and not self.resuming_:
+        if resume and not (ckpt_dir / "checkpoint.json").is_file():
             warnings.warn(f"No checkpoint in {ckpt_dir}; starting from scratch.", stacklevel=2)
+            resume = False
         tensors = self._init_state(data, real, generator)
-        state = State(tensors, self._make_optimizer(tensors), generator, real, data, device)
-        if self.resuming_:
+        optimizers = _as_optimizers(self._make_optimizer(tensors))
+        state = State(tensors, optimizers, generator, real, data, device, schedules=self._make_schedule(optimizers))
+        if resume:
             self._load_checkpoint(state, ckpt_dir)
         t0 = time.perf_counter()
         self._run_loop(state, ckpt_dir, callback)
@@ -225,7 +344,7 @@ class DistillMethod:
                    dynamic_ncols=True)
         while state.iteration < self.iterations:
             it = state.iteration
-            losses = self._step(state, it)
+            losses = self._run_step(state, it)
             pending.append({k: v.detach() for k, v in losses.items()})  # stays on device: no sync here
             state.iteration = it + 1
             bar.update(1)
@@ -239,6 +358,38 @@ class DistillMethod:
             if callback is not None:
                 callback(self, it, losses)
         bar.close()
+
+    def _run_step(self, state: State, it: int) -> dict[str, torch.Tensor]:
+        """Run ``_step`` and make the update(s) it asks for; returns the losses to log."""
+        out = self._step(state, it)
+        if not inspect.isgenerator(out):
+            if state.optimizers and out:
+                self._update(state, out["loss"])
+            return out
+        while True:
+            try:
+                objective = next(out)
+            except StopIteration as stop:
+                return stop.value
+            self._update(state, objective)
+
+    def _update(self, state: State, objective: torch.Tensor | dict[str, torch.Tensor]) -> None:
+        """The one place the learnable tensors change: backward, the gradient hook, the optimizers, the schedules."""
+        for opt in state.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        if torch.is_tensor(objective):
+            objective.backward()
+        else:  # one objective per optimizer, each reaching only that optimizer's tensors
+            for name, loss in objective.items():
+                loss.backward(inputs=[p for g in state.optimizers[name].param_groups for p in g["params"]])
+        self._on_gradients(state)
+        for opt in state.optimizers.values():
+            opt.step()
+        for schedule in state.schedules.values():
+            schedule.step()
+
+    def _on_gradients(self, state: State) -> None:
+        """Hook between backward and the optimizer steps: where an all-reduce, unscaling or clipping goes."""
 
     @staticmethod
     def _flush_logs(state: State, pending: list[dict[str, torch.Tensor]], bar) -> None:
@@ -287,17 +438,13 @@ class DistillMethod:
         flat["rng.generator"] = state.generator.get_state()
         opt_meta = None
         if state.optimizer is not None:
-            sd = state.optimizer.state_dict()
-            for pid, pstate in sd["state"].items():
-                for k, v in pstate.items():
-                    if torch.is_tensor(v):
-                        flat[f"optim.{pid}.{k}"] = v
-            opt_meta = {"param_groups": sd["param_groups"],
-                        "scalars": {str(pid): {k: v for k, v in ps.items() if not torch.is_tensor(v)}
-                                    for pid, ps in sd["state"].items()}}
+            opt_flat, opt_meta = optimizer_to_flat(state.optimizer, "optim")
+            flat.update(opt_flat)
         meta = {"method": self.name, "params": self._json_params(), "seed": self.seed_,
                 "dataset": state.data.name, "iteration": state.iteration, "history": state.history,
                 "optimizer": opt_meta, "version": __version__, "device": str(state.device)}
+        extra_flat, meta["extras"] = self._checkpoint_extras(state)
+        flat.update(extra_flat)
         tmp = ckpt_dir / "checkpoint.safetensors.tmp"
         save_file({k: v.detach().cpu().contiguous() for k, v in flat.items()}, str(tmp),
                   metadata={"iteration": str(state.iteration)})  # must agree with the JSON (two files, two renames)
@@ -330,14 +477,23 @@ class DistillMethod:
                 v.copy_(flat[f"tensor.{k}"])
         state.generator.set_state(flat["rng.generator"])
         if state.optimizer is not None and meta["optimizer"] is not None:
-            sd = {"param_groups": meta["optimizer"]["param_groups"], "state": {}}
-            for pid, scalars in meta["optimizer"]["scalars"].items():
-                sd["state"][int(pid)] = dict(scalars)
-            for k, v in flat.items():
-                if k.startswith("optim."):
-                    _, pid, name = k.split(".", 2)
-                    sd["state"].setdefault(int(pid), {})[name] = v
-            state.optimizer.load_state_dict(sd)
+            optimizer_from_flat(state.optimizer, "optim", flat, meta["optimizer"])
+        self._restore_extras(state, flat, meta.get("extras") or {})
         state.iteration = int(meta["iteration"])
         state.history = {k: list(v) for k, v in meta["history"].items()}
         self.seed_ = int(meta["seed"])
+
+    def _checkpoint_extras(self, state: State) -> tuple[dict[str, torch.Tensor], dict]:
+        """What a checkpoint holds beyond the first optimizer: the other optimizers and the schedules."""
+        flat, meta = {}, {"optimizers": {}, "schedules": {}}
+        for name, opt in list(state.optimizers.items())[1:]:
+            tensors, meta["optimizers"][name] = optimizer_to_flat(opt, f"optim:{name}")
+            flat.update(tensors)
+        meta["schedules"] = {name: s.state_dict() for name, s in state.schedules.items()}
+        return flat, meta
+
+    def _restore_extras(self, state: State, flat: dict[str, torch.Tensor], meta: dict) -> None:
+        for name, opt_meta in meta.get("optimizers", {}).items():
+            optimizer_from_flat(state.optimizers[name], f"optim:{name}", flat, opt_meta)
+        for name, sd in meta.get("schedules", {}).items():
+            state.schedules[name].load_state_dict(sd)

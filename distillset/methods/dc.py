@@ -38,12 +38,12 @@ gradient is ~50x larger (measured), so use ~0.01 there, and ConvNet-2: ConvNet-3
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..augment import apply, augment, default_strategy, sample_params
+from ..augment import apply, resolve_strategy, sample_params
 from ..errors import InvalidParameterError
+from ..evaluate import train_network
 from ..models import Redraw, get_model, has_batchnorm
-from ..precision import PRECISIONS, autocast, chunk_size, resolve_precision
+from ..precision import PRECISIONS, chunk_size, precision_name, resolve_precision
 from ..utils import Instance, Interval, Options
 from .base import DistillMethod, State, register_method
 from .common import class_labels, init_images
@@ -83,7 +83,8 @@ class DC(DistillMethod):
     lr_net : float, default=0.01
         SGD (no momentum) on the network in the inner loop.
     distance : {"layerwise", "mse", "cosine"}, default="layerwise"
-    init : {"real", "noise"}, default="real"
+    image_init : {"real", "noise"}, default="real"
+        How the synthetic images start: distinct random real images, or N(0, 1) noise (was ``init``).
     augment : str or None, default=None
         DSA strategy for siamese augmentation while matching (and per-image in the inner loop);
         ``"auto"`` = the data set's default. ``None`` for DC; the ``dsa`` method defaults to ``"auto"``.
@@ -109,6 +110,7 @@ class DC(DistillMethod):
     """
 
     name = "dc"
+    _renamed_params = {"init": "image_init"}
     _parameter_constraints = {
         "outer_loop": [None, Interval(int, 1)],
         "inner_loop": [None, Interval(int, 0)],
@@ -118,7 +120,7 @@ class DC(DistillMethod):
         "momentum": [Interval(float, 0, 1)],
         "lr_net": [Interval(float, 0, closed="neither")],
         "distance": [Options(tuple(DISTANCES))],
-        "init": [Options(("real", "noise"))],
+        "image_init": [Options(("real", "noise"))],
         "augment": [None, Instance((str,))],
         "path": [Options(("auto", "batched", "looped"))],
         "precision": [Options(PRECISIONS)],
@@ -126,8 +128,8 @@ class DC(DistillMethod):
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", outer_loop=None, inner_loop=None,
                  batch_real=256, batch_syn=256, lr_img=0.1, momentum=0.5, lr_net=0.01, distance="layerwise",
-                 init="real", augment=None, path="auto", precision="auto", random_state=None, device=None, checkpoint_dir=None,
-                 checkpoint_every=None, log_every=10, progress=True):
+                 image_init="real", augment=None, path="auto", precision="auto", random_state=None, device=None,
+                 checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
         self.model = model
@@ -139,7 +141,7 @@ class DC(DistillMethod):
         self.momentum = momentum
         self.lr_net = lr_net
         self.distance = distance
-        self.init = init
+        self.image_init = image_init
         self.augment = augment
         self.path = path
         self.precision = precision
@@ -159,29 +161,23 @@ class DC(DistillMethod):
             )
         auto = "batched" if real.raw.device.type == "cuda" and not bn else "looped"
         self.path_ = auto if self.path == "auto" else self.path
-        images = init_images(real, self.ipc, self.init, generator)
+        images = init_images(real, self.ipc, self.image_init, generator)
         return {"images": images, "labels": class_labels(data.num_classes, self.ipc, images.device)}
 
     def _make_optimizer(self, tensors):
         return torch.optim.SGD([tensors["images"]], lr=self.lr_img, momentum=self.momentum)
 
-    def _strategy(self, dataset_name: str) -> str | None:
-        if self.augment in (None, "none", ""):
-            return None
-        return default_strategy(dataset_name) if self.augment == "auto" else self.augment
-
-    def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
+    def _step(self, state: State, it: int):
         data, g = state.data, state.generator
         syn, syn_labels = state.tensors["images"], state.tensors["labels"]
         k = data.num_classes
         default_outer, default_inner = default_loops(self.ipc)
         outer = self.outer_loop or default_outer
         inner = default_inner if self.inner_loop is None else self.inner_loop
-        strategy = self._strategy(data.name)
+        strategy = resolve_strategy(self.augment, data.name)
         # 1. a fresh network (built once per run, its weights re-drawn from the run's generator)
         net = self._network(state)(g)
         net.train()
-        net_opt = torch.optim.SGD(net.parameters(), lr=self.lr_net)
         total = syn.new_zeros(())
         for step in range(outer):
             # 2a. a real batch per class; DSA: one shared transformation per class
@@ -193,16 +189,16 @@ class DC(DistillMethod):
             # 2b. per-class gradients, (K, *param_shape) per parameter
             g_real = self._real_gradients(state, net, x_real, y_real)
             g_syn = self._class_gradients(net, x_syn, syn_labels, k, create_graph=True)
-            # 2c. match and update the images
+            # 2c. match; the loop updates the images
             loss = match_distance(g_real, g_syn, self.distance)
-            state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            state.optimizer.step()
+            yield loss
             total = total + loss.detach()
             if step == outer - 1:
                 break  # no network update after the last matching step
-            # 2d. train the network on the current synthetic set
-            self._train_net(net, net_opt, syn.detach(), syn_labels, inner, strategy, g, state.cache["dtype"])
+            # 2d. train the network on the current synthetic set: plain SGD, constant lr, per-image augmentation
+            train_network(net, syn, syn_labels, epochs=inner, generator=g, lr=self.lr_net, batch_size=self.batch_syn,
+                          momentum=0.0, weight_decay=0.0, augment=strategy, lr_decay=False,
+                          precision=precision_name(state.cache["dtype"]))
         return {"loss": total / (outer * k)}  # mean per class and matching step, as the reference logs
 
     def _network(self, state: State) -> Redraw:
@@ -224,20 +220,6 @@ class DC(DistillMethod):
         return self._class_gradients(net, x_real, y_real, state.data.num_classes,
                                      chunk=state.cache["chunk"], dtype=state.cache["dtype"])
 
-    def _train_net(self, net, opt, x, y, epochs, strategy, g, dtype=None) -> None:
-        n = x.shape[0]
-        for _ in range(epochs):
-            perm = torch.randperm(n, generator=g, device=g.device).to(x.device)
-            for start in range(0, n, self.batch_syn):
-                idx = perm[start:start + self.batch_syn]
-                xb = augment(x[idx], strategy, generator=g) if strategy else x[idx]
-                with autocast(x.device, dtype):
-                    out = net(xb).float()
-                loss = F.cross_entropy(out, y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
 
 @register_method
 class DSA(DC):
@@ -258,10 +240,10 @@ class DSA(DC):
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", outer_loop=None, inner_loop=None,
                  batch_real=256, batch_syn=256, lr_img=0.1, momentum=0.5, lr_net=0.01, distance="layerwise",
-                 init="real", augment="auto", path="auto", precision="auto", random_state=None, device=None, checkpoint_dir=None,
-                 checkpoint_every=None, log_every=10, progress=True):
+                 image_init="real", augment="auto", path="auto", precision="auto", random_state=None, device=None,
+                 checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
         super().__init__(ipc, iterations=iterations, model=model, outer_loop=outer_loop, inner_loop=inner_loop,
                          batch_real=batch_real, batch_syn=batch_syn, lr_img=lr_img, momentum=momentum,
-                         lr_net=lr_net, distance=distance, init=init, augment=augment, path=path,
+                         lr_net=lr_net, distance=distance, image_init=image_init, augment=augment, path=path,
                          precision=precision, random_state=random_state, device=device, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, log_every=log_every, progress=progress)

@@ -3,7 +3,7 @@
 Learn S batches of synthetic images (``ipc`` per class each) and T = S * E step sizes so that T plain
 gradient steps from an initialisation theta_0 give a network that does well on real data
 (REFERENCE section 2 "DD"). One iteration:
-  1. draw a real batch (``batch_real`` images, class-balanced); in poisoning mode rewrite the labels of
+  1. draw a real batch (``batch_real`` images per class); in poisoning mode rewrite the labels of
      ``attack_class`` to ``target_class``;
   2. for each of ``n_nets`` initialisations theta_0 (the fixed one; fresh random nets; or nets drawn
      from the pretrained pool): unroll theta_{t+1} = theta_t - softplus(rho_t) * grad CE(x~_{t mod S}, theta_t)
@@ -17,12 +17,12 @@ counts them; the reference has no such guard, and a 10000-iteration random-init 
 without it). A dropped init also drops its penalty on large step sizes: a rising count means ``lr`` is
 too high (benchmarks/NOTES.md, ``dd_mnist_random100_long``). The real batch is class-balanced (the reference draws a plain random batch); the run and the
 lr halving count iterations (outer steps, one real batch each), not passes over the data. The defaults
-are the reference's on MNIST: 400 passes of batch 1024 ~ 23600 iterations, halved every 10 % of the run
-(10 lr levels).
+are the reference's on MNIST: 400 passes of batch 1024 ~ 23600 iterations (our batch: 102 per class,
+1020 on ten classes), halved every 10 % of the run (10 lr levels).
 
-Sets are judged by DD's own protocol (:func:`evaluate_dd`, ``DD.own_protocol``, CLI
+Sets are judged by DD's own protocol (``dd_protocol.evaluate_dd``, ``DD.own_protocol``, CLI
 ``distillset evaluate SET --protocol own``): the learned steps, with the learned step sizes, from the
-init regime the set was made for. The pretrained pools and p(theta_0) live in ``_dd_nets.py``, the
+init regime the set was made for. The pretrained pools and p(theta_0) live in ``dd_nets.py``, the
 linear-case demonstration in ``dd_linear.py``. Observed: on 8x8 ``digits`` LeNet (4x4 and 2x2 conv maps)
 learns slowly under DD (about 50-60 % after 3000 fixed-init iterations) where an MLP passes 90 % in 300.
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import warnings
 
 import torch
@@ -38,10 +37,10 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointMismatchError, InvalidParameterError
 from ..models import get_model, has_batchnorm
-from ..utils import Instance, Interval, Options, make_generator, resolve_device
-from ._dd_nets import InitSampler, pretrain_pool
-from ._unroll import FlatNet, meta_grad, unroll
-from .base import DistillMethod, State, register_method
+from ..unroll import FlatNet, meta_grad
+from ..utils import Instance, Interval, Options
+from .dd_nets import InitSampler, pretrain_pool
+from .base import DistillMethod, State, grad_surrogate, register_method
 from .common import class_labels
 
 
@@ -67,19 +66,21 @@ class DD(DistillMethod):
     lr_decay_every : int or None, default=None
         None = ``max(1, iterations // 10)``. To extend a finished run with ``resume``, pass the decay it
         used (a longer ``iterations`` would otherwise stretch the schedule; resuming refuses that).
-    batch_real : int, default=1024
-    init : {"fixed", "random", "pretrained"}, default="fixed"
+    batch_real : int, default=102
+        Real images per class per iteration (1020 on ten classes; the reference's batch is 1024). Until
+        0.2 this was the total batch: divide an old value by the number of classes.
+    net_init : {"fixed", "random", "pretrained"}, default="fixed"
         One fixed network init (drawn from the seed, kept in ``synthetic_.extra["theta0"]``); a fresh
         random init per net per iteration; or nets drawn from a pool pretrained on ``pool_source``
         (``synthetic_.extra["pool"]``).
     n_nets : int, default=1
-        Initialisations per iteration (the meta-gradient is averaged); ignored for ``"fixed"``.
+        Initialisations per iteration (the meta-gradient is averaged); ignored for ``net_init="fixed"``.
     pool_source, pool_size, pool_epochs : str, int, int, default="digits", 4, 30
         The pretrained pool: ``pool_size`` nets trained ``pool_epochs`` on ``pool_source`` (resized).
     attack_class, target_class : int or None
         Poisoning mode: the outer loss sees the real labels ``attack_class`` rewritten to ``target_class``.
     backward : {"full", "checkpoint"}, default="full"
-    net_init : {"xavier", "default"}, default="xavier"
+    weight_init : {"xavier", "default"}, default="xavier"
         p(theta_0): Xavier-normal conv / linear weights (gain 1), norm weights 1 and zero biases, as we
         read the DD code's default, or the model registry's PyTorch initialisation.
     random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DistillMethod``.
@@ -94,6 +95,7 @@ class DD(DistillMethod):
     """
 
     name = "dd"
+    _renamed_params = {"init": "net_init"}  # and net_init="xavier"/"default" -> weight_init, see _rename
     _parameter_constraints = {
         "steps": [Interval(int, 1)],
         "epochs": [Interval(int, 1)],
@@ -101,7 +103,7 @@ class DD(DistillMethod):
         "lr": [Interval(float, 0, closed="neither")],
         "lr_decay_every": [None, Interval(int, 1)],
         "batch_real": [Interval(int, 1)],
-        "init": [Options(("fixed", "random", "pretrained"))],
+        "net_init": [Options(("fixed", "random", "pretrained"))],
         "n_nets": [Interval(int, 1)],
         "pool_source": [Instance((str,))],
         "pool_size": [Interval(int, 1)],
@@ -109,13 +111,14 @@ class DD(DistillMethod):
         "attack_class": [None, Interval(int, 0)],
         "target_class": [None, Interval(int, 0)],
         "backward": [Options(("full", "checkpoint"))],
-        "net_init": [Options(("xavier", "default"))],
+        "weight_init": [Options(("xavier", "default"))],
     }
 
     def __init__(self, ipc=1, *, iterations=23600, model="lenet", steps=10, epochs=3, distill_lr=0.02, lr=0.01,
-                 lr_decay_every=None, batch_real=1024, init="fixed", n_nets=1, pool_source="digits", pool_size=4,
-                 pool_epochs=30, attack_class=None, target_class=None, backward="full", net_init="xavier", random_state=None,
-                 device=None, checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
+                 lr_decay_every=None, batch_real=102, net_init="fixed", n_nets=1, pool_source="digits", pool_size=4,
+                 pool_epochs=30, attack_class=None, target_class=None, backward="full", weight_init="xavier",
+                 random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None, log_every=10,
+                 progress=True):
         self.ipc = ipc
         self.iterations = iterations
         self.model = model
@@ -125,7 +128,7 @@ class DD(DistillMethod):
         self.lr = lr
         self.lr_decay_every = lr_decay_every
         self.batch_real = batch_real
-        self.init = init
+        self.net_init = net_init
         self.n_nets = n_nets
         self.pool_source = pool_source
         self.pool_size = pool_size
@@ -133,13 +136,23 @@ class DD(DistillMethod):
         self.attack_class = attack_class
         self.target_class = target_class
         self.backward = backward
-        self.net_init = net_init
+        self.weight_init = weight_init
         self.random_state = random_state
         self.device = device
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
         self.progress = progress
+
+    @classmethod
+    def _rename(cls, params):
+        if params.get("net_init") in ("xavier", "default"):  # the old meaning of net_init, before init took the name
+            warnings.warn("DD's 'net_init' parameter now names the init regime (was 'init'); the weight distribution "
+                          f"{params['net_init']!r} is 'weight_init'. The old use stops working in the next release.",
+                          DeprecationWarning, stacklevel=3)
+            params = {**params, "weight_init": params["net_init"]}
+            del params["net_init"]
+        return super()._rename(params)
 
     def _validate(self, data):
         super()._validate(data)
@@ -152,7 +165,7 @@ class DD(DistillMethod):
         if self.attack_class is not None and self.attack_class == self.target_class:
             raise InvalidParameterError("The 'attack_class' and 'target_class' parameters of DD must differ "
                                         f"(both are {self.attack_class}): poisoning would change nothing.")
-        if self.init == "pretrained" and self.pool_source == data.name:
+        if self.net_init == "pretrained" and self.pool_source == data.name:
             warnings.warn(f"DD's pool is pretrained on {data.name!r}, the data set being distilled: that is "
                           "fine-tuning, not adaptation from another data set (set pool_source).", stacklevel=3)
         if has_batchnorm(get_model(self.model, data.image_shape, data.num_classes, seed=0)):
@@ -187,40 +200,47 @@ class DD(DistillMethod):
             "lrs_raw": torch.full((self.steps * self.epochs,), rho, device=device, requires_grad=True),  # (T,)
             "labels": class_labels(k, self.ipc, device).repeat(self.steps),  # (S*K*ipc,)
         }
-        p0 = InitSampler(self.model, data, device, self.net_init)
-        if self.init == "fixed":
+        if self.net_init == "fixed":
+            p0 = InitSampler(self.model, data, device, self.weight_init)
             tensors["extra.theta0"] = p0.sample(1, generator)[0]  # (P,)
-        elif self.init == "pretrained" and self.resuming_:  # the checkpoint holds the trained pool
-            tensors["extra.pool"] = torch.zeros(self.pool_size, p0.size, device=device)
-        elif self.init == "pretrained":
-            tensors["extra.pool"] = pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs,
-                                                  generator)  # (pool_size, P)
+        elif self.net_init == "pretrained":
+            tensors["extra.pool"] = self.prepared_["pool"]  # (pool_size, P)
         return tensors
+
+    def _prepare_settings(self):
+        if self.net_init != "pretrained":
+            return None
+        return {k: getattr(self, k) for k in ("model", "weight_init", "pool_source", "pool_size", "pool_epochs")}
+
+    def _prepare(self, data, generator):
+        p0 = InitSampler(self.model, data, generator.device, self.weight_init)
+        return {"pool": pretrain_pool(p0, self.pool_source, self.pool_size, self.pool_epochs, generator)}
 
     def _make_optimizer(self, tensors):
         return torch.optim.Adam([tensors["images"], tensors["lrs_raw"]], lr=self.lr, betas=(0.5, 0.999))
 
+    def _make_schedule(self, optimizers):
+        decay = self._decay_every(self.iterations, self.lr_decay_every)
+        return {"main": torch.optim.lr_scheduler.LambdaLR(optimizers["main"], lambda it: 0.5 ** (it // decay))}
+
     def _thetas(self, state: State) -> list[torch.Tensor]:
         """This iteration's initialisations theta_0, each (P,)."""
         t, g = state.tensors, state.generator
-        if self.init == "fixed":
+        if self.net_init == "fixed":
             return [t["extra.theta0"]]
-        if self.init == "pretrained":
+        if self.net_init == "pretrained":
             idx = torch.randint(0, t["extra.pool"].shape[0], (self.n_nets,), generator=g, device=g.device)
             return list(t["extra.pool"][idx.to(state.device)].unbind(0))
         return list(state.cache["p0"].sample(self.n_nets, g).unbind(0))
 
-    def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
+    def _step(self, state: State, it: int):
         t, data = state.tensors, state.data
         if "p0" not in state.cache:  # p(theta_0), and its template network for the functional calls
-            state.cache["p0"] = InitSampler(self.model, data, state.device, self.net_init)
+            state.cache["p0"] = InitSampler(self.model, data, state.device, self.weight_init)
             state.cache["f"] = FlatNet(state.cache["p0"].template)
         f = state.cache["f"]
-        decay = self._decay_every(self.iterations, self.lr_decay_every)
-        for group in state.optimizer.param_groups:
-            group["lr"] = self.lr * 0.5 ** (it // decay)
         # 1. a real batch, labels poisoned in attack mode
-        x_real, y_real = state.real.sample(max(1, self.batch_real // data.num_classes), state.generator)
+        x_real, y_real = state.real.sample(self.batch_real, state.generator)
         y_real = poison(y_real, self.attack_class, self.target_class)
 
         def outer(theta):
@@ -235,14 +255,15 @@ class DD(DistillMethod):
             ok = torch.isfinite(l) & torch.isfinite(gi).all() & torch.isfinite(gr).all()  # on device: no sync
             loss, kept = loss + torch.where(ok, l, 0.0), kept + ok
             d_img, d_raw = d_img + torch.where(ok, gi, 0.0), d_raw + torch.where(ok, gr, 0.0)
-        # 3. Adam step on images and raw step sizes
-        t["images"].grad, t["lrs_raw"].grad = d_img / kept.clamp(min=1), d_raw / kept.clamp(min=1)
-        state.optimizer.step()
+        # 3. the loop takes an Adam step on images and raw step sizes (lr halved every lr_decay_every iterations)
+        yield grad_surrogate({t["images"]: d_img / kept.clamp(min=1), t["lrs_raw"]: d_raw / kept.clamp(min=1)})
         return {"loss": loss / kept, "dropped_inits": len(thetas) - kept}  # loss NaN when every init was dropped
 
     @classmethod
     def own_protocol(cls, synthetic, data, *, n_models=10, random_state=0, device=None):
-        """DD's own evaluation: :func:`evaluate_dd` in the regime the set was distilled for."""
+        """DD's own evaluation: :func:`.dd_protocol.evaluate_dd` in the regime the set was made for."""
+        from .dd_protocol import evaluate_dd
+
         return evaluate_dd(synthetic, data, n_models=n_models, random_state=random_state, device=device)
 
     def _to_synthetic(self, state):
@@ -255,105 +276,3 @@ def poison(labels: torch.Tensor, attack_class: int | None, target_class: int | N
     if attack_class is None or target_class is None:
         return labels
     return torch.where(labels == attack_class, torch.full_like(labels, target_class), labels)
-
-
-def _dd_params(synthetic) -> dict:
-    """The DD parameters a set was made with; a clear error for sets from other methods."""
-    params = synthetic.meta.get("params", {})
-    if synthetic.meta.get("method") != "dd" or synthetic.lrs is None or "steps" not in params:
-        raise InvalidParameterError(f"evaluate_dd needs a set made by DD (images + learned step sizes). Got one "
-                                    f"from method {synthetic.meta.get('method')!r}; use the standard protocol "
-                                    "(distillset.Evaluator) for it.")
-    return params
-
-
-def _check_images(images: torch.Tensor, synthetic) -> torch.Tensor:
-    if not torch.is_tensor(images) or not images.is_floating_point() or images.shape != synthetic.images.shape:
-        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-        raise InvalidParameterError(
-            f"The 'images' of evaluate_dd must be normalised float images shaped like the set's "
-            f"{tuple(synthetic.images.shape)} (step-major, class-major within a step). Got {shape}"
-            f"{'' if not torch.is_tensor(images) else ' ' + str(images.dtype)} instead.")
-    return images
-
-
-_INIT_WORDS = {"fixed": "the fixed init", "random": "fresh random inits",
-               "pretrained": "freshly pretrained nets (not the pool's)"}
-
-
-def evaluate_dd(synthetic, data, *, model=None, n_models=10, init=None, images=None, random_state=0, device=None,
-                pool_epochs=None, attack_class=None, target_class=None) -> dict:
-    """DD's own protocol: apply the T learned steps with the learned step sizes, test on ``data.test``.
-
-    Parameters
-    ----------
-    synthetic : SyntheticSet from :class:`DD` (its meta gives model, steps, init and the attack).
-    init : {"fixed", "random", "pretrained"} or None
-        None = the regime it was distilled for. "fixed" uses ``extra["theta0"]``; "random" draws
-        ``n_models`` fresh nets; "pretrained" trains ``n_models`` new nets on the pool's source data
-        (held-out seeds: not the pool's nets).
-    images : Tensor, optional
-        Replace the learned images (e.g. random real images) but keep the learned schedule and labels:
-        normalised float images of the set's shape and layout (step-major, class-major within a step).
-
-    Returns
-    -------
-    dict with ``accuracies`` (after the T steps), ``mean``, ``std``, ``before_mean`` (the inits
-    untrained), and in poisoning mode ``attack_to_target`` (% of the attack class predicted as target).
-    """
-    params = _dd_params(synthetic)
-    model = model or params["model"]
-    init = init or params["init"]
-    if init not in _INIT_WORDS or int(n_models) < 1:
-        raise InvalidParameterError(f"evaluate_dd needs init in {sorted(_INIT_WORDS)} and n_models >= 1. "
-                                    f"Got init={init!r}, n_models={n_models!r} instead.")
-    attack_class = params.get("attack_class") if attack_class is None else attack_class
-    target_class = params.get("target_class") if target_class is None else target_class
-    if (attack_class is None) != (target_class is None):
-        raise InvalidParameterError("evaluate_dd needs 'attack_class' and 'target_class' together.")
-    device = resolve_device(device)
-    g = make_generator(random_state, device)
-    p0 = InitSampler(model, data, device, params.get("net_init", "xavier"))
-    f = FlatNet(p0.template)
-    if init == "fixed":
-        if "theta0" not in synthetic.extra:
-            raise InvalidParameterError(f"This DD set was distilled with init={params['init']!r} and holds no fixed "
-                                        "init (extra['theta0']); evaluate it with init='random' or 'pretrained'.")
-        thetas = [synthetic.extra["theta0"].to(device)]
-        if thetas[0].numel() != f.size:
-            raise InvalidParameterError(f"The set's fixed init has {thetas[0].numel()} weights but {model!r} has "
-                                        f"{f.size}; evaluate it with model={params['model']!r}.")
-    elif init == "random":
-        thetas = list(p0.sample(n_models, g).unbind(0))
-    else:
-        thetas = list(pretrain_pool(p0, params["pool_source"], n_models, pool_epochs or params["pool_epochs"],
-                                    g).unbind(0))
-    x = synthetic.images if images is None else _check_images(images, synthetic)
-    xs = x.to(device).float().reshape(params["steps"], -1, *x.shape[1:])  # (S, K*ipc, C, H, W), step-major
-    ys = synthetic.labels.to(device).reshape(params["steps"], -1)
-    etas = synthetic.lrs.to(device).float()
-    x_test, y_test = data.normalize(data.test.images.to(device)), data.test.labels.to(device)
-
-    def scores(theta):
-        with torch.no_grad():
-            pred = torch.cat([f(theta, x_test[i:i + 2048]).argmax(1) for i in range(0, len(y_test), 2048)])
-        acc = 100.0 * (pred == y_test).float().mean().item()
-        hit = None
-        if attack_class is not None:
-            hit = 100.0 * (pred[y_test == attack_class] == target_class).float().mean().item()
-        return acc, hit
-
-    before, after, hits = [], [], []
-    for theta0 in thetas:
-        before.append(scores(theta0)[0])
-        acc, hit = scores(unroll(f, theta0, xs, ys, etas, create_graph=False).detach())
-        after.append(acc)
-        hits.append(hit)
-    steps = f"the {len(etas)} learned steps with the learned step sizes"
-    out = {"protocol": f"{steps} from {_INIT_WORDS[init]}, {len(after)} net(s)", "init": init, "model": model,
-           "accuracies": after, "mean": statistics.fmean(after),
-           "std": statistics.pstdev(after), "before": before, "before_mean": statistics.fmean(before),
-           "before_std": statistics.pstdev(before)}
-    if attack_class is not None:
-        out.update(attack_to_target=statistics.fmean(hits), attack_class=attack_class, target_class=target_class)
-    return out

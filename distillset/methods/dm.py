@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ..augment import apply, default_strategy, sample_params
+from ..augment import apply, resolve_strategy, sample_params
 from ..models import Redraw, get_model
 from ..precision import PRECISIONS, autocast, chunk_size, frozen_embed, resolve_precision
 from ..utils import Instance, Interval, Options
@@ -52,7 +52,8 @@ class DM(DistillMethod):
     lr_img : float, default=1.0
         SGD learning rate on the images (the reference uses 10 for CIFAR-10 at IPC >= 100).
     momentum : float, default=0.5
-    init : {"real", "noise"}, default="real"
+    image_init : {"real", "noise"}, default="real"
+        How the synthetic images start: distinct random real images, or N(0, 1) noise (was ``init``).
     augment : str or None, default="auto"
         DSA strategy for the siamese augmentation; "auto" = the data set's default; None = off.
     precision : {"auto", "fp32", "bf16"}, default="auto"
@@ -68,17 +69,19 @@ class DM(DistillMethod):
     """
 
     name = "dm"
+    _renamed_params = {"init": "image_init"}
     _parameter_constraints = {
         "batch_real": [Interval(int, 1)],
         "lr_img": [Interval(float, 0, closed="neither")],
         "momentum": [Interval(float, 0, 1)],
-        "init": [Options(("real", "noise"))],
+        "image_init": [Options(("real", "noise"))],
         "augment": [None, Instance((str,))],
         "precision": [Options(PRECISIONS)],
     }
 
     def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=256, lr_img=1.0, momentum=0.5,
-                 init="real", augment="auto", precision="auto", random_state=None, device=None, checkpoint_dir=None,
+                 image_init="real", augment="auto", precision="auto", random_state=None, device=None,
+                 checkpoint_dir=None,
                  checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
@@ -86,7 +89,7 @@ class DM(DistillMethod):
         self.batch_real = batch_real
         self.lr_img = lr_img
         self.momentum = momentum
-        self.init = init
+        self.image_init = image_init
         self.augment = augment
         self.precision = precision
         self.random_state = random_state
@@ -97,7 +100,7 @@ class DM(DistillMethod):
         self.progress = progress
 
     def _init_state(self, data, real, generator):
-        images = init_images(real, self.ipc, self.init, generator)
+        images = init_images(real, self.ipc, self.image_init, generator)
         return {"images": images, "labels": class_labels(data.num_classes, self.ipc, images.device)}
 
     def _make_optimizer(self, tensors):
@@ -115,7 +118,7 @@ class DM(DistillMethod):
         data, g = state.data, state.generator
         syn, syn_labels = state.tensors["images"], state.tensors["labels"]
         k = data.num_classes
-        strategy = default_strategy(data.name) if self.augment == "auto" else self.augment
+        strategy = resolve_strategy(self.augment, data.name)
         # 1. a fresh random network, frozen
         net = self._network(state)(g)
         dtype = state.cache["dtype"]
@@ -132,8 +135,4 @@ class DM(DistillMethod):
         with autocast(state.device, dtype):
             mu_syn = net.embed(x_syn).float().view(k, self.ipc, -1).mean(1)  # (K, F)
         loss = ((mu_real - mu_syn) ** 2).sum()
-        # 4. update the synthetic images
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        return {"loss": loss}
+        return {"loss": loss}  # 4. the loop updates the synthetic images

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..augment import augment as dsa, default_strategy
+from ..augment import augment, resolve_strategy
 from ..kernels import centered_one_hot, is_random_kernel, krr_predict, label_solve, make_kernel, parse_kernel_spec
 from ..utils import Instance, Interval, Options, draw_seed
 from ..zca import ZCA
@@ -75,7 +75,8 @@ class KIP(DistillMethod):
         Target images per step, class-balanced (``batch_target // num_classes`` per class).
     learn_labels : bool, default=False
     loss : {"mse", "platt"}, default="mse"
-    init : {"real", "noise"}, default="real"
+    image_init : {"real", "noise"}, default="real"
+        How the synthetic images start: distinct random real images, or N(0, 1) noise (was ``init``).
     augment : str or None, default=None
         DSA strategy applied per image to the target batch; "auto" = the data set's default.
     zca : bool, default=False
@@ -92,6 +93,7 @@ class KIP(DistillMethod):
     """
 
     name = "kip"
+    _renamed_params = {"init": "image_init"}
     _parameter_constraints = {
         "kernel": [Instance((str, list, tuple))],
         "reg": [Interval(float, 0)],
@@ -99,14 +101,14 @@ class KIP(DistillMethod):
         "batch_target": [Interval(int, 1)],
         "learn_labels": [Instance((bool,))],
         "loss": [Options(("mse", "platt"))],
-        "init": [Options(("real", "noise"))],
+        "image_init": [Options(("real", "noise"))],
         "augment": [None, Instance((str,))],
         "zca": [Instance((bool,))],
         "zca_strength": [Interval(float, 0)],
     }
 
     def __init__(self, ipc=10, *, iterations=1000, model="convnet", kernel="fc_ntk", reg=1e-6, lr=0.04,
-                 batch_target=5000, learn_labels=False, loss="mse", init="real", augment=None, zca=False,
+                 batch_target=5000, learn_labels=False, loss="mse", image_init="real", augment=None, zca=False,
                  zca_strength=0.1, random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None,
                  log_every=10, progress=True):
         self.ipc = ipc
@@ -118,7 +120,7 @@ class KIP(DistillMethod):
         self.batch_target = batch_target
         self.learn_labels = learn_labels
         self.loss = loss
-        self.init = init
+        self.image_init = image_init
         self.augment = augment
         self.zca = zca
         self.zca_strength = zca_strength
@@ -132,7 +134,7 @@ class KIP(DistillMethod):
     def _init_state(self, data, real, generator):
         self.kernel_specs_ = _check_specs(self.kernel)
         tensors = _whiten(real, self.zca, self.zca_strength)
-        images = init_images(real, self.ipc, self.init, generator)
+        images = init_images(real, self.ipc, self.image_init, generator)
         labels = class_labels(data.num_classes, self.ipc, images.device)
         if self.learn_labels:
             labels = centered_one_hot(labels, data.num_classes, torch.float32).requires_grad_(True)
@@ -153,8 +155,9 @@ class KIP(DistillMethod):
         kernel = _build_kernel(spec, state, self.model)
         # 2. a class-balanced target batch, optionally augmented per image
         x_t, labels_t = state.real.sample(max(1, self.batch_target // k), g)  # (B, C, H, W), (B,)
-        if self.augment:
-            x_t = dsa(x_t, default_strategy(state.data.name) if self.augment == "auto" else self.augment, generator=g)
+        strategy = resolve_strategy(self.augment, state.data.name)
+        if strategy:
+            x_t = augment(x_t, strategy, generator=g)
         y_t = centered_one_hot(labels_t, k)  # (B, K) float64
         y_s = t["labels"] if self.learn_labels else centered_one_hot(t["labels"], k)  # (n_s, K)
         # 3. KRR from the support set to the target batch
@@ -165,11 +168,7 @@ class KIP(DistillMethod):
             loss = F.cross_entropy(y_hat * torch.exp(-t["log_temperature"].double()), labels_t)
         else:
             loss = 0.5 * ((y_hat - y_t) ** 2).mean()
-        # 5. one Adam step
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        return {"loss": loss.float()}
+        return {"loss": loss.float()}  # 5. the loop takes one Adam step
 
     def _to_synthetic(self, state):
         t = state.tensors

@@ -3,7 +3,8 @@ from . import classic, convnet, resnet, vgg  # noqa: F401  (fills the registry)
 from .classic import MLP, AlexCifarNet, AlexNet, LeNet
 from .convnet import ConvNet
 from .init import Redraw, redraw_
-from .registry import MODELS, EmbedClassifier, canonical_model_name, get_model, has_batchnorm, list_models, register_model
+from .registry import (MODELS, EmbedClassifier, canonical_model_name, get_model, has_batchnorm, list_models,
+                       model_spec_name, register_model)
 from .resnet import ResNet
 from .vgg import VGG11
 
@@ -22,6 +23,7 @@ __all__ = [
     "get_model",
     "has_batchnorm",
     "list_models",
+    "model_spec_name",
     "redraw_",
     "register_model",
 ]

@@ -13,8 +13,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import InvalidParameterError
-from ._layers import GroupNorm, can_halve
-from .registry import EmbedClassifier, register_model
+from ._layers import GroupNorm, can_halve, register_fixed_variant
+from .registry import EmbedClassifier
 
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -83,12 +83,9 @@ class ConvNet(EmbedClassifier):
 
 
 def _variant(name: str, **fixed):
-    def build(in_shape, num_classes, **kw):
-        return ConvNet(in_shape, num_classes, **{**fixed, **kw})
-
-    build.__name__ = name
-    build.__doc__ = f"ConvNet with {fixed or 'the default settings'} (REFERENCE section 1)."
-    return register_model(build, name=name)
+    """A named ConvNet with some options fixed (the one variant rule: a conflicting value is refused)."""
+    doc = f"ConvNet with {fixed or 'the default settings'} (REFERENCE section 1)."
+    return register_fixed_variant(name, ConvNet, doc, **fixed)
 
 
 convnet = _variant("convnet")

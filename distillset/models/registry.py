@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .._registry import Registry, drop_none
+from .._registry import Registry, drop_none, parse_spec
 from ..errors import InvalidParameterError
 from ..utils import seeded_global_rng
 
@@ -39,8 +39,18 @@ def canonical_model_name(name: str) -> str:
     return matches[0] if matches else name
 
 
+def model_spec_name(spec: str | dict) -> str:
+    """A spec's canonical string, e.g. ``"convnet(depth=4, width=64)"`` (options sorted), for result keys.
+
+    >>> model_spec_name({"name": "convnet", "width": 64, "depth": 4}), model_spec_name("convnet")
+    ('convnet(depth=4, width=64)', 'convnet')
+    """
+    name, kw = parse_spec(spec, "model")
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in sorted(kw.items()))})" if kw else name
+
+
 def get_model(
-    name: str,
+    name: str | dict,
     in_shape: tuple[int, int, int] | list[int] = (3, 32, 32),
     num_classes: int = 10,
     *,
@@ -52,8 +62,10 @@ def get_model(
 
     Parameters
     ----------
-    name : str
-        Registered name, case-insensitive (``"convnet"``, ``"ConvNetBN"``, ``"resnet18"``...).
+    name : str or dict
+        Registered name, case-insensitive (``"convnet"``, ``"ConvNetBN"``, ``"resnet18"``...), or a spec with
+        options: ``"convnet(width=64, depth=4)"`` or ``{"name": "convnet", "width": 64, "depth": 4}``
+        (``**kwargs`` win over the spec's options), so a search space can be written down.
     in_shape : (C, H, W)
         Input image shape; 1x8x8 up to 3x64x64 are supported by every model.
     num_classes : int
@@ -69,7 +81,11 @@ def get_model(
     >>> net = get_model("convnet", (1, 28, 28), 10, seed=0)
     >>> net.embed(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 2048])
+    >>> get_model("convnet(width=16, depth=2, pooling='maxpool')", (1, 8, 8), 10).feature_dim
+    64
     """
+    name, spec_kwargs = parse_spec(name, "model")
+    kwargs = {**spec_kwargs, **kwargs}
     builder = MODELS.get(canonical_model_name(name))
     in_shape = tuple(int(s) for s in in_shape)
     if len(in_shape) != 3 or min(in_shape) < 1:

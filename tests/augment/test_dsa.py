@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import doctest
 import os
 
 import pytest
 import torch
 
-import distillset.augment.dsa
-import distillset.augment.functional
-import distillset.augment.params
 from distillset.augment import (
     DEFAULT_STRATEGY,
     FAMILIES,
@@ -290,9 +286,3 @@ def test_gradient_reaches_input_finite(family, device):
     y = augment(x, family, generator=gen(0, device))
     (y * torch.linspace(-1, 1, y.numel(), device=device).view_as(y)).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-
-
-def test_doctests():
-    for mod in (distillset.augment.functional, distillset.augment.params, distillset.augment.dsa):
-        result = doctest.testmod(mod, extraglobs={"torch": torch})
-        assert result.failed == 0, mod.__name__

@@ -44,8 +44,8 @@ def test_distill_evaluate_show(tmp_path, capsys):
 
 def test_dd_reports_its_own_protocol(tmp_path, capsys):
     out = tmp_path / "dd"
-    assert main(["distill", "--method", "dd", "--iterations", "2", "--param", "steps=2", "--param", "init=random",
-                 "--param", "batch_real=20", "--eval-runs", "2", "--eval-epochs", "1", "--eval-models", "mlp",
+    assert main(["distill", "--method", "dd", "--iterations", "2", "--param", "steps=2", "--param", "net_init=random",
+                 "--param", "batch_real=2", "--eval-runs", "2", "--eval-epochs", "1", "--eval-models", "mlp",
                  "--quiet", "--device", "cpu", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "dd's own protocol (the 6 learned steps with the learned step sizes from fresh random inits" in text

@@ -112,8 +112,7 @@ def test_siamese_augmentation_is_shared(digits, monkeypatch):
 
     monkeypatch.setattr(dc_module, "apply", spy)
     DSA(ipc=2, iterations=1, batch_real=4, random_state=0, device="cpu", progress=False).fit(digits)
-    assert len(calls) == 2
-    (xr, pr, ir), (xs, ps, is_) = calls
+    (xr, pr, ir), (xs, ps, is_) = calls  # outer_loop 1 at ipc 2: one matching step, real then synthetic
     assert pr is ps  # one draw for both sides
     assert torch.equal(ir, torch.arange(10).repeat_interleave(4)) and torch.equal(is_, torch.arange(10).repeat_interleave(2))
     # the same pixels in class c, as the real or the synthetic batch's image -> the same transformed pixels

@@ -5,14 +5,15 @@ import torch.nn.functional as F
 from distillset import Evaluator
 from distillset.errors import InvalidParameterError
 from distillset.methods import get_method
-from distillset.methods._unroll import FlatNet, meta_grad
-from distillset.methods.dd import DD, evaluate_dd
+from distillset.methods.dd import DD
 from distillset.methods.dd_linear import linear_distillation
+from distillset.methods.dd_protocol import evaluate_dd
 from distillset.models import get_model
+from distillset.unroll import FlatNet, meta_grad
 
 # The fixed-init tests use an MLP: on 8x8 digits DD with LeNet (the 4x4 / 2x2 conv maps of our small-input
 # padding) learns slowly, about 50-60 % after 3000 iterations, while the MLP passes 90 % in 300.
-FIXED = dict(model="mlp", steps=1, epochs=3, iterations=300, lr=0.05, lr_decay_every=200, batch_real=256, device="cpu",
+FIXED = dict(model="mlp", steps=1, epochs=3, iterations=300, lr=0.05, lr_decay_every=200, batch_real=25, device="cpu",
              progress=False)
 
 
@@ -68,7 +69,7 @@ def test_meta_gradient_full_checkpoint_and_finite_differences_agree(digits):
 
 
 def test_checkpointed_backward_gives_the_same_run(digits):
-    kw = dict(steps=2, epochs=2, iterations=4, batch_real=64, random_state=0, device="cpu", progress=False)
+    kw = dict(steps=2, epochs=2, iterations=4, batch_real=6, random_state=0, device="cpu", progress=False)
     a = DD(backward="full", **kw).fit(digits)
     b = DD(backward="checkpoint", **kw).fit(digits)
     assert torch.allclose(a.synthetic_.images, b.synthetic_.images, atol=1e-5)
@@ -98,7 +99,7 @@ def test_fixed_init_beats_random_images_with_the_same_schedule(digits, clean):
     ours = evaluate_dd(clean, digits)
     real = get_method("random", ipc=1, random_state=0).fit(digits).synthetic_
     baseline = evaluate_dd(clean, digits, images=real.images)
-    assert ours["init"] == "fixed" and len(ours["accuracies"]) == 1
+    assert ours["net_init"] == "fixed" and len(ours["accuracies"]) == 1
     assert ours["mean"] > 80 and ours["before_mean"] < 20, ours
     assert ours["mean"] > baseline["mean"] + 40, (ours["mean"], baseline["mean"])
     # also evaluable with the standard protocol
@@ -114,13 +115,13 @@ def test_attack_moves_the_attack_class_to_the_target(digits, clean):
 
 
 def test_random_and_pretrained_inits(digits):
-    kw = dict(steps=1, epochs=2, iterations=2, batch_real=64, random_state=0, device="cpu", progress=False)
-    r = DD(init="random", n_nets=2, **kw).fit(digits).synthetic_
+    kw = dict(steps=1, epochs=2, iterations=2, batch_real=6, random_state=0, device="cpu", progress=False)
+    r = DD(net_init="random", n_nets=2, **kw).fit(digits).synthetic_
     assert "theta0" not in r.extra
     res = evaluate_dd(r, digits, n_models=3)
-    assert res["init"] == "random" and len(res["accuracies"]) == 3 and res["std"] >= 0
+    assert res["net_init"] == "random" and len(res["accuracies"]) == 3 and res["std"] >= 0
     with pytest.warns(UserWarning, match="fine-tuning, not adaptation"):  # the pool's source is the target
-        p = DD(init="pretrained", n_nets=2, pool_size=2, pool_epochs=30, **kw).fit(digits).synthetic_
+        p = DD(net_init="pretrained", n_nets=2, pool_size=2, pool_epochs=30, **kw).fit(digits).synthetic_
     assert p.extra["pool"].shape[0] == 2
     res = evaluate_dd(p, digits, n_models=2)
     assert res["before_mean"] > 30  # the pool's source here is digits itself: pretrained nets already work
@@ -146,7 +147,7 @@ def _interrupt_at_2(kw, digits, tmp_path):
 
 
 def test_random_init_resume_is_identical(digits, tmp_path):
-    kw = dict(init="random", n_nets=2, steps=1, epochs=2, iterations=4, batch_real=32, random_state=0, device="cpu",
+    kw = dict(net_init="random", n_nets=2, steps=1, epochs=2, iterations=4, batch_real=3, random_state=0, device="cpu",
               progress=False, backward="checkpoint")
     straight = DD(**kw).fit(digits)
     _interrupt_at_2(kw, digits, tmp_path)
@@ -156,7 +157,7 @@ def test_random_init_resume_is_identical(digits, tmp_path):
 
 
 def test_xavier_init_sampler(digits):
-    from distillset.methods._dd_nets import InitSampler
+    from distillset.methods.dd_nets import InitSampler
 
     p0 = InitSampler("convnet", digits, "cpu")  # instance norm: its weights must start at 1, not 0
     thetas = p0.sample(2, torch.Generator().manual_seed(0))
@@ -182,12 +183,12 @@ def test_bad_inputs_get_clear_errors(digits, clean):
         evaluate_dd(dm, digits)
     with pytest.raises(InvalidParameterError, match="normalised float images shaped like"):
         evaluate_dd(clean, digits, images=digits.train.images[:10])
-    r = DD(init="random", steps=1, epochs=1, iterations=1, batch_real=20, random_state=0, device="cpu",
+    r = DD(net_init="random", steps=1, epochs=1, iterations=1, batch_real=2, random_state=0, device="cpu",
            progress=False).fit(digits).synthetic_
     with pytest.raises(InvalidParameterError, match="holds no fixed init"):
-        evaluate_dd(r, digits, init="fixed")
-    with pytest.raises(InvalidParameterError, match="needs init in"):
-        evaluate_dd(r, digits, init="Random")
+        evaluate_dd(r, digits, net_init="fixed")
+    with pytest.raises(InvalidParameterError, match="needs net_init in"):
+        evaluate_dd(r, digits, net_init="Random")
     with pytest.raises(InvalidParameterError, match="n_models >= 1"):
         evaluate_dd(r, digits, n_models=0)
 
@@ -195,7 +196,7 @@ def test_bad_inputs_get_clear_errors(digits, clean):
 def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
     from distillset.errors import CheckpointMismatchError
 
-    kw = dict(steps=1, epochs=1, batch_real=20, random_state=0, device="cpu", progress=False,
+    kw = dict(steps=1, epochs=1, batch_real=2, random_state=0, device="cpu", progress=False,
               checkpoint_dir=str(tmp_path), checkpoint_every=2)
     DD(iterations=20, **kw).fit(digits)  # lr halved every 2 iterations
     with pytest.raises(CheckpointMismatchError, match="Pass lr_decay_every=2 to keep the schedule"):
@@ -209,7 +210,7 @@ def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
 def test_pretrained_resume_is_identical_and_does_not_retrain_the_pool(digits, tmp_path, monkeypatch):
     import distillset.methods.dd as dd_module
 
-    kw = dict(init="pretrained", pool_size=2, pool_epochs=2, steps=1, epochs=2, iterations=4, batch_real=32,
+    kw = dict(net_init="pretrained", pool_size=2, pool_epochs=2, steps=1, epochs=2, iterations=4, batch_real=3,
               random_state=0, device="cpu", progress=False)
     straight = DD(**kw).fit(digits)
     _interrupt_at_2(kw, digits, tmp_path)
@@ -223,19 +224,30 @@ def test_pretrained_resume_is_identical_and_does_not_retrain_the_pool(digits, tm
     assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
 
 
-def test_doctests():
-    import doctest
-
+@pytest.mark.filterwarnings("ignore:DD's pool is pretrained")
+def test_the_pool_is_cached_across_runs_and_a_changed_setting_misses(digits, tmp_path, monkeypatch):
     import distillset.methods.dd as dd_module
-    import distillset.methods.dd_linear as linear_module
 
-    for mod in (dd_module, linear_module):
-        assert doctest.testmod(mod).failed == 0, mod.__name__
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    kw = dict(net_init="pretrained", pool_size=2, pool_epochs=1, steps=1, epochs=1, iterations=1, batch_real=2,
+              random_state=0, device="cpu", progress=False)
+    first = DD(**kw).fit(digits)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the pool was trained again")
+
+    with monkeypatch.context() as m:
+        m.setattr(dd_module, "pretrain_pool", no_training)
+        second = DD(**kw).fit(digits)  # same settings: the cache answers
+        with pytest.raises(AssertionError, match="trained again"):
+            DD(**{**kw, "pool_epochs": 2}).fit(digits)  # a changed setting misses
+    assert torch.equal(first.synthetic_.images, second.synthetic_.images)
+    assert torch.equal(first.synthetic_.extra["pool"], second.synthetic_.extra["pool"])
 
 
 def test_an_init_that_overflows_is_dropped_not_spread(digits):
     """One random init whose unrolled steps overflow must not turn the images NaN (counted in history_)."""
-    kw = dict(init="random", n_nets=2, steps=1, epochs=1, iterations=3, batch_real=20, random_state=0,
+    kw = dict(net_init="random", n_nets=2, steps=1, epochs=1, iterations=3, batch_real=2, random_state=0,
               device="cpu", progress=False, log_every=1)
 
     class OneBadInit(DD):

@@ -1,86 +1,23 @@
-"""Checks every registered method gets: smoke, same seed -> same bits, interrupt + resume == straight run."""
+"""The method framework: validation, resume refusals, divergence, sampling, the update seam.
+
+The checks every registered method passes (smoke, same seed -> same bits, interrupt + resume) are in
+tests/test_common.py.
+"""
 import pytest
 import torch
 
 from distillset.errors import CheckpointMismatchError, InvalidParameterError, UnknownNameError
-from distillset.methods import get_method, list_methods
-
-# small, fast settings per method (digits, CPU); new methods add a line here
-FAST = {
-    "dm": dict(batch_real=16),
-    "random": {}, "herding": {}, "kcenter": {},
-    "dc": dict(batch_real=16),
-    "dsa": dict(batch_real=16),
-    "dd": dict(steps=1, epochs=2, batch_real=64),
-    "kip": {},
-    "ls": {},
-}
+from distillset.methods import get_method
 
 
 def fast(name, **kw):
-    return get_method(name, **{**dict(ipc=2, random_state=0, device="cpu", progress=False), **FAST.get(name, {}), **kw})
-
-
-def iterative():
-    return [m for m in list_methods() if m not in SELECTION]
-
-
-SELECTION = ("random", "herding", "kcenter", "ls")  # no iterations
-DETERMINISTIC = ("herding", "kcenter", "ls")  # on pixel features the seed plays no part
-
-
-def test_every_method_has_fast_settings():
-    assert set(list_methods()) <= set(FAST), f"add fast test settings for {set(list_methods()) - set(FAST)}"
-
-
-@pytest.mark.parametrize("name", list_methods())
-def test_smoke(name, digits):
-    m = fast(name, iterations=0 if name in SELECTION else 2).fit(digits)
-    s = m.synthetic_
-    assert s.images.shape == (20, 1, 8, 8) and torch.isfinite(s.images).all()
-    if s.labels.dim() == 1:
-        assert torch.equal(torch.bincount(s.labels, minlength=10), torch.full((10,), 2))
-    else:  # learned soft labels (LS): their argmax need not be the class an image was drawn from
-        assert s.labels.shape == (20, 10) and torch.isfinite(s.labels).all()
-    assert s.meta["method"] == name and s.meta["seed"] == 0 and s.meta["dataset"] == "digits"
-
-
-@pytest.mark.parametrize("name", list_methods())
-def test_same_seed_same_bits(name, digits):
-    a = fast(name, iterations=3 if name in iterative() else 0).fit(digits).synthetic_
-    b = fast(name, iterations=3 if name in iterative() else 0).fit(digits).synthetic_
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
-    if name not in DETERMINISTIC:
-        c = fast(name, iterations=3 if name in iterative() else 0, random_state=1).fit(digits).synthetic_
-        assert not torch.equal(a.images, c.images)
+    return get_method(name, **{**dict(ipc=2, random_state=0, device="cpu", progress=False), **kw})
 
 
 def test_global_rng_untouched(digits):
     before = torch.get_rng_state()
     fast("dm", iterations=2).fit(digits)
     assert torch.equal(before, torch.get_rng_state())
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_at(k):
-    def cb(method, it, losses):
-        if it == k:
-            raise Interrupt
-    return cb
-
-
-@pytest.mark.parametrize("name", iterative())
-def test_interrupt_then_resume_is_identical(name, digits, tmp_path):
-    straight = fast(name, iterations=6).fit(digits)
-    m = fast(name, iterations=6, checkpoint_dir=str(tmp_path), checkpoint_every=2)
-    with pytest.raises(Interrupt):
-        m.fit(digits, callback=stop_at(4))  # dies during iteration 5, last checkpoint after iteration 4
-    resumed = fast(name, iterations=6, checkpoint_dir=str(tmp_path), checkpoint_every=2).fit(digits, resume=True)
-    assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
-    assert straight.history_["loss"] == resumed.history_["loss"]
 
 
 def test_resume_refuses_changed_ipc(digits, tmp_path):
@@ -96,8 +33,8 @@ def test_errors(digits):
         fast("dm", ipc=0).fit(digits)
     with pytest.raises(InvalidParameterError, match="larger than the smallest class"):
         fast("dm", ipc=500).fit(digits)
-    with pytest.raises(InvalidParameterError, match="'init' parameter of DM must be one of"):
-        fast("dm", init="zeros").fit(digits)
+    with pytest.raises(InvalidParameterError, match="'image_init' parameter of DM must be one of"):
+        fast("dm", image_init="zeros").fit(digits)
     with pytest.raises(InvalidParameterError, match="Invalid parameter 'lr'"):
         fast("dm").set_params(lr=1)
 
@@ -151,3 +88,55 @@ def test_divergence_is_a_clear_error_and_keeps_the_last_good_checkpoint(digits, 
 
     saved = load_file(str(tmp_path / "checkpoint.safetensors"))
     assert torch.isfinite(saved["tensor.images"]).all()  # iteration 2's checkpoint, not the broken state
+
+
+def test_renamed_parameters_still_work_with_a_deprecation_warning():
+    from distillset.methods.dd import DD
+
+    with pytest.warns(DeprecationWarning, match="'init' parameter of DM is now called 'image_init'"):
+        assert get_method("dm", init="noise").image_init == "noise"
+    with pytest.warns(DeprecationWarning, match="'init' parameter of DSA is now called 'image_init'"):
+        assert get_method("dsa", init="noise").get_params()["image_init"] == "noise"
+    with pytest.warns(DeprecationWarning):
+        old = DD(init="random", net_init="default")  # net_init once named the weight distribution
+    assert (old.net_init, old.weight_init) == ("random", "default")
+    with pytest.warns(DeprecationWarning):
+        assert get_method("kip").set_params(init="noise").image_init == "noise"
+    with pytest.raises(InvalidParameterError, match="both 'init' and its new name 'image_init'"):
+        get_method("dm", init="noise", image_init="real")
+
+
+def test_a_model_spec_is_a_valid_model(digits):
+    spec = {"name": "convnet", "width": 8, "depth": 2}
+    m = fast("dm", iterations=1, batch_real=4, model=spec).fit(digits)
+    assert m.synthetic_.meta["params"]["model"] == spec
+
+
+class TwoOptimizers(type(fast("dm"))):
+    """DM whose images and a learned scale have their own optimizers, the scale on a schedule."""
+
+    def _init_state(self, data, real, generator):
+        return {**super()._init_state(data, real, generator), "scale": torch.ones((), requires_grad=True)}
+
+    def _make_optimizer(self, tensors):
+        return {"images": super()._make_optimizer(tensors), "scale": torch.optim.Adam([tensors["scale"]], lr=0.1)}
+
+    def _make_schedule(self, optimizers):
+        return {"scale": torch.optim.lr_scheduler.StepLR(optimizers["scale"], step_size=2, gamma=0.5)}
+
+    def _step(self, state, it):
+        losses = super()._step(state, it)
+        return {"loss": losses["loss"] * state.tensors["scale"] ** 2}
+
+
+def test_the_loop_resumes_every_optimizer_and_schedule(digits, tmp_path):
+    kw = dict(ipc=1, iterations=5, batch_real=4, random_state=0, device="cpu", progress=False)
+    straight = TwoOptimizers(**kw).fit(digits)
+    with pytest.raises(RuntimeError, match="stop"):
+        def stop(method, it, losses):
+            if it == 2:
+                raise RuntimeError("stop")
+        TwoOptimizers(**kw, checkpoint_dir=str(tmp_path), checkpoint_every=2).fit(digits, callback=stop)
+    resumed = TwoOptimizers(**kw, checkpoint_dir=str(tmp_path), checkpoint_every=2).fit(digits, resume=True)
+    assert straight.history_["loss"] == resumed.history_["loss"]
+    assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)

@@ -1,4 +1,4 @@
-"""Checks run on every registered model (a new model is covered by registering it), plus the registry rules."""
+"""The model registry rules and per-model details; the contract every model passes is in tests/test_common.py."""
 from __future__ import annotations
 
 import pytest
@@ -8,59 +8,12 @@ from torch import nn
 from distillset.errors import InvalidParameterError, UnknownNameError
 from distillset.models import canonical_model_name, get_model, has_batchnorm, list_models
 
-SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 NUM_CLASSES = 5
 BN_MODELS = {"convnet_bn", "alexnet_bn", "vgg11_bn", "resnet18_bn"}
 
 
 def _squash(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", list_models())
-def test_contract(name, shape):
-    """forward (B, C), embed (B, feature_dim), finite, and a nonzero gradient to every parameter and the input."""
-    net = get_model(name, shape, NUM_CLASSES, seed=0)  # train mode: BN uses batch statistics (batch 2 suffices)
-    assert isinstance(net.feature_dim, int) and not isinstance(net.feature_dim, bool)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, *shape, generator=g, requires_grad=True)
-
-    h = net.embed(x)
-    out = net.classify(h)
-    assert h.shape == (2, net.feature_dim), f"{name}: embed gave {tuple(h.shape)}, feature_dim={net.feature_dim}"
-    assert out.shape == (2, NUM_CLASSES)
-    assert torch.isfinite(out).all() and torch.isfinite(h).all()
-
-    assert (h[0] - h[1]).abs().max() > 1e-3, f"{name}: embeddings do not depend on the input"
-    (out * torch.randn(out.shape, generator=g)).sum().backward()
-    for pname, p in net.named_parameters():
-        assert p.grad is not None, f"{name}: no gradient reaches {pname}"
-        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {pname}"
-        # A conv bias right before instance/batch norm is cancelled by the norm (true zero gradient, as in
-        # the reference nets). Every other parameter must get a real one: a collapsed net (e.g. instance
-        # norm on 1x1 maps) gives ~1e-7 from rounding alone, healthy nets > 1e-3 here.
-        if not pname.endswith("bias"):
-            assert p.grad.abs().max() > 1e-5, f"{name}: (near-)zero gradient at {pname}"
-    assert x.grad is not None and x.grad.abs().max() > 1e-5, f"{name}: the input gets no gradient"
-
-    with torch.no_grad():  # forward == classify(embed(x)) (no BN here: train-mode BN stats would move)
-        if not has_batchnorm(net):
-            torch.testing.assert_close(net(x), out)
-    assert has_batchnorm(net) == (name in BN_MODELS)
-
-
-@pytest.mark.parametrize("name", list_models())
-def test_seed_gives_identical_weights_and_leaves_global_rng_alone(name):
-    shape = (1, 8, 8)
-    state = torch.get_rng_state()
-    a = get_model(name, shape, NUM_CLASSES, seed=3).state_dict()
-    b = get_model(name, shape, NUM_CLASSES, seed=3).state_dict()
-    c = get_model(name, shape, NUM_CLASSES, seed=4).state_dict()
-    assert torch.equal(torch.get_rng_state(), state), "get_model(seed=...) changed the global RNG state"
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
 def test_bn_models_are_exactly_the_bn_variants():
@@ -152,3 +105,25 @@ def test_reference_conv_feature_maps():
     net = get_model("alexcifarnet", (3, 32, 32), 10)
     assert net.features(torch.zeros(1, 3, 32, 32)).shape == (1, 64, 8, 8)  # DD's fc1 is 4096 -> 384
     assert sum(isinstance(m, nn.MaxPool2d) for m in get_model("vgg11", (3, 32, 32), 10).modules()) == 5
+
+
+def test_a_spec_builds_the_same_network_as_its_options():
+    direct = get_model("convnet", (1, 8, 8), 10, seed=0, width=16, depth=2, pooling="maxpool").state_dict()
+    for spec in ("convnet(width=16, depth=2, pooling='maxpool')", {"name": "convnet", "width": 16, "depth": 2,
+                                                                   "pooling": "maxpool"}):
+        built = get_model(spec, (1, 8, 8), 10, seed=0).state_dict()
+        assert built.keys() == direct.keys() and all(torch.equal(built[k], direct[k]) for k in direct)
+    narrow = get_model("convnet", (1, 8, 8), 10, width=8).feature_dim
+    assert get_model("convnet(width=16)", (1, 8, 8), 10, width=8).feature_dim == narrow  # kwargs win
+    with pytest.raises(InvalidParameterError, match="Cannot parse"):
+        get_model("convnet(16)", (1, 8, 8), 10)
+    with pytest.raises(UnknownNameError, match="Did you mean 'convnet'"):
+        get_model({"name": "convnett", "width": 16}, (1, 8, 8), 10)
+
+
+def test_one_variant_rule_a_fixed_option_cannot_be_overridden():
+    fixed = (("convnet_bn", "norm", "none"), ("alexnet_bn", "norm", "none"), ("convnet_d2", "depth", 3))
+    for name, key, value in fixed:
+        with pytest.raises(InvalidParameterError, match=f"The '{key}' parameter of {name} is fixed"):
+            get_model(name, (1, 8, 8), 10, **{key: value})
+    assert has_batchnorm(get_model("convnet_bn", (1, 8, 8), 10, norm="batchnorm"))  # the same value is fine

@@ -1,4 +1,6 @@
-"""Functional unrolling of T plain gradient steps and its exact meta-gradient (DD's inner loop).
+"""Unrolled, differentiable training of a network: T plain gradient steps and their exact meta-gradient.
+
+DD's inner loop, and the student unroll of trajectory matching.
 
 A network is used as a pure function ``f(theta, x)`` of a flat parameter vector ``theta`` (P,)
 through ``torch.func.functional_call``. The inner loop is
@@ -28,6 +30,15 @@ class FlatNet:
     """``f(theta, x)`` for a module whose parameters are packed in one flat vector (P,).
 
     Buffers (none in LeNet / AlexCifarNet) are taken from the module unchanged.
+
+    Examples
+    --------
+    >>> net = torch.nn.Linear(3, 2)
+    >>> f = FlatNet(net)
+    >>> theta = f.flatten()  # (P,) = (3 * 2 + 2,)
+    >>> x = torch.randn(4, 3)
+    >>> f.size, torch.allclose(f(theta, x), net(x))
+    (8, True)
     """
 
     def __init__(self, module: nn.Module):
@@ -52,7 +63,8 @@ def inner_loss(f: FlatNet, theta, x, y) -> torch.Tensor:
     return F.cross_entropy(f(theta, x), y)
 
 
-def _inner_step(f, theta, x, y, eta, create_graph: bool) -> torch.Tensor:
+def inner_step(f: FlatNet, theta, x, y, eta, create_graph: bool = True) -> torch.Tensor:
+    """One plain gradient step ``theta - eta * grad CE(f(theta, x), y)``."""
     (g,) = torch.autograd.grad(inner_loss(f, theta, x, y), theta, create_graph=create_graph)
     return theta - eta * g
 
@@ -62,6 +74,15 @@ def unroll(f: FlatNet, theta0, images, labels, etas, *, create_graph: bool = Tru
 
     Returns theta_T, or (theta_T, [theta_0..theta_{T-1}]) with ``keep``. With ``create_graph`` the result
     is differentiable w.r.t. ``theta0``, ``images`` and ``etas``.
+
+    Examples
+    --------
+    >>> f = FlatNet(torch.nn.Linear(4, 2))
+    >>> xs, ys = torch.randn(2, 5, 4), torch.randint(0, 2, (2, 5))  # S = 2 step batches of 5
+    >>> etas = torch.full((4,), 0.1, requires_grad=True)  # T = 4 steps: batches 0, 1, 0, 1
+    >>> theta = unroll(f, f.flatten(), xs, ys, etas)
+    >>> theta.shape, theta.requires_grad
+    (torch.Size([10]), True)
     """
     steps = images.shape[0]
     theta = theta0 if theta0.requires_grad else theta0.detach().requires_grad_(True)
@@ -70,7 +91,7 @@ def unroll(f: FlatNet, theta0, images, labels, etas, *, create_graph: bool = Tru
         i = t % steps
         if keep:
             kept.append(theta.detach())
-        theta = _inner_step(f, theta, images[i], labels[i], etas[t], create_graph)
+        theta = inner_step(f, theta, images[i], labels[i], etas[t], create_graph)
         if not create_graph:
             theta = theta.detach().requires_grad_(True)
     return (theta, kept) if keep else theta
@@ -112,7 +133,7 @@ def meta_grad(f: FlatNet, theta0: torch.Tensor, images: torch.Tensor, labels: to
         theta_t = kept[t].requires_grad_(True)
         x_i = xs[i].detach().requires_grad_(True)
         rho_t = lrs_raw[t].detach().requires_grad_(True)
-        theta_next = _inner_step(f, theta_t, x_i, ys[i], F.softplus(rho_t), create_graph=True)
+        theta_next = inner_step(f, theta_t, x_i, ys[i], F.softplus(rho_t), create_graph=True)
         v, g_x, g_rho = torch.autograd.grad(theta_next, (theta_t, x_i, rho_t), grad_outputs=v)
         d_xs[i] += g_x
         d_raw[t] += g_rho

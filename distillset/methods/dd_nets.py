@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import InvalidParameterError
 from ..models import get_model
 from ..utils import draw_seed, make_generator
-from ._unroll import FlatNet
+from ..unroll import FlatNet
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -19,23 +19,23 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 class InitSampler:
     """p(theta_0) for ``model`` on ``data`` as flat vectors (P,), in :class:`FlatNet`'s parameter order.
 
-    ``net_init="xavier"`` (the DD code's default as we read it): conv / linear weights
+    ``weight_init="xavier"`` (the DD code's default as we read it): conv / linear weights
     Xavier-normal (gain 1), normalisation weights 1, every bias 0. These are independent normals, so
     ``sample`` draws them as ``mean + std * randn`` in one op on the generator's device: no network
-    is built and nothing syncs with the host. ``net_init="default"``: the model registry's PyTorch
+    is built and nothing syncs with the host. ``weight_init="default"``: the model registry's PyTorch
     initialisation, one freshly built network per draw.
     """
 
-    def __init__(self, model: str, data, device, net_init: str = "xavier"):
-        self.model, self.data, self.device, self.net_init = model, data, torch.device(device), net_init
+    def __init__(self, model: str, data, device, weight_init: str = "xavier"):
+        self.model, self.data, self.device, self.weight_init = model, data, torch.device(device), weight_init
         self.template = get_model(model, data.image_shape, data.num_classes, seed=0, device=device)
         self.size = FlatNet(self.template).size  # P
-        if net_init == "xavier":
+        if weight_init == "xavier":
             self.mean, self.std = _xavier_moments(self.template)  # (P,), (P,)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` independent draws, (n, P) on ``device``."""
-        if self.net_init != "xavier":
+        if self.weight_init != "xavier":
             return torch.stack([FlatNet(self.template).flatten(self.build(draw_seed(generator)))
                                 for _ in range(n)])
         noise = torch.randn((n, self.size), generator=generator, device=generator.device).to(self.device)
@@ -44,7 +44,7 @@ class InitSampler:
     def build(self, seed: int) -> nn.Module:
         """A network module drawn from p(theta_0) with ``seed`` (for training it, e.g. in a pool)."""
         net = get_model(self.model, self.data.image_shape, self.data.num_classes, seed=seed, device=self.device)
-        if self.net_init == "xavier":
+        if self.weight_init == "xavier":
             theta = self.sample(1, make_generator(seed, "cpu"))[0]
             nn.utils.vector_to_parameters(theta, net.parameters())
         return net
@@ -65,7 +65,7 @@ def _xavier_moments(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
             std = math.sqrt(2.0 / (fan_in + fan_out))
         elif name != "bias":
             raise InvalidParameterError(f"DD's Xavier init does not know parameter {full_name!r} of "
-                                        f"{type(net).__name__}; use net_init='default'.")
+                                        f"{type(net).__name__}; use weight_init='default'.")
         means.append(torch.full((p.numel(),), mean, device=p.device))
         stds.append(torch.full((p.numel(),), std, device=p.device))
     return torch.cat(means), torch.cat(stds)

@@ -1,0 +1,96 @@
+"""A content-addressed cache for costly, deterministic preparation (DD's pretrained pools; soon expert
+trajectories and model pools).
+
+An entry is a dict of tensors stored as ``<cache root>/prepared/<kind>-<key>.safetensors``, where the key
+hashes everything the result depends on: the settings, a fingerprint of the data set and the library
+version. A run whose settings hash to an existing key loads it instead of recomputing; any changed setting
+gives another key (a miss). Entries are never updated in place, so concurrent runs at worst compute the
+same entry twice. The root is ``$DISTILLSET_CACHE``, else ``~/.cache/distillset``.
+
+Examples
+--------
+>>> import tempfile, os
+>>> os.environ["DISTILLSET_CACHE"] = tempfile.mkdtemp()
+>>> build = lambda: {"w": torch.arange(3.0)}
+>>> cached("demo", {"size": 3}, build)["w"]
+tensor([0., 1., 2.])
+>>> cached("demo", {"size": 3}, lambda: 1 / 0)["w"]  # a hit: build is not called
+tensor([0., 1., 2.])
+>>> [e["kind"] for e in list_cache()], clear_cache()
+(['demo'], 1)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+
+
+def cache_root() -> Path:
+    """``$DISTILLSET_CACHE``, else ``$XDG_CACHE_HOME/distillset`` (``~/.cache/distillset``)."""
+    if os.environ.get("DISTILLSET_CACHE"):
+        return Path(os.environ["DISTILLSET_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distillset"
+
+
+def _folder() -> Path:
+    return cache_root() / "prepared"
+
+
+def fingerprint(data) -> str:
+    """A hash of a data set: its description and the bytes of its training split."""
+    h = hashlib.sha256(json.dumps(data.meta(), sort_keys=True).encode())
+    for t in (data.train.images, data.train.labels):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def cache_key(kind: str, settings: dict) -> str:
+    """The entry's name: ``kind`` and a hash of the JSON of ``settings`` and the library version."""
+    blob = json.dumps({"kind": kind, "version": __version__, **settings}, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
+
+
+def cached(kind: str, settings: dict, build: Callable[[], dict[str, torch.Tensor]], device=None
+           ) -> dict[str, torch.Tensor]:
+    """``build()``'s tensors, loaded from the cache when an entry for (``kind``, ``settings``) exists.
+
+    ``settings`` must name everything the result depends on (JSON-able values); a miss stores the result.
+    """
+    path = _folder() / f"{cache_key(kind, settings)}.safetensors"
+    if path.is_file():
+        return load_file(str(path), device=str(device or "cpu"))
+    out = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # written whole, then renamed: never half an entry
+    meta = {"kind": kind, "version": __version__, "settings": json.dumps(settings, sort_keys=True, default=str)}
+    save_file({k: v.detach().cpu().contiguous() for k, v in out.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return out
+
+
+def list_cache() -> list[dict]:
+    """The stored entries: ``path``, ``kind``, ``version``, ``settings`` and ``mib`` each."""
+    out = []
+    for path in sorted(_folder().glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        out.append({"path": str(path), "kind": meta.get("kind", "?"), "version": meta.get("version", "?"),
+                    "settings": json.loads(meta.get("settings", "{}")), "mib": path.stat().st_size / 2**20})
+    return out
+
+
+def clear_cache(kind: str | None = None) -> int:
+    """Delete the entries (of one ``kind``, or all); returns how many were deleted."""
+    paths = [Path(e["path"]) for e in list_cache() if kind is None or e["kind"] == kind]
+    for p in paths:
+        p.unlink(missing_ok=True)
+    return len(paths)
