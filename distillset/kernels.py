@@ -22,7 +22,7 @@ import re
 
 import torch
 
-from .errors import InvalidParameterError, UnknownNameError
+from .errors import InvalidParameterError, NumericalError, UnknownNameError
 from .utils import make_generator, draw_seed
 
 
@@ -292,8 +292,8 @@ def psd_solve(a: torch.Tensor, b: torch.Tensor, max_tries: int = 5) -> torch.Ten
         chol, info = torch.linalg.cholesky_ex(a + jitter * eye)
         if int(info) == 0:
             return torch.cholesky_solve(b, chol)
-    raise torch.linalg.LinAlgError(f"Kernel matrix is not positive definite even with jitter {float(jitter):.3g}; "
-                                   f"raise the ridge 'reg'.")
+    raise NumericalError(f"Kernel matrix is not positive definite even with jitter {float(jitter):.3g}; "
+                         f"raise the ridge 'reg'.")
 
 
 def ridge_term(k: torch.Tensor, reg: float) -> torch.Tensor:

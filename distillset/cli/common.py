@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -28,10 +29,18 @@ def parse_param(text: str) -> tuple[str, object]:
         raise InvalidParameterError(f"Method parameter {text!r} must look like key=value (e.g. lr_img=1.0).")
     key, value = text.split("=", 1)
     try:
-        return key.strip().replace("-", "_"), yaml.safe_load(value)
+        return key.strip().replace("-", "_"), _yaml_number(yaml.safe_load(value))
     except yaml.YAMLError as e:
         raise InvalidParameterError(f"Method parameter {text!r}: the value is not valid YAML "
                                     f"({_first_line(e)}); quote it.") from None
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 as a string; every user means the number
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_number(value):
+    return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else value
 
 
 def load_config(path: str | Path) -> dict:
@@ -64,7 +73,7 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
             if dest == "params":
                 if not isinstance(value, dict):
                     raise InvalidParameterError(f"Config {path}: 'params' must be a mapping of method parameter: value.")
-                args.params_dict = {str(k).replace("-", "_"): v for k, v in value.items()}
+                args.params_dict = {str(k).replace("-", "_"): _yaml_number(v) for k, v in value.items()}
             elif dest not in actions:
                 raise InvalidParameterError(f"Unknown key {key!r} in config {path}. Known keys: "
                                             f"{', '.join(sorted(actions))}, params.")
