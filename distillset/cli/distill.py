@@ -80,7 +80,8 @@ def run(args) -> int:
     # 2. the data, and what depends on it: ipc vs class sizes, the model on these images, the checkpoint
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
     method._validate(data)
-    if args.resume and method._resume_record(data) is None:
+    resume = args.resume and method._resume_record(data) is not None  # a refused resume stops here
+    if args.resume and not resume:
         print(f"(no checkpoint in {out / 'checkpoint'} yet: starting from the beginning)", flush=True)
     # 3. the run
     with run_folder(out, previous=RUN_FILES if args.overwrite else ()):
@@ -88,7 +89,7 @@ def run(args) -> int:
         print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "
               f"{method.iterations} iterations -> {out}", flush=True)
         t0 = time.perf_counter()
-        method.fit(data, resume=args.resume)
+        method.fit(data, resume=resume)
     seconds = time.perf_counter() - t0
     artefacts = _save_artefacts(method, data, out)
     report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": method.ipc,
