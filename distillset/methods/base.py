@@ -440,4 +440,8 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if bad or isinstance(record.get("iteration"), bool) or record["iteration"] < 0 or "rng.generator" not in flat:
         raise CorruptFileError(f"Checkpoint {path} has a damaged record (bad or missing: "
                                f"{', '.join(bad) or 'iteration or rng state'}). {fix}")
+    # a diverged state is never saved (_flush_logs checks first), so a non-finite value is damage
+    broken = [k for k, v in flat.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CorruptFileError(f"Checkpoint {path} holds NaN or infinite values in {', '.join(broken)}. {fix}")
     return record, flat
