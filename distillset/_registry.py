@@ -4,7 +4,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Callable, Generic, TypeVar
 
-from .errors import UnknownNameError
+from .errors import InvalidParameterError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ class Registry(Generic[T]):
             if not isinstance(key, str):
                 key = o.__name__  # type: ignore[attr-defined]
             if key in self._items:
-                raise ValueError(f"Duplicate {self.kind} name {key!r}: already registered.")
+                raise InvalidParameterError(f"Duplicate {self.kind} name {key!r}: already registered.")
             self._items[key] = o
             return o
 
