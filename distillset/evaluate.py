@@ -170,10 +170,10 @@ class Evaluator:
     def score(self, synthetic: SyntheticSet, data: ImageDataset) -> dict[str, EvalResult]:
         """Evaluate ``synthetic`` on ``data.test``; returns ``{model_name: EvalResult}``."""
         validate_params(type(self).__name__, vars(self), self._parameter_constraints)
-        synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
+        synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         device = resolve_device(self.device)
         g = make_generator(resolve_seed(self.random_state), device)
         x_syn, y_syn = synthetic.images.to(device).float(), synthetic.labels.to(device)

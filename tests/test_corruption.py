@@ -24,7 +24,7 @@ from distillset.data.readers import read_idx_images, read_idx_labels
 from distillset.errors import DistillsetError
 from distillset.methods import DM
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -183,6 +183,8 @@ def _evaluate(args, evaluator, method, data, report) -> None:
                   f"class of {data.name!r} ({smallest}))")
     rows = []
     for label, s in sets.items():
+        print(f"evaluating the {label} set: {evaluator.n_models} x {', '.join(evaluator.models)} trained "
+              f"{evaluator.epochs} epochs each", flush=True)  # the longest phase: say what it is doing
         res = evaluator.score(s, data)
         report["results"][label] = {k: v.to_dict() for k, v in res.items()}
         rows += result_rows(label, res)

@@ -55,6 +55,7 @@ def run(args) -> int:
     data = load_dataset(syn.meta["dataset"], root=args.data_root)
     if args.protocol == "own":
         return run_own(args, syn, data, runs)
+    print(f"evaluating {args.path}: {runs} x {', '.join(args.models)} trained {epochs} epochs each", flush=True)
     results = ev.score(syn, data)
     label = f"{syn.meta.get('method', '?')} ipc {syn.ipc}"
     print(f"{data.name} ({data.source}): test accuracy (%), {epochs} epochs, augment={ev._strategy(data.name)}")

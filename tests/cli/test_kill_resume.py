@@ -4,8 +4,9 @@ bit-identical to an uninterrupted run.
 Every write goes through ``distillset._io``, which calls ``os`` for each step (open, write, fsync,
 close, rename, directory fsync). The test swaps that ``os`` for one that dies at operation k: the
 operation does not happen (a write happens by half: a torn write), and neither does any later one,
-as after ``kill -9``. It runs once for every operation of the first two checkpoint writes (the
-first has no previous checkpoint to fall back on, the second has).
+as after ``kill -9``. It runs once for every operation of the second checkpoint write (which has a
+previous checkpoint to fall back on), and around the first write's rename (before it there is none:
+the resumed run starts from the beginning).
 """
 import os
 from pathlib import Path
@@ -60,17 +61,18 @@ def run(monkeypatch, out: Path, at=None, resume=False) -> DyingOS:
 
 
 def checkpoint_ops(trace) -> list[int]:
-    """Indices of the operations of the first two checkpoint writes (from opening the temporary file to
-    the directory fsync's close)."""
+    """Every operation of the second checkpoint write (from opening the temporary file to closing the
+    directory after its fsync), and the first write's rename and the operation after it."""
     starts = [i for i, (name, path) in enumerate(trace) if name == "open" and path.endswith(".checkpoint.safetensors.tmp")]
-    return [i for s in starts[:2] for i in range(s, s + 8)]
+    return [starts[0] + 4, starts[0] + 5, *range(starts[1], starts[1] + 8)]
 
 
 def test_kill_at_every_checkpoint_operation_then_resume_is_bit_identical(tmp_path, monkeypatch, capsys):
     straight = tmp_path / "straight"
     trace = run(monkeypatch, straight).trace
     ops = checkpoint_ops(trace)
-    assert [trace[i][0] for i in ops[:8]] == ["open", "write", "fsync", "close", "replace", "open", "fsync", "close"]
+    assert [trace[i][0] for i in ops] == ["replace", "open"] + ["open", "write", "fsync", "close", "replace", "open",
+                                                               "fsync", "close"]
     want_set = (straight / "synthetic.safetensors").read_bytes()
     want_ckpt = load_file(str(straight / "checkpoint" / "checkpoint.safetensors"))
     for k in ops:
