@@ -58,10 +58,31 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    method, evaluator, out, data, resume = _prepare(args)
+    with run_folder(out, previous=RUN_FILES if args.overwrite else ()):
+        atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
+        print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "
+              f"{method.iterations} iterations -> {out}", flush=True)
+        t0 = time.perf_counter()
+        method.fit(data, resume=resume)
+    seconds = time.perf_counter() - t0
+    artefacts = _save_artefacts(method, data, out)
+    report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": method.ipc,
+              "images_per_class": method.synthetic_.ipc, "distill_seconds": seconds, "params": method._json_params(),
+              "seed": method.seed_, "final_loss": (method.history_.get("loss") or [None])[-1], "results": {}}
+    if evaluator is not None:
+        _evaluate(args, evaluator, method, data, report)
+    atomic_write(out / "result.json", json.dumps(report, indent=2, default=str))
+    print(f"\nwrote {out}/{', '.join(artefacts + ['result.json', 'config.yaml'])}")
+    return 0
+
+
+def _prepare(args):
+    """Everything checked before a folder is made; returns (method, evaluator, out, data, resume)."""
     from ..data import DATASETS, load_dataset
     from ..methods import METHODS
 
-    # 1. every option checked before any data is read or any folder made
+    # 1. the options alone: names, parameters, device, evaluation, the output folder
     args = apply_config(args._parser, args, given_dests(args._parser, args.argv))
     preset = PRESETS[args.preset]
     cls = METHODS.get(args.method)
@@ -83,23 +104,7 @@ def run(args) -> int:
     resume = args.resume and method._resume_record(data) is not None  # a refused resume stops here
     if args.resume and not resume:
         print(f"(no checkpoint in {out / 'checkpoint'} yet: starting from the beginning)", flush=True)
-    # 3. the run
-    with run_folder(out, previous=RUN_FILES if args.overwrite else ()):
-        atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
-        print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "
-              f"{method.iterations} iterations -> {out}", flush=True)
-        t0 = time.perf_counter()
-        method.fit(data, resume=resume)
-    seconds = time.perf_counter() - t0
-    artefacts = _save_artefacts(method, data, out)
-    report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": method.ipc,
-              "images_per_class": method.synthetic_.ipc, "distill_seconds": seconds, "params": method._json_params(),
-              "seed": method.seed_, "final_loss": (method.history_.get("loss") or [None])[-1], "results": {}}
-    if evaluator is not None:
-        _evaluate(args, evaluator, method, data, report)
-    atomic_write(out / "result.json", json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {out}/{', '.join(artefacts + ['result.json', 'config.yaml'])}")
-    return 0
+    return method, evaluator, out, data, resume
 
 
 def method_params(cls, args, preset: dict) -> dict:
