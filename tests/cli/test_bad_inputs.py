@@ -274,3 +274,18 @@ def test_help_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "--overwrite" in r.stdout
+
+
+def test_out_not_writable_even_as_root(tmp_path, monkeypatch, capsys):
+    """The check itself (root passes any permission test, so access() is made to say no)."""
+    import distillset.cli.common
+
+    (tmp_path / "ro").mkdir()
+    real = os.access
+    monkeypatch.setattr(distillset.cli.common.os, "access",
+                        lambda p, mode: False if Path(p) == tmp_path / "ro" else real(p, mode))
+    before = snapshot(tmp_path)
+    assert main(["distill", "--out", str(tmp_path / "ro" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ro is not writable; choose another --out" in err
+    assert snapshot(tmp_path) == before
