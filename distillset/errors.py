@@ -4,7 +4,7 @@ Every error names the problem and the fix, and derives from :class:`DistillsetEr
 ``except DistillsetError`` is the whole boundary (the CLI's: one stderr line, exit 2; 1 for a diverged
 run). Each also keeps the builtin type it stands for (``ValueError``, ``OSError``, ``FloatingPointError``
 ...), so callers who already catch the builtin types keep working. Third-party exceptions (safetensors,
-json, yaml, PIL, numpy/torch linalg, CUDA) are translated into these where they enter the library.
+json, yaml, PIL, torch.linalg, CUDA) are translated into these where they enter the library.
 """
 from __future__ import annotations
 
