@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import distillset._io
 from distillset.cli import main
 
-ARGV = ["distill", "--iterations", "3", "--checkpoint-every", "1", "--no-eval", "--quiet", "--device", "cpu",
+ARGV = ["distill", "--iterations", "2", "--model", "convnet_w32", "--checkpoint-every", "1", "--no-eval", "--quiet", "--device", "cpu",
         "--param", "batch_real=4"]
 OPS = ("open", "write", "fsync", "close", "replace")
 
@@ -67,7 +68,16 @@ def checkpoint_ops(trace) -> list[int]:
     return [starts[0] + 4, starts[0] + 5, *range(starts[1], starts[1] + 8)]
 
 
-def test_kill_at_every_checkpoint_operation_then_resume_is_bit_identical(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def one_thread():
+    """21 tiny runs: a second thread only adds synchronisation (and on a busy machine, waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_kill_at_every_checkpoint_operation_then_resume_is_bit_identical(tmp_path, monkeypatch, capsys, one_thread):
     straight = tmp_path / "straight"
     trace = run(monkeypatch, straight).trace
     ops = checkpoint_ops(trace)
