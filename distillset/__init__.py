@@ -7,13 +7,26 @@
 >>> tuple(syn.images.shape)
 (10, 1, 8, 8)
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from .data import list_datasets, load_dataset  # noqa: E402
-from .evaluate import EvalResult, Evaluator, evaluate  # noqa: E402
-from .methods import get_method, list_methods  # noqa: E402
-from .models import get_model, list_models  # noqa: E402
-from .synthetic import SyntheticSet  # noqa: E402
+# public name -> submodule. Imported on first use (PEP 562), so `distillset --help` and the error
+# types load without torch, which takes seconds to import.
+_LAZY = {"list_datasets": "data", "load_dataset": "data", "EvalResult": "evaluate", "Evaluator": "evaluate",
+         "evaluate": "evaluate", "get_method": "methods", "list_methods": "methods", "get_model": "models",
+         "list_models": "models", "SyntheticSet": "synthetic"}
 
-__all__ = ["EvalResult", "Evaluator", "SyntheticSet", "__version__", "evaluate", "get_method", "get_model",
-           "list_datasets", "list_methods", "list_models", "load_dataset"]
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'distillset' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

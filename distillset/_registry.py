@@ -37,7 +37,7 @@ class Registry(Generic[T]):
             if not isinstance(key, str):
                 key = o.__name__  # type: ignore[attr-defined]
             if key in self._items:
-                raise ValueError(f"Duplicate {self.kind} name {key!r}: already registered.")
+                raise InvalidParameterError(f"Duplicate {self.kind} name {key!r}: already registered.")
             self._items[key] = o
             return o
 

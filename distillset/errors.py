@@ -1,7 +1,10 @@
 """Exceptions raised by distillset.
 
-Every error names the problem and the fix. All of them are ``ValueError`` or ``OSError`` subclasses
-so callers who already catch the builtin types keep working.
+Every error names the problem and the fix, and derives from :class:`DistillsetError`, so one
+``except DistillsetError`` is the whole boundary (the CLI's: one stderr line, exit 2; 1 for a diverged
+run). Each also keeps the builtin type it stands for (``ValueError``, ``OSError``, ``FloatingPointError``
+...), so callers who already catch the builtin types keep working. Third-party exceptions (safetensors,
+json, yaml, PIL, torch.linalg, CUDA) are translated into these where they enter the library.
 """
 from __future__ import annotations
 
@@ -51,9 +54,17 @@ class CorruptFileError(DataError):
     """A file exists but cannot be parsed (truncated, wrong format)."""
 
 
+class OutputError(DistillsetError, OSError):
+    """An output path cannot be used: a file where a folder should be, not writable, or a run already there."""
+
+
 class CheckpointMismatchError(DistillsetError, ValueError):
     """``resume`` was asked for with settings that differ from the checkpoint's."""
 
 
 class DivergenceError(DistillsetError, FloatingPointError):
     """A run's loss or learnable tensors became NaN or infinite (the optimisation diverged)."""
+
+
+class NumericalError(DistillsetError, ArithmeticError):
+    """A linear-algebra step failed (e.g. a kernel matrix that is not positive definite)."""

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import ImageDataset
+from .errors import InvalidParameterError
 from .models import get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
@@ -225,8 +226,9 @@ class Evaluator:
         """Evaluate ``synthetic`` on ``data.test``; returns ``{model_name: EvalResult}``."""
         validate_params(type(self).__name__, vars(self), self._parameter_constraints)
         if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
-            raise ValueError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
-                             f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
+            raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
+                                        f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
+        synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         device = resolve_device(self.device)
         root = resolve_seed(self.random_state)
         x_syn, y_syn = synthetic.images.to(device).float(), synthetic.labels.to(device)

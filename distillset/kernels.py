@@ -21,7 +21,7 @@ import math
 import torch
 
 from ._registry import Registry, parse_spec
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, NumericalError
 from .utils import make_generator, draw_seed
 
 
@@ -314,8 +314,8 @@ def psd_solve(a: torch.Tensor, b: torch.Tensor, max_tries: int = 5) -> torch.Ten
         chol, info = torch.linalg.cholesky_ex(a + jitter * eye)
         if int(info) == 0:
             return torch.cholesky_solve(b, chol)
-    raise torch.linalg.LinAlgError(f"Kernel matrix is not positive definite even with jitter {float(jitter):.3g}; "
-                                   f"raise the ridge 'reg'.")
+    raise NumericalError(f"Kernel matrix is not positive definite even with jitter {float(jitter):.3g}; "
+                         f"raise the ridge 'reg'.")
 
 
 def ridge_term(k: torch.Tensor, reg: float) -> torch.Tensor:

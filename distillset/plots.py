@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ._io import atomic_save
+from .errors import InvalidParameterError
+
 
 def _figure():
     from matplotlib.figure import Figure  # no pyplot: leaves the user's backend and open figures alone
@@ -20,14 +23,13 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return atomic_save(path, lambda buf: fig.savefig(buf, format=path.suffix.lstrip(".") or "png"))
 
 
 def plot_history(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
     """Each logged quantity (e.g. ``method.history_["loss"]``) against the iteration, log-scaled when positive."""
     if not any(history.values()):
-        raise ValueError("plot_history needs at least one logged value; this run logged none (0 iterations?).")
+        raise InvalidParameterError("plot_history needs at least one logged value; this run logged none (0 iterations?).")
     fig, ax = _figure()
     for name, values in history.items():
         ax.plot(range(1, len(values) + 1), values, label=name, linewidth=1)

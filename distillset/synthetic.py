@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from . import __version__
-from .errors import CorruptFileError, MissingDataError
+from ._io import atomic_save, atomic_write
+from .errors import CorruptFileError, InvalidParameterError, MissingDataError
 
 
 def _stem(path: str | Path) -> Path:
@@ -56,12 +57,67 @@ class SyntheticSet:
 
     def __post_init__(self):
         if self.images.dim() != 4:
-            raise ValueError(f"SyntheticSet images must be (N, C, H, W). Got shape {tuple(self.images.shape)}.")
-        if self.labels.shape[0] != self.images.shape[0]:
-            raise ValueError(
-                f"SyntheticSet has {self.images.shape[0]} images but {self.labels.shape[0]} labels; they must match."
+            raise InvalidParameterError(f"SyntheticSet images must be (N, C, H, W). Got shape {tuple(self.images.shape)}.")
+        if self.labels.dim() not in (1, 2) or self.labels.shape[0] != self.images.shape[0]:
+            raise InvalidParameterError(
+                f"SyntheticSet has {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}; they must match: "
+                "(N,) class indices or (N, num_classes) soft targets."
             )
+        if not isinstance(self.meta, dict):
+            raise InvalidParameterError(f"SyntheticSet meta must be a dict. Got {type(self.meta).__name__} instead.")
         self.meta.setdefault("version", __version__)
+
+    def check(self) -> "SyntheticSet":
+        """Raise :class:`InvalidParameterError` unless every tensor is usable for training; returns self.
+
+        Checks dtypes, finite values, label kind and range, and agreement with the metadata
+        (``num_classes``/``classes``, ``image_shape``, ``mean``/``std`` per channel): a set that fails
+        would otherwise train to chance level or lose images silently.
+        """
+        x, y, n = self.images, self.labels, len(self)
+        if not x.is_floating_point():
+            raise InvalidParameterError(f"The images must be float (normalised). Got dtype {x.dtype} instead.")
+        k = self._declared_classes()
+        if y.dim() == 1:
+            if y.is_floating_point() or y.dtype == torch.bool:
+                raise InvalidParameterError(f"Hard labels must be integer class indices. Got dtype {y.dtype} instead.")
+            lo, hi = (int(y.min()), int(y.max())) if n else (0, 0)
+            if lo < 0 or (k is not None and hi >= k):
+                raise InvalidParameterError(f"Labels must lie in [0, {k if k is not None else 'num_classes'}). "
+                                            f"Got values from {lo} to {hi}.")
+        elif not y.is_floating_point() or (k is not None and y.shape[1] != k):
+            raise InvalidParameterError(f"Soft labels must be float (N, {k if k is not None else 'num_classes'}). "
+                                        f"Got dtype {y.dtype}, shape {tuple(y.shape)}.")
+        c, h, w = x.shape[1:]
+        shape = self.meta.get("image_shape")
+        if shape is not None and list(shape) != [c, h, w]:
+            raise InvalidParameterError(f"The images are {[c, h, w]} but the metadata says image_shape={shape}.")
+        for key in ("mean", "std"):
+            value = self.meta.get(key)
+            if value is not None and not (isinstance(value, list) and len(value) == c and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+                raise InvalidParameterError(f"The metadata's {key!r} must list one finite number per channel ({c}). "
+                                            f"Got {value!r}.")
+        classes = self.meta.get("classes")
+        if classes is not None and (not isinstance(classes, list) or (k is not None and len(classes) != k)):
+            raise InvalidParameterError(f"The metadata's 'classes' must list {k} class names. Got {classes!r}.")
+        if not isinstance(self.meta.get("dataset", ""), str):
+            raise InvalidParameterError(f"The metadata's 'dataset' must be a data set name. "
+                                        f"Got {self.meta['dataset']!r}.")
+        tensors = {"images": x, "labels": y, "lrs": self.lrs, **{f"extra.{k}": v for k, v in self.extra.items()}}
+        for name, t in tensors.items():
+            if t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise InvalidParameterError(f"{name} holds {bad} NaN or infinite value(s); a network trained on "
+                                            "them learns nothing. Re-create the set (the run may have diverged).")
+        return self
+
+    def _declared_classes(self) -> int | None:
+        """The class count the metadata declares (``num_classes``, else ``len(classes)``), or None."""
+        k = self.meta.get("num_classes", len(self.meta["classes"]) if isinstance(self.meta.get("classes"), list) else None)
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise InvalidParameterError(f"The metadata's 'num_classes' must be an int >= 1. Got {k!r} instead.")
+        return k
 
     # ------------------------------------------------------------------ properties
     @property
@@ -103,19 +159,28 @@ class SyntheticSet:
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> Path:
-        """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the stem."""
+        """Write ``<stem>.safetensors`` and ``<stem>.json`` (each atomically); returns the stem."""
         stem = _stem(path)
         stem.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"images": self.images, "labels": self.labels}
         if self.lrs is not None:
             tensors["lrs"] = self.lrs
         tensors.update({f"extra.{k}": v for k, v in self.extra.items()})
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(stem) + ".safetensors")
-        Path(str(stem) + ".json").write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
+        atomic_write(str(stem) + ".safetensors", save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+        atomic_write(str(stem) + ".json", json.dumps(self.meta, indent=2, sort_keys=True, default=str))
         return stem
 
     @classmethod
     def load(cls, path: str | Path) -> "SyntheticSet":
+        """Read a set written by :meth:`save`, validated by :meth:`check`.
+
+        Raises
+        ------
+        MissingDataError
+            Either file of the pair is missing.
+        CorruptFileError
+            A file cannot be parsed, or its contents fail :meth:`check` (the message names the file).
+        """
         stem = _stem(path)
         st, js = Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
         for f in (st, js):
@@ -123,12 +188,25 @@ class SyntheticSet:
                 raise MissingDataError(f"Synthetic set file not found: {f}. Pass the path given to SyntheticSet.save "
                                        f"(either file of the pair, or their common stem).")
         try:
-            tensors = load_file(str(st))
+            tensors = load(st.read_bytes())
+        except Exception as e:  # safetensors raises its own (Rust) error types on a damaged file
+            raise CorruptFileError(f"Cannot read synthetic set file {st}: {e}. Re-create or re-download it.") from e
+        try:
             meta = json.loads(js.read_text())
-        except Exception as e:  # safetensors raises its own error types
-            raise CorruptFileError(f"Cannot read synthetic set {stem}: {e}") from e
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CorruptFileError(f"Cannot read synthetic set file {js}: not valid JSON ({e}).") from e
+        if not isinstance(meta, dict):
+            raise CorruptFileError(f"Synthetic set file {js} must hold a JSON object (the set's metadata). "
+                                   f"Got a {type(meta).__name__} instead.")
+        missing = [k for k in ("images", "labels") if k not in tensors]
+        if missing:
+            raise CorruptFileError(f"Synthetic set file {st} has no {' or '.join(missing)} tensor; it is not a "
+                                   "distillset set (SyntheticSet.save writes both).")
         extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-        return cls(tensors["images"], tensors["labels"], meta, tensors.get("lrs"), extra)
+        try:
+            return cls(tensors["images"], tensors["labels"], meta, tensors.get("lrs"), extra).check()
+        except InvalidParameterError as e:
+            raise CorruptFileError(f"Synthetic set {stem}: {e}") from e
 
     # ------------------------------------------------------------------ pictures
     def grid(self, max_per_class: int | None = None, min_cell: int = 32) -> np.ndarray:
@@ -158,8 +236,8 @@ class SyntheticSet:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(self.grid(**kw)).save(path)
-        return path
+        image = Image.fromarray(self.grid(**kw))
+        return atomic_save(path, lambda buf: image.save(buf, format="PNG"))
 
     def save_pngs(self, directory: str | Path) -> list[Path]:
         """One PNG per image, named ``<class>_<index>.png`` (native resolution)."""
@@ -172,6 +250,7 @@ class SyntheticSet:
         out = []
         for i, (img, c) in enumerate(zip(x, self.hard_labels.tolist())):
             p = d / f"{classes[c]}_{i:04d}.png"
-            Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(p)
+            image = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+            atomic_save(p, lambda buf: image.save(buf, format="PNG"))  # noqa: B023 (called right away)
             out.append(p)
         return out

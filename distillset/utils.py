@@ -19,7 +19,21 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when present, else CPU."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidParameterError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. "
+                                    f"Got {device!r} instead.") from None
+    # checked here, before any work, instead of failing deep inside the first tensor transfer
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError(f"The 'device' parameter is {device!r} but this torch ({torch.__version__}) sees "
+                                    "no CUDA device. Use 'cpu' or 'auto'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidParameterError(f"The 'device' parameter is {device!r} but only {torch.cuda.device_count()} "
+                                    "CUDA device(s) are visible. Use 'cuda:0' ... or 'auto'.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidParameterError(f"The 'device' parameter is {device!r} but MPS is not available. Use 'cpu'.")
+    return dev
 
 
 def resolve_seed(random_state: int | torch.Generator | None) -> int:

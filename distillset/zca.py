@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, NumericalError
 
 
 def apply_zca(images: torch.Tensor, matrix: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
@@ -79,7 +79,11 @@ class ZCA:
                 b = b - mean
             m += b.T @ b
         m /= n
-        evals, evecs = torch.linalg.eigh(m)
+        try:
+            evals, evecs = torch.linalg.eigh(m)
+        except torch.linalg.LinAlgError as e:  # non-finite pixels, or an ill-conditioned moment
+            raise NumericalError(f"ZCA's eigendecomposition failed ({e}); check the images are finite, or turn "
+                                 "ZCA off.") from None
         evals = evals.clamp_min(0)
         eps = self.strength * evals.sum() / d
         if float(eps) == 0.0 and float(evals.min()) <= 0.0:

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import InvalidParameterError
 from . import functional as Fa
 from .params import AugParams, sample_params
 
@@ -65,21 +66,21 @@ def apply(x: torch.Tensor, params: AugParams, index: torch.Tensor | None = None)
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"apply expects float images of shape (B, C, H, W). Got {got}.")
+        raise InvalidParameterError(f"apply expects float images of shape (B, C, H, W). Got {got}.")
     if not isinstance(params, AugParams):
-        raise TypeError(f"apply expects AugParams from sample_params. Got {type(params).__name__}.")
+        raise InvalidParameterError(f"apply expects AugParams from sample_params. Got {type(params).__name__}.")
     if tuple(x.shape[-2:]) != params.image_size:
-        raise ValueError(f"The params were drawn for images of size {params.image_size}, "
+        raise InvalidParameterError(f"The params were drawn for images of size {params.image_size}, "
                          f"but x has size {tuple(x.shape[-2:])}; sample with image_shape=x.shape[1:].")
     b = x.shape[0]
     p = params.to(x.device)
     if index is not None:
         if not isinstance(index, torch.Tensor) or tuple(index.shape) != (b,):
             got = tuple(index.shape) if isinstance(index, torch.Tensor) else type(index).__name__
-            raise ValueError(f"index must be an integer tensor of shape ({b},), one row per image. Got {got}.")
+            raise InvalidParameterError(f"index must be an integer tensor of shape ({b},), one row per image. Got {got}.")
         p = p.take(index)
     elif len(p) != b:
-        raise ValueError(f"apply got {b} images but {len(p)} parameter rows; pass index= (e.g. the labels) "
+        raise InvalidParameterError(f"apply got {b} images but {len(p)} parameter rows; pass index= (e.g. the labels) "
                          f"to pick a row per image, or sample {b} rows.")
 
     families = p.families
@@ -91,7 +92,7 @@ def apply(x: torch.Tensor, params: AugParams, index: torch.Tensor | None = None)
     fam_ids = torch.arange(len(families), device=x.device)
     counts = (p.family[None, :] == fam_ids[:, None]).sum(1).tolist()  # (k,) the one host sync
     if sum(counts) != b:
-        raise ValueError(f"AugParams.family must index the strategy's {len(families)} families {families}.")
+        raise InvalidParameterError(f"AugParams.family must index the strategy's {len(families)} families {families}.")
     present = [f for f, c in enumerate(counts) if c]
     if len(present) == 1:  # one family for the whole call (the reference's mode)
         return _OPS[families[present[0]]](x, p)
@@ -136,7 +137,7 @@ def siamese(x_a: torch.Tensor, idx_a: torch.Tensor, x_b: torch.Tensor, idx_b: to
     True
     """
     if tuple(x_a.shape[1:]) != tuple(x_b.shape[1:]):
-        raise ValueError(f"siamese needs two batches of the same image shape. Got {tuple(x_a.shape[1:])} "
+        raise InvalidParameterError(f"siamese needs two batches of the same image shape. Got {tuple(x_a.shape[1:])} "
                          f"and {tuple(x_b.shape[1:])}.")
     p = sample_params(strategy, n, tuple(x_a.shape[1:]), generator=generator, device=x_a.device,
                       family_per=family_per)

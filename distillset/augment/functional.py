@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidParameterError
+
 __all__ = ["affine", "brightness", "color", "contrast", "crop", "cutout", "flip", "rotate", "saturation", "scale"]
 
 
@@ -21,12 +23,12 @@ def _check(x: torch.Tensor, op: str, **params: tuple[torch.Tensor, tuple[int, ..
     """Check ``x`` is (B, C, H, W) and each parameter tensor has shape ``(B, *tail)``."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{op} expects images of shape (B, C, H, W). Got {got} instead.")
+        raise InvalidParameterError(f"{op} expects images of shape (B, C, H, W). Got {got} instead.")
     for name, (t, tail) in params.items():
         want = (x.shape[0], *tail)
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"The {name!r} argument of {op} must have shape {want} (one row per image). Got {got}.")
+            raise InvalidParameterError(f"The {name!r} argument of {op} must have shape {want} (one row per image). Got {got}.")
 
 
 def _per_image(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -165,7 +165,7 @@ class AugParams:
     def __post_init__(self):
         families = parse_strategy(self.strategy)
         if len(tuple(self.image_size)) != 2:
-            raise ValueError(f"AugParams.image_size must be (H, W). Got {self.image_size!r}.")
+            raise InvalidParameterError(f"AugParams.image_size must be (H, W). Got {self.image_size!r}.")
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         object.__setattr__(self, "strategy", "_".join(families) or "none")
         n = self.family.shape[0] if self.family.dim() >= 1 else -1
@@ -173,10 +173,10 @@ class AugParams:
             t = getattr(self, name)
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != (n, *tail):
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(f"AugParams.{name} must have shape {(max(n, 0), *tail)}. Got {got}.")
+                raise InvalidParameterError(f"AugParams.{name} must have shape {(max(n, 0), *tail)}. Got {got}.")
         for name in ("family", "crop_shift", "cutout_center", "cutout_size"):
             if getattr(self, name).is_floating_point():
-                raise ValueError(f"AugParams.{name} must be an integer tensor. Got {getattr(self, name).dtype}.")
+                raise InvalidParameterError(f"AugParams.{name} must be an integer tensor. Got {getattr(self, name).dtype}.")
 
     def __len__(self) -> int:
         return int(self.family.shape[0])
@@ -192,7 +192,7 @@ class AugParams:
         """The rows ``index`` (a 1-D integer tensor), e.g. ``p.take(labels)`` gives each image its class's row."""
         if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point():
             got = f"{index.dtype} of shape {tuple(index.shape)}" if isinstance(index, torch.Tensor) else repr(index)
-            raise ValueError(f"AugParams.take expects a 1-D integer tensor of row indices. Got {got}.")
+            raise InvalidParameterError(f"AugParams.take expects a 1-D integer tensor of row indices. Got {got}.")
         index = index.to(device=self.family.device, dtype=torch.long)
         return self._map(lambda t: t.index_select(0, index))
 

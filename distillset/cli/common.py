@@ -1,12 +1,26 @@
-"""Helpers shared by CLI commands: YAML config merging and result tables."""
+"""Helpers shared by CLI commands: presets, YAML config merging, output checks and result tables.
+
+Everything here runs before any real work, so a bad option ends the command with one line and
+without a file written. Imports stay light (no torch): ``distillset --help`` must be instant.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import re
+import shutil
 from pathlib import Path
 
 import yaml
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, OutputError
+
+# "quick" fits a laptop CPU in about a minute (the README's numbers); "paper" is the reference protocol
+PRESETS = {
+    "quick": {"ipc": 1, "iterations": 300, "eval_epochs": 300, "eval_runs": 3},
+    "paper": {"ipc": None, "iterations": None, "eval_epochs": 1000, "eval_runs": 5},  # None: the method's own
+}
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -15,37 +29,80 @@ def parse_param(text: str) -> tuple[str, object]:
         raise InvalidParameterError(f"Method parameter {text!r} must look like key=value (e.g. lr_img=1.0).")
     key, value = text.split("=", 1)
     try:
-        return key.strip().replace("-", "_"), yaml.safe_load(value)
+        return key.strip().replace("-", "_"), _yaml_number(yaml.safe_load(value))
     except yaml.YAMLError as e:
-        raise InvalidParameterError(f"Method parameter {text!r}: the value is not valid YAML ({e}).") from None
+        raise InvalidParameterError(f"Method parameter {text!r}: the value is not valid YAML "
+                                    f"({_first_line(e)}); quote it.") from None
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 as a string; every user means the number
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_number(value):
+    return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else value
+
+
+def load_config(path: str | Path) -> dict:
+    """A YAML mapping from ``path``; any other content is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidParameterError(f"Config file not found: {path}. Check the --config path.")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise InvalidParameterError(f"Config {path} is not valid YAML ({_first_line(e)}).") from None
+    if not isinstance(cfg, (dict, type(None))):
+        raise InvalidParameterError(f"Config {path} must be a YAML mapping of option: value. "
+                                    f"Got a {type(cfg).__name__}.")
+    return cfg or {}
 
 
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv_given: set[str]) -> argparse.Namespace:
-    """Fill options not given on the command line from ``args.config`` (YAML); unknown keys are errors."""
-    if not getattr(args, "config", None):
-        return args
-    path = Path(args.config)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file not found: {path}")
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InvalidParameterError(f"Config {path} is not valid YAML: {e}") from None
-    if not isinstance(cfg, dict):
-        raise InvalidParameterError(f"Config {path} must be a YAML mapping of option: value.")
-    known = {a.dest for a in parser._actions}
-    for key, value in cfg.items():
-        dest = key.replace("-", "_")
-        if dest == "params" and isinstance(value, dict):
-            merged = dict(value)
-            merged.update(getattr(args, "params_dict", {}))
-            args.params_dict = merged
-            continue
-        if dest not in known or dest in ("config", "func", "help"):
-            raise InvalidParameterError(f"Unknown key {key!r} in config {path}. Known keys: {', '.join(sorted(known - {'config', 'func', 'help'}))}, params.")
-        if dest not in argv_given:
-            setattr(args, dest, value)
+    """Fill options not given on the command line from ``args.config`` (YAML), checked like flags.
+
+    Unknown keys, wrong types and values outside an option's choices are errors; the key ``params``
+    (a mapping) holds method parameters, which ``--param`` flags override key by key.
+    """
+    args.params_dict = {}
+    if getattr(args, "config", None):
+        path = args.config
+        actions = {a.dest: a for a in parser._actions if a.dest not in ("config", "help", "param")}
+        for key, value in load_config(path).items():
+            dest = str(key).replace("-", "_")
+            if dest == "params":
+                if not isinstance(value, dict):
+                    raise InvalidParameterError(f"Config {path}: 'params' must be a mapping of method parameter: value.")
+                args.params_dict = {str(k).replace("-", "_"): _yaml_number(v) for k, v in value.items()}
+            elif dest not in actions:
+                raise InvalidParameterError(f"Unknown key {key!r} in config {path}. Known keys: "
+                                            f"{', '.join(sorted(actions))}, params.")
+            elif dest not in argv_given:
+                setattr(args, dest, _config_value(actions[dest], key, value, path))
+    args.params_dict.update(dict(parse_param(t) for t in args.param))  # --param beats the config file
     return args
+
+
+def _config_value(action: argparse.Action, key: str, value, path):
+    """``value`` checked as argparse would check the flag (type, choices, list-ness)."""
+    if isinstance(action, argparse._StoreTrueAction):
+        ok = isinstance(value, bool)
+    elif value is None:
+        ok = True
+    elif action.nargs == "+":
+        value = [value] if isinstance(value, str) else value
+        ok = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+    elif action.type is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if ok and action.choices is not None and value not in action.choices:
+        raise InvalidParameterError(f"Config {path}: {key}: {value!r} is not one of {', '.join(action.choices)}.")
+    if not ok:
+        kind = ("true or false" if isinstance(action, argparse._StoreTrueAction) else
+                "a list of names" if action.nargs == "+" else "an int" if action.type is int else "a string")
+        raise InvalidParameterError(f"Config {path}: {key} must be {kind}. Got {value!r}.")
+    return value
 
 
 def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
@@ -55,6 +112,77 @@ def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
         if any(a == s or a.startswith(s + "=") for a in argv for s in action.option_strings):
             out.add(action.dest)
     return out
+
+
+def check_evaluator(ev) -> None:
+    """Validate an ``Evaluator``'s options now (parameters, model names, augmentation, device), not after a run."""
+    from ..augment import parse_strategy
+    from ..models import MODELS, canonical_model_name
+    from ..utils import resolve_device, validate_params
+
+    validate_params("Evaluator", vars(ev), ev._parameter_constraints)
+    for name in [ev.models] if isinstance(ev.models, str) else ev.models:
+        MODELS.get(canonical_model_name(name))
+    if ev.augment not in (None, "none", "", "auto"):
+        parse_strategy(ev.augment)
+    resolve_device(ev.device)
+
+
+# ---------------------------------------------------------------------------------- output paths
+
+
+def check_writable(path: Path, flag: str, folder: bool) -> None:
+    """Raise :class:`OutputError` unless ``path`` can be created (or written) as a file or folder."""
+    if path.exists() and folder != path.is_dir():
+        want = "a folder" if folder else "a file"
+        raise OutputError(f"{flag} {path} exists and is not {want}; choose another {flag}.")
+    anchor = path if path.exists() else path.parent
+    while not anchor.exists():  # the nearest existing ancestor decides whether we can create the rest
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise OutputError(f"{flag} {path} is under {anchor}, which is a file; choose another {flag}.")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: {anchor} is not writable; choose another {flag}.")
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run folder must be new or empty, unless the user asked to continue (--resume) or replace it."""
+    if resume and overwrite:
+        raise InvalidParameterError("--resume and --overwrite contradict each other; pass one of them.")
+    check_writable(out, "--out", folder=True)
+    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+        raise OutputError(f"--out {out} already holds files; pass --resume to continue that run, --overwrite to "
+                          "replace it, or choose another --out.")
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, previous: tuple[str, ...] = ()):
+    """Create ``out``; ``previous`` names the old run's files to delete (``--overwrite``).
+
+    If the command then fails before it has written a checkpoint, the folders it created are removed
+    again: a failed command leaves nothing behind, a failed *run* keeps its checkpoint for --resume.
+    """
+    created = out
+    while not created.parent.exists():
+        created = created.parent
+    created = None if created.exists() else created
+    out.mkdir(parents=True, exist_ok=True)
+    for name in previous:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    try:
+        yield out
+    except BaseException:
+        if created is not None and not any((out / "checkpoint").glob("checkpoint*")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------- printing
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

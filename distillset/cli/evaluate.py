@@ -1,19 +1,27 @@
-"""``distillset evaluate SET``: train fresh networks on a saved set and test them on the real test set."""
+"""``distillset evaluate SET``: train fresh networks on a saved set and test them on the real test set.
+
+Defaults to the quick preset, like ``distill`` (3 nets x 300 epochs); ``--preset paper`` is the
+reference protocol (5 nets x 1000 epochs).
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .common import format_own, format_table, result_rows
+from .._io import atomic_write
+from ..errors import InvalidParameterError
+from .common import PRESETS, check_evaluator, check_writable, format_own, format_table, result_rows
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a saved synthetic set (the standard protocol, or the method's own)",
-                       allow_abbrev=False)
+                       allow_abbrev=False, description=__doc__)
     p.add_argument("path", help="a saved set (its .json, .safetensors or common stem)")
     p.add_argument("--models", nargs="+", default=["convnet"], help="architectures (cross-architecture table)")
-    p.add_argument("--runs", type=int, default=5, help="networks per architecture")
-    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="budget: quick (3 nets x 300 epochs, default) or paper (5 x 1000)")
+    p.add_argument("--runs", type=int, default=None, help="networks per architecture (default: from --preset)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: from --preset)")
     p.add_argument("--augment", default="auto", help="DSA strategy during training ('auto', 'none', or a strategy)")
     p.add_argument("--loss", choices=["ce", "mse"], default="ce")
     p.add_argument("--seed", type=int, default=0)
@@ -23,6 +31,7 @@ def add_parser(sub) -> None:
                    help="'own': the method's own evaluation where it has one (DD: its learned steps and step sizes; "
                         "uses --runs, --seed and --device only)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -31,35 +40,42 @@ def run(args) -> int:
     from ..evaluate import Evaluator
     from ..synthetic import SyntheticSet
 
+    preset = PRESETS[args.preset]
+    runs = args.runs if args.runs is not None else preset["eval_runs"]
+    epochs = args.epochs if args.epochs is not None else preset["eval_epochs"]
+    ev = Evaluator(args.models, n_models=runs, epochs=epochs, augment=None if args.augment == "none" else args.augment,
+                   loss=args.loss, random_state=args.seed, device=args.device, progress=not args.quiet)
+    check_evaluator(ev)  # before reading anything: a typo costs no training
+    if args.json:
+        check_writable(Path(args.json), "--json", folder=False)
     syn = SyntheticSet.load(args.path)
     if "dataset" not in syn.meta:
-        raise ValueError(f"{args.path} has no 'dataset' in its metadata; cannot tell which test set to use.")
+        raise InvalidParameterError(f"{args.path} has no 'dataset' in its metadata, so the test set is unknown; "
+                                    "add it to the .json (e.g. \"dataset\": \"mnist\").")
     data = load_dataset(syn.meta["dataset"], root=args.data_root)
     if args.protocol == "own":
-        return run_own(args, syn, data)
-    ev = Evaluator(args.models, n_models=args.runs, epochs=args.epochs,
-                   augment=None if args.augment == "none" else args.augment, loss=args.loss,
-                   random_state=args.seed, device=args.device)
+        return run_own(args, syn, data, runs)
+    print(f"evaluating {args.path}: {runs} x {', '.join(args.models)} trained {epochs} epochs each", flush=True)
     results = ev.score(syn, data)
     label = f"{syn.meta.get('method', '?')} ipc {syn.ipc}"
-    print(f"{data.name} ({data.source}): test accuracy (%), {args.epochs} epochs, augment={ev._strategy(data.name)}")
+    print(f"{data.name} ({data.source}): test accuracy (%), {epochs} epochs, augment={ev._strategy(data.name)}")
     print(format_table(result_rows(label, results), ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
     if args.json:
-        Path(args.json).write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
+        atomic_write(args.json, json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
     return 0
 
 
-def run_own(args, syn, data) -> int:
+def run_own(args, syn, data, runs: int) -> int:
     from ..methods import METHODS
 
     method = syn.meta.get("method")
     if method is None:
-        raise ValueError(f"{args.path} records no method in its metadata, so it has no own protocol; "
-                         "use --protocol standard.")
-    own = METHODS.get(method).own_protocol(syn, data, n_models=args.runs, random_state=args.seed, device=args.device)
+        raise InvalidParameterError(f"{args.path} records no method in its metadata, so it has no own protocol; "
+                                    "use --protocol standard.")
+    own = METHODS.get(method).own_protocol(syn, data, n_models=runs, random_state=args.seed, device=args.device)
     if own is None:
-        raise ValueError(f"Method {method!r} has no own evaluation protocol; use --protocol standard.")
+        raise InvalidParameterError(f"Method {method!r} has no own evaluation protocol; use --protocol standard.")
     print(format_own(method, own))
     if args.json:
-        Path(args.json).write_text(json.dumps(own, indent=2))
+        atomic_write(args.json, json.dumps(own, indent=2))
     return 0

@@ -1,18 +1,35 @@
-"""Entry point: registers each command module's parser and dispatches (accelerate's CLI shape)."""
+"""Entry point: registers each command module's parser and dispatches (accelerate's CLI shape).
+
+The error boundary of the whole library: a :class:`DistillsetError` or ``OSError`` becomes one line
+on stderr (the problem and the fix) and exit code 2, a diverged run exit code 1; ``--debug`` shows
+the traceback instead. Command modules import torch lazily, so ``--help`` is instant.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..errors import DistillsetError
+from ..errors import DistillsetError, DivergenceError
 from . import cache, distill, env, evaluate, listing, show
 
 COMMANDS = (distill, evaluate, show, listing, env, cache)
 
+# what Ctrl-C leaves behind differs: distill has checkpoints, the others start again
+INTERRUPTED = {"distill": "interrupted; rerun the same command with --resume to continue from the last checkpoint",
+               "evaluate": "interrupted; evaluation keeps no checkpoints, so rerun the command to start it again"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distillset", description="Dataset distillation: learn tiny synthetic training sets.",
-                                     allow_abbrev=False)
+    parser = Parser(prog="distillset", description="Dataset distillation: learn tiny synthetic training sets.",
+                    allow_abbrev=False)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
@@ -20,22 +37,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code. A library error prints one line on stderr and exits 2."""
+    """Run the CLI; returns the exit code (0, 1 for a diverged run, 2 for an error, 130 if interrupted)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed
+        return int(e.code or 0)
     args.argv = argv  # lets commands tell flags given explicitly from defaults (config files fill the rest)
     if args.command is None:
         parser.print_help()
         return 0
     try:
         return int(args.func(args) or 0)
-    except (DistillsetError, ValueError, FileNotFoundError) as e:
-        print(f"distillset {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (DistillsetError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"distillset {args.command}: error: {describe(e)}", file=sys.stderr)
+        return 1 if isinstance(e, DivergenceError) else 2
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        if args.debug:
+            raise
+        print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
         return 130
+
+
+def describe(e: BaseException) -> str:
+    """One line: our messages already name the problem and the fix; an ``OSError`` gets a fix added."""
+    if isinstance(e, OSError) and not isinstance(e, DistillsetError) and e.filename is not None:
+        text = f"{e.strerror or e}: {e.filename}. Check that the path exists and that you may write there"
+    else:
+        text = str(e)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

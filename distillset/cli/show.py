@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .common import check_writable
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help="print a saved set's metadata and write its image grid")
@@ -16,13 +18,16 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..synthetic import SyntheticSet, _stem
 
-    s = SyntheticSet.load(args.path)
+    grid = Path(args.grid) if args.grid else Path(str(_stem(args.path)) + "_grid.png")
+    check_writable(grid, "--grid", folder=False)
+    if args.pngs:
+        check_writable(Path(args.pngs), "--pngs", folder=True)
+    s = SyntheticSet.load(args.path)  # validated: every image has a label in range, so none is dropped
     print(json.dumps(s.meta, indent=2, sort_keys=True))
     print(f"images: {tuple(s.images.shape)}  labels: {tuple(s.labels.shape)} ({'hard' if s.labels.dim() == 1 else 'soft'})"
           f"  ipc: {s.ipc}" + (f"  learned steps: {len(s.lrs)}" if s.lrs is not None else ""))
     if s.lrs is not None:
         print("learned step sizes: " + " ".join(f"{v:.4g}" for v in s.lrs.tolist()))
-    grid = Path(args.grid) if args.grid else Path(str(_stem(args.path)) + "_grid.png")
     s.save_grid(grid)
     print(f"grid: {grid}")
     if args.pngs:

@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
+from .._io import umask_mode
 from ..errors import ChecksumError, CorruptFileError, DataError
 from .base import RemoteFile
 
@@ -137,6 +138,7 @@ def download_file(url: str, dest: str | os.PathLike, md5: str | None = None, *, 
                 f"Checksum mismatch for {dest.name} from {url}: expected md5 {md5.lower()}, got {got} "
                 f"({size} bytes). The download was discarded; try again or use another mirror."
             )
+        umask_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, dest)
     finally:
         if fd != -1:

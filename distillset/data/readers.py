@@ -40,6 +40,7 @@ from typing import IO, NamedTuple, Sequence
 
 import numpy as np
 
+from .._io import umask_mode
 from ..errors import CorruptFileError, DataError, MissingDataError
 
 log = logging.getLogger(__name__)
@@ -666,9 +667,7 @@ def _cached_decode(folder: Path, tag: str, paths: list[Path], labels: np.ndarray
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, images=images, labels=labels, classes=np.array(classes, dtype=str),
                          folder=np.array(str(folder)))
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+            umask_mode(tmp)  # mkstemp made it 0600
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

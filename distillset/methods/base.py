@@ -24,6 +24,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,20 +32,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from .. import __version__
-from .._registry import Registry
+from .._io import atomic_write
+from .._registry import Registry, parse_spec
 from ..data import ImageDataset
 from ..data.real import RealData
-from ..errors import CheckpointMismatchError, DivergenceError, InvalidParameterError
-from ..synthetic import SyntheticSet
+from ..errors import CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError
+from ..models import MODELS, canonical_model_name, get_model
 from ..cache import cached, fingerprint
+from ..synthetic import SyntheticSet
 from ..utils import (Instance, Interval, derive_seed, make_generator, resolve_device, resolve_seed,
                      validate_params)
 
 METHODS: Registry[type] = Registry("method")
+CHECKPOINT = "checkpoint.safetensors"  # one file: tensors + the JSON record in its header, replaced atomically
 
 
 def register_method(cls: type) -> type:
@@ -141,7 +144,8 @@ class DistillMethod:
     device : str or None
         ``None``/``"auto"`` = CUDA when present.
     checkpoint_dir : path or None
-        Where to write ``checkpoint.safetensors`` + ``checkpoint.json``; ``fit(..., resume=True)`` reads them.
+        Where to write ``checkpoint.safetensors`` (one file, replaced atomically: a kill at any instant
+        leaves the previous complete checkpoint); ``fit(..., resume=True)`` reads it.
     checkpoint_every : int or None
         Iterations between checkpoints (a final one is always written when ``checkpoint_dir`` is set).
     log_every : int
@@ -154,9 +158,11 @@ class DistillMethod:
     _parameter_constraints: ClassVar[dict] = {}
     _common_constraints: ClassVar[dict] = {
         "ipc": [Interval(int, 1)],
-        "iterations": [Interval(int, 0)],
+        "iterations": [Interval(int, 0)],  # 0: the initialisation (tests' starting point); fit warns, the CLI refuses
         "model": [Instance((str, dict))],
         "random_state": [None, Interval(int, 0), Instance((torch.Generator,))],
+        "device": [None, Instance((str, torch.device))],
+        "checkpoint_dir": [None, Instance((str, os.PathLike))],
         "checkpoint_every": [None, Interval(int, 1)],
         "log_every": [Interval(int, 1)],
         "progress": [Instance((bool,))],
@@ -276,9 +282,19 @@ class DistillMethod:
         return t["images"], t["labels"], t.get("lrs")
 
     # ------------------------------------------------------------------ validation
+    def _validate_params(self) -> None:
+        """Check every parameter, the model name and the device; needs no data (the CLI calls it first)."""
+        validate_params(type(self).__name__, self.get_params(),
+                        {**self._common_constraints, **self._parameter_constraints})
+        MODELS.get(canonical_model_name(parse_spec(self.model, "model")[0]))  # unknown: lists close matches
+        resolve_device(getattr(self, "device", None))  # e.g. 'cuda' on a machine without CUDA
+
     def _validate(self, data: ImageDataset) -> None:
-        params = self.get_params()
-        validate_params(type(self).__name__, params, {**self._common_constraints, **self._parameter_constraints})
+        """:meth:`_validate_params`, then the data set's fit: classes, ``ipc``, the model on its images."""
+        self._validate_params()
+        if self.iterations == 0 and type(self)().iterations != 0:
+            warnings.warn(f"{type(self).__name__}(iterations=0) returns its initialisation, not a distilled set.",
+                          stacklevel=3)
         counts = data.class_counts()
         if int(counts.min()) == 0:
             empty = [data.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
@@ -290,6 +306,15 @@ class DistillMethod:
                 f"The 'ipc' parameter of {type(self).__name__} is {self.ipc}, larger than the smallest class of "
                 f"{data.name!r} ({smallest} training images). Use ipc <= {smallest}."
             )
+        try:  # one image through the model now, rather than a shape error inside the first step
+            with torch.no_grad():
+                get_model(self.model, data.image_shape, data.num_classes, seed=0).eval()(
+                    torch.zeros(1, *data.image_shape))
+        except (RuntimeError, ValueError) as e:
+            raise InvalidParameterError(
+                f"The 'model' parameter of {type(self).__name__} is {self.model!r}, which cannot take {data.name!r}'s "
+                f"images of shape {tuple(data.image_shape)} ({str(e).splitlines()[0]}). Choose another model "
+                "(distillset list models).") from None
 
     # ------------------------------------------------------------------ the loop
     def fit(self, data: ImageDataset, *, resume: bool = False, callback=None) -> "DistillMethod":
@@ -317,14 +342,15 @@ class DistillMethod:
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
         if resume and ckpt_dir is None:
             raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
-        if resume and not (ckpt_dir / "checkpoint.json").is_file():
+        record = self._resume_record(data) if resume else None  # refused before any set-up
+        if resume and record is None:
             warnings.warn(f"No checkpoint in {ckpt_dir}; starting from scratch.", stacklevel=2)
             resume = False
         tensors = self._init_state(data, real, generator)
         optimizers = _as_optimizers(self._make_optimizer(tensors))
         state = State(tensors, optimizers, generator, real, data, device, schedules=self._make_schedule(optimizers))
-        if resume:
-            self._load_checkpoint(state, ckpt_dir)
+        if record is not None:
+            self._load_checkpoint(state, ckpt_dir / CHECKPOINT, record)
         t0 = time.perf_counter()
         self._run_loop(state, ckpt_dir, callback)
         if ckpt_dir is not None:
@@ -432,56 +458,82 @@ class DistillMethod:
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, state: State, ckpt_dir: Path) -> None:
-        """One nanoGPT-style record: tensors + optimizer state + RNG state + iteration + params, atomically."""
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        """One nanoGPT-style record: tensors + optimizer state + RNG state + iteration + params.
+
+        Everything goes into one safetensors file (the JSON record in its header), written by
+        :func:`atomic_write`: a kill at any instant leaves either the previous checkpoint or this one.
+        """
         flat = {f"tensor.{k}": v.detach() for k, v in state.tensors.items()}
         flat["rng.generator"] = state.generator.get_state()
         opt_meta = None
         if state.optimizer is not None:
             opt_flat, opt_meta = optimizer_to_flat(state.optimizer, "optim")
             flat.update(opt_flat)
-        meta = {"method": self.name, "params": self._json_params(), "seed": self.seed_,
-                "dataset": state.data.name, "iteration": state.iteration, "history": state.history,
-                "optimizer": opt_meta, "version": __version__, "device": str(state.device)}
-        extra_flat, meta["extras"] = self._checkpoint_extras(state)
+        record = {"method": self.name, "params": self._json_params(), "seed": self.seed_,
+                  "dataset": state.data.name, "iteration": state.iteration, "history": state.history,
+                  "optimizer": opt_meta, "version": __version__, "device": str(state.device)}
+        extra_flat, record["extras"] = self._checkpoint_extras(state)
         flat.update(extra_flat)
-        tmp = ckpt_dir / "checkpoint.safetensors.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in flat.items()}, str(tmp),
-                  metadata={"iteration": str(state.iteration)})  # must agree with the JSON (two files, two renames)
-        tmp.replace(ckpt_dir / "checkpoint.safetensors")
-        tmpj = ckpt_dir / "checkpoint.json.tmp"
-        tmpj.write_text(json.dumps(meta, default=str))
-        tmpj.replace(ckpt_dir / "checkpoint.json")
+        blob = save({k: v.detach().cpu().contiguous() for k, v in flat.items()},
+                    metadata={"record": json.dumps(record, default=str)})
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(ckpt_dir / CHECKPOINT, blob)
 
-    def _load_checkpoint(self, state: State, ckpt_dir: Path) -> None:
-        meta = json.loads((ckpt_dir / "checkpoint.json").read_text())
+    def _resume_record(self, data: ImageDataset) -> dict | None:
+        """The checkpoint's record if ``checkpoint_dir`` holds one this run may resume, else None.
+
+        Reads and checks without changing anything (the CLI calls it before writing a file).
+
+        Raises
+        ------
+        CorruptFileError
+            The checkpoint is damaged or not a distillset checkpoint.
+        CheckpointMismatchError
+            It was made with settings this run changes (other than ``_resumable_changes``).
+        """
+        path = Path(self.checkpoint_dir) / CHECKPOINT
+        if not path.is_file():
+            return None
+        record, _ = _read_checkpoint(path)
+        self._check_resume(record, path.parent, data.name, resolve_device(getattr(self, "device", None)))
+        return record
+
+    def _check_resume(self, record: dict, ckpt_dir: Path, dataset: str, device: torch.device) -> None:
+        """Refuse a resume whose settings differ from the checkpoint's, naming the key (methods may add checks)."""
         mine = self._json_params()
-        checks = {"method": (meta["method"], self.name), "dataset": (meta["dataset"], state.data.name),
-                  "device type": (torch.device(meta["device"]).type, state.device.type)}
-        checks.update({k: (v, mine.get(k)) for k, v in meta["params"].items() if k not in self._resumable_changes})
+        checks = {"method": (record["method"], self.name), "dataset": (record["dataset"], dataset),
+                  "device type": (record["device"].split(":")[0], device.type)}
+        checks.update({k: (v, mine.get(k)) for k, v in record["params"].items() if k not in self._resumable_changes})
         for key, (theirs, ours) in checks.items():
             if theirs != ours:
                 raise CheckpointMismatchError(
                     f"Cannot resume from {ckpt_dir}: the checkpoint has {key}={theirs!r} but this run has "
                     f"{key}={ours!r}. Use the same {key!r}, or another checkpoint_dir to start afresh."
                 )
-        path = str(ckpt_dir / "checkpoint.safetensors")
-        with safe_open(path, framework="pt") as f:
-            saved_it = (f.metadata() or {}).get("iteration")
-        if saved_it is not None and int(saved_it) != int(meta["iteration"]):
-            raise CheckpointMismatchError(f"Checkpoint {ckpt_dir} is inconsistent (tensors at iteration {saved_it}, "
-                                          f"record at {meta['iteration']}): it was cut off while saving. Start afresh.")
-        flat = load_file(path, device="cpu")  # optimizer.load_state_dict moves state to the params' device
-        with torch.no_grad():
-            for k, v in state.tensors.items():
-                v.copy_(flat[f"tensor.{k}"])
-        state.generator.set_state(flat["rng.generator"])
-        if state.optimizer is not None and meta["optimizer"] is not None:
-            optimizer_from_flat(state.optimizer, "optim", flat, meta["optimizer"])
-        self._restore_extras(state, flat, meta.get("extras") or {})
-        state.iteration = int(meta["iteration"])
-        state.history = {k: list(v) for k, v in meta["history"].items()}
-        self.seed_ = int(meta["seed"])
+
+    def _load_checkpoint(self, state: State, path: Path, record: dict) -> None:
+        """Overwrite ``state`` with the checkpoint at ``path`` (whose ``record`` passed :meth:`_check_resume`)."""
+        _, flat = _read_checkpoint(path)
+        try:
+            for k, v in state.tensors.items():  # copy_ would broadcast a wrong shape silently
+                saved = flat[f"tensor.{k}"]
+                if saved.shape != v.shape or saved.dtype != v.dtype:
+                    raise ValueError(f"tensor {k!r} is {tuple(saved.shape)} {saved.dtype}, the run needs "
+                                     f"{tuple(v.shape)} {v.dtype}")
+            with torch.no_grad():
+                for k, v in state.tensors.items():
+                    v.copy_(flat[f"tensor.{k}"])
+            state.generator.set_state(flat["rng.generator"])
+            if state.optimizer is not None and record["optimizer"] is not None:
+                optimizer_from_flat(state.optimizer, "optim", flat, record["optimizer"])  # moves it to the device
+            self._restore_extras(state, flat, record.get("extras") or {})
+            state.history = {k: [float(x) for x in v] for k, v in record["history"].items()}
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise CorruptFileError(f"Checkpoint {path} does not fit this run ({type(e).__name__}: {e}). Delete it "
+                                   "(or pass --overwrite) to start afresh.") from None
+        state.iteration = record["iteration"]
+        self.seed_ = record["seed"]
+
 
     def _checkpoint_extras(self, state: State) -> tuple[dict[str, torch.Tensor], dict]:
         """What a checkpoint holds beyond the first optimizer: the other optimizers and the schedules."""
@@ -497,3 +549,29 @@ class DistillMethod:
             optimizer_from_flat(state.optimizers[name], f"optim:{name}", flat, opt_meta)
         for name, sd in meta.get("schedules", {}).items():
             state.schedules[name].load_state_dict(sd)
+
+# the record's keys and their JSON types: a record that parses but lacks one is as damaged as a truncated file
+_RECORD_SCHEMA = {"method": str, "params": dict, "seed": int, "dataset": str, "iteration": int, "history": dict,
+                  "optimizer": (dict, type(None)), "device": str}
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The record and tensors of a checkpoint file; :class:`CorruptFileError` naming the file if damaged."""
+    fix = "Delete it (or pass --overwrite) to start afresh."
+    try:
+        blob = path.read_bytes()
+        flat = load(blob)
+        header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])  # safetensors: u64 size + JSON
+        record = json.loads(header["__metadata__"]["record"])
+    except Exception as e:  # safetensors raises its own (Rust) error types; json, KeyError, TypeError...
+        raise CorruptFileError(f"Checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is damaged or not "
+                               f"a distillset checkpoint. {fix}") from None
+    bad = [k for k, t in _RECORD_SCHEMA.items() if not isinstance(record.get(k) if isinstance(record, dict) else None, t)]
+    if bad or isinstance(record.get("iteration"), bool) or record["iteration"] < 0 or "rng.generator" not in flat:
+        raise CorruptFileError(f"Checkpoint {path} has a damaged record (bad or missing: "
+                               f"{', '.join(bad) or 'iteration or rng state'}). {fix}")
+    # a diverged state is never saved (_flush_logs checks first), so a non-finite value is damage
+    broken = [k for k, v in flat.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CorruptFileError(f"Checkpoint {path} holds NaN or infinite values in {', '.join(broken)}. {fix}")
+    return record, flat

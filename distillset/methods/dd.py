@@ -28,7 +28,6 @@ learns slowly under DD (about 50-60 % after 3000 fixed-init iterations) where an
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 
@@ -180,15 +179,15 @@ class DD(DistillMethod):
         """Iterations between lr halvings: ``lr_decay_every``, or a tenth of the run."""
         return lr_decay_every or max(1, (iterations or self.iterations) // 10)
 
-    def _load_checkpoint(self, state, ckpt_dir):
-        theirs = json.loads((ckpt_dir / "checkpoint.json").read_text())["params"]
+    def _check_resume(self, record, ckpt_dir, dataset, device):
+        theirs = record["params"]
         before = self._decay_every(theirs["iterations"], theirs.get("lr_decay_every"))
         if self._decay_every(self.iterations, self.lr_decay_every) != before:
             raise CheckpointMismatchError(
                 f"Cannot resume from {ckpt_dir}: its lr was halved every {before} iterations and this run would "
                 f"halve it every {self._decay_every(self.iterations, self.lr_decay_every)} (lr_decay_every=None "
                 f"means a tenth of 'iterations'). Pass lr_decay_every={before} to keep the schedule.")
-        super()._load_checkpoint(state, ckpt_dir)
+        super()._check_resume(record, ckpt_dir, dataset, device)
 
     def _init_state(self, data, real, generator):
         k, device = data.num_classes, real.raw.device

@@ -1,0 +1,59 @@
+"""Crash-safe file writes: a temporary file beside the target, fsync, then one atomic rename.
+
+Whatever instant the process dies at, a reader (or a resumed run) finds either the complete old file
+or the complete new one, never a mix; at worst a stray ``.<name>.tmp`` is left, which the next write
+replaces. Files get the mode the user's umask allows (0644 under the usual 022): ``os.open`` with
+0o666 applies the umask, whereas ``tempfile.mkstemp`` always creates 0600.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+
+def umask_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open(path, "w")`` would have (for files made by ``mkstemp``)."""
+    umask = os.umask(0)  # the only portable way to read the umask is to set it
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically and durably; returns the path.
+
+    Every step goes through ``os`` so the kill-injection test can stop the process between any two.
+    """
+    path = Path(path)
+    payload = memoryview(data.encode() if isinstance(data, str) else data)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        while payload:
+            payload = payload[os.write(fd, payload):]
+        os.fsync(fd)  # the bytes reach the disk before the rename makes them visible
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)  # and the rename itself survives a power cut
+    return path
+
+
+def atomic_save(path: str | os.PathLike, save) -> Path:
+    """``save(buffer)`` into memory (PIL's ``Image.save``, matplotlib's ``savefig``...), then :func:`atomic_write`."""
+    buf = io.BytesIO()
+    save(buf)
+    return atomic_write(path, buf.getvalue())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

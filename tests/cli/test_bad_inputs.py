@@ -1,0 +1,291 @@
+"""The CLI's error boundary, driven through bad inputs and injected faults.
+
+Every case asserts: exit code 2 (1 for a diverged run), exactly one line on stderr naming the
+problem, no traceback, and no file created, changed or removed anywhere under the working folder.
+Cases run in-process (``main(argv)``); two also run as real subprocesses.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from distillset.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--iterations", "2", "--no-eval", "--quiet", "--device", "cpu", "--param", "batch_real=4"]
+META = {"dataset": "digits", "method": "dm", "num_classes": 10, "classes": [str(i) for i in range(10)],
+        "image_shape": [1, 8, 8], "mean": [0.3], "std": [0.4]}
+
+
+def write_set(folder: Path, name="set", images=None, labels=None, meta=META, drop=()):
+    """A synthetic-set pair written directly (no validation), so any damage can be planted."""
+    tensors = {"images": torch.zeros(10, 1, 8, 8) if images is None else images,
+               "labels": torch.arange(10) if labels is None else labels}
+    save_file({k: v for k, v in tensors.items() if k not in drop}, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(meta))
+    return str(folder / f"{name}.json")
+
+
+def nan_pixel():
+    x = torch.zeros(10, 1, 8, 8)
+    x[3, 0, 2, 2] = float("nan")
+    return x
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.is_dir(), p.stat().st_mode,
+                                         None if p.is_dir() else hashlib.sha1(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A small completed run with a checkpoint (resume and overwrite cases copy it)."""
+    out = tmp_path_factory.mktemp("done") / "run"
+    assert main(["distill", *FAST, "--checkpoint-every", "1", "--out", str(out)]) == 0
+    return out
+
+
+def _cfg(text):
+    return lambda d, run: (d / "c.yaml").write_text(text)
+
+
+def _copy_run(damage=lambda checkpoint: None):
+    """A copy of the finished run in ``d/run``, its checkpoint passed to ``damage``."""
+    def setup(d, run):
+        shutil.copytree(run, d / "run")
+        damage(d / "run" / "checkpoint" / "checkpoint.safetensors")
+    return setup
+
+
+def _truncate(p: Path):
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _set(**kw):
+    return lambda d, run: write_set(d, **kw)
+
+
+cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+root = pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+
+
+
+def case(name, argv, setup, code, text, marks=()):
+    """argv ("{d}" = the case's folder), setup(d, finished_run) or None, exit code, text the line must hold."""
+    return pytest.param(argv, setup, code, text, id=name, marks=marks)
+
+
+CASES = [
+    # usage and --param
+    case("int-flag-not-int", ["distill", "--ipc", "abc"], None, 2, "invalid int value: 'abc'"),
+    case("unknown-flag", ["distill", "--ipcs", "3"], None, 2, "unrecognized arguments: --ipcs"),
+    case("param-no-equals", ["distill", "--param", "lr_img"], None, 2, "must look like key=value"),
+    case("param-unknown-key", ["distill", "--param", "iteratons=2"], None, 2, "Did you mean 'iterations'"),
+    case("param-and-flag", ["distill", "--param", "iterations=2", "--iterations", "3"], None, 2, "given twice"),
+    case("param-managed", ["distill", "--param", "checkpoint_dir=x"], None, 2, "with --out"),
+    case("param-bad-yaml", ["distill", "--param", "lr_img=[1"], None, 2, "not valid YAML"),
+    case("param-out-of-range", ["distill", "--param", "lr_img=-1"], None, 2, "'lr_img' parameter of DM must be"),
+    case("param-bad-option", ["distill", "--param", "init=magic"], None, 2, "'init' parameter of DM must be one of"),
+    case("param-wrong-type", ["distill", "--param", "batch_real=many"], None, 2, "'batch_real' parameter of DM"),
+    case("iterations-zero", ["distill", "--iterations", "0"], None, 2, "iterations=0"),
+    case("ipc-zero", ["distill", "--ipc", "0"], None, 2, "'ipc' parameter of DM must be an int >= 1"),
+    case("ipc-too-large", ["distill", "--ipc", "1000"], None, 2, "larger than the smallest class"),
+    case("seed-negative", ["distill", "--seed", "-1"], None, 2, "'random_state' parameter of DM"),
+    case("checkpoint-every-zero", ["distill", "--checkpoint-every", "0"], None, 2, "'checkpoint_every' parameter"),
+    case("unknown-dataset", ["distill", "--dataset", "mnst"], None, 2, "Unknown dataset 'mnst'"),
+    case("unknown-method", ["distill", "--method", "dx"], None, 2, "Unknown method 'dx'"),
+    case("unknown-model", ["distill", "--model", "convnett"], None, 2, "Unknown model 'convnett'. Did you mean"),
+    case("cuda-unavailable", ["distill", "--device", "cuda"], None, 2, "sees no CUDA device", marks=cuda),
+    case("device-unknown", ["distill", "--device", "gpu"], None, 2, "'device' parameter must be"),
+    case("unknown-eval-model", ["distill", "--eval-models", "mlp", "convnett"], None, 2, "Unknown model 'convnett'"),
+    case("eval-runs-zero", ["distill", "--eval-runs", "0"], None, 2, "'n_models' parameter of Evaluator"),
+    case("eval-augment-unknown", ["distill", "--eval-augment", "wiggle"], None, 2, "Unknown augmentation family"),
+    case("unknown-baseline", ["distill", "--baseline", "rnd"], None, 2, "Unknown method 'rnd'"),
+    case("resume-and-overwrite", ["distill", "--resume", "--overwrite"], None, 2, "contradict"),
+    # config files
+    case("config-bad-preset", ["distill", "--config", "{d}/c.yaml"], _cfg("preset: turbo\n"), 2, "'turbo' is not one of"),
+    case("config-unknown-key", ["distill", "--config", "{d}/c.yaml"], _cfg("ipcs: 3\n"), 2, "Unknown key 'ipcs'"),
+    case("config-missing", ["distill", "--config", "{d}/nope.yaml"], None, 2, "Config file not found"),
+    case("config-not-yaml", ["distill", "--config", "{d}/c.yaml"], _cfg("a: [1\n"), 2, "is not valid YAML"),
+    case("config-a-list", ["distill", "--config", "{d}/c.yaml"], _cfg("- 1\n- 2\n"), 2, "must be a YAML mapping"),
+    case("config-wrong-type", ["distill", "--config", "{d}/c.yaml"], _cfg("ipc: ten\n"), 2, "ipc must be an int"),
+    case("config-params-a-list", ["distill", "--config", "{d}/c.yaml"], _cfg("params: [1]\n"), 2, "'params' must be"),
+    case("config-params-and-flag", ["distill", "--config", "{d}/c.yaml", "--iterations", "3"],
+     _cfg("params: {iterations: 2}\n"), 2, "given twice"),
+    # output folders
+    case("out-is-a-file", ["distill", "--out", "{d}/f"], lambda d, _: (d / "f").write_text("x"), 2, "is not a folder"),
+    case("out-under-a-file", ["distill", "--out", "{d}/f/run"], lambda d, _: (d / "f").write_text("x"), 2, "which is a file"),
+    case("out-not-writable", ["distill", "--out", "{d}/ro/run"], lambda d, _: (d / "ro").mkdir(0o500), 2,
+                 "is not writable", marks=root),
+    case("out-holds-a-run", ["distill", "--out", "{d}/run"], _copy_run(), 2, "pass --resume to continue"),
+    case("resume-changed-setting", ["distill", "--out", "{d}/run", "--resume", *FAST, "--param", "lr_img=2.0"], _copy_run(), 2,
+     "the checkpoint has lr_img=1.0 but this run has lr_img=2.0"),
+    case("resume-truncated-checkpoint", ["distill", "--out", "{d}/run", "--resume"], _copy_run(_truncate), 2,
+     "checkpoint.safetensors is unreadable"),
+    case("resume-garbage-checkpoint", ["distill", "--out", "{d}/run", "--resume"],
+     _copy_run(lambda p: p.write_bytes(b"\0" * 99)), 2,
+     "checkpoint.safetensors is unreadable"),
+    # data
+    case("data-missing", ["distill", "--dataset", "mnist", "--data-root", "{d}"], None, 2, "not found"),
+    # saved sets: evaluate and show
+    case("set-missing", ["evaluate", "{d}/nope.json"], None, 2, "Synthetic set file not found"),
+    case("set-json-a-list", ["evaluate", "{d}/set.json"], _set(meta=[1, 2]), 2, "must hold a JSON object"),
+    case("set-json-invalid", ["evaluate", "{d}/set.json"],
+     lambda d, _: (write_set(d), (d / "set.json").write_text("{")), 2, "not valid JSON"),
+    case("set-labels-negative", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10) - 1), 2,
+     "Labels must lie in [0, 10)"),
+    case("set-labels-float", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10.0)), 2,
+     "must be integer class indices"),
+    case("set-labels-out-of-range", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10) + 5), 2,
+     "Got values from 5 to 14"),
+    case("set-labels-missing", ["evaluate", "{d}/set.json"], _set(drop=("labels",)), 2,
+     "has no labels tensor"),
+    case("set-nan-pixel", ["evaluate", "{d}/set.json"], _set(images=nan_pixel()), 2,
+     "images holds 1 NaN or infinite value(s)"),
+    case("set-int-images", ["evaluate", "{d}/set.json"], _set(images=torch.zeros(10, 1, 8, 8).long()),
+     2, "images must be float"),
+    case("set-truncated", ["evaluate", "{d}/set.json"],
+     lambda d, _: (write_set(d), _truncate(d / "set.safetensors")), 2, "Cannot read synthetic set file"),
+    case("set-no-dataset", ["evaluate", "{d}/set.json"],
+     _set(meta={k: v for k, v in META.items() if k != "dataset"}), 2, "no 'dataset'"),
+    case("set-unknown-dataset", ["evaluate", "{d}/set.json"], _set(meta={**META, "dataset": "mnst"}),
+     2, "Unknown dataset 'mnst'"),
+    case("set-own-protocol-missing", ["evaluate", "{d}/set.json", "--protocol", "own", "--device", "cpu"],
+     _set(), 2, "no own evaluation protocol"),
+    case("evaluate-json-under-a-file", ["evaluate", "{d}/set.json", "--json", "{d}/set.json/r.json"],
+     _set(), 2, "which is a file"),
+    case("evaluate-bad-preset", ["evaluate", "{d}/set.json", "--preset", "turbo"], None, 2, "invalid choice: 'turbo'"),
+    case("evaluate-epochs-negative", ["evaluate", "{d}/set.json", "--epochs", "-3"], None, 2, "'epochs' parameter"),
+    case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
+     "Labels must lie in [0, 10)"),
+    case("show-grid-is-a-folder", ["show", "{d}/set.json", "--grid", "{d}"], _set(), 2,
+     "is not a file"),
+]
+
+
+@pytest.mark.parametrize("argv,setup,code,text", CASES)
+def test_bad_input(argv, setup, code, text, tmp_path, monkeypatch, capsys, finished_run):
+    monkeypatch.chdir(tmp_path)  # a default runs/<name> folder would land here, and be caught
+    if setup is not None:
+        setup(tmp_path, finished_run)
+    argv = [a.replace("{d}", str(tmp_path)) for a in argv]
+    if argv[0] == "distill" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "new")]
+    before = snapshot(tmp_path)
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err and err.startswith("distillset"), err
+    assert text in err, err
+    assert snapshot(tmp_path) == before  # nothing created, changed or removed
+
+
+def test_there_are_forty_distinct_cases():
+    assert len({c.id for c in CASES}) == len(CASES) >= 40
+
+
+def test_a_refused_resume_changes_nothing(tmp_path, finished_run, capsys):
+    """The checkpoint and config.yaml stay byte-identical (a refused resume used to rewrite the config)."""
+    _copy_run()(tmp_path, finished_run)
+    before = snapshot(tmp_path)
+    assert main(["distill", *FAST, "--out", str(tmp_path / "run"), "--resume", "--ipc", "2"]) == 2
+    assert "the checkpoint has ipc=1 but this run has ipc=2" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def test_faults_inside_the_run(tmp_path, monkeypatch, capsys):
+    """Divergence exits 1; a full disk, a failed linear solve exit 2; each leaves no folder behind."""
+    out = tmp_path / "a" / "run"
+    assert main(["distill", *FAST, "--param", "lr_img=1e30", "--out", str(out)]) == 1
+    assert "diverged" in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+    import distillset._io
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(distillset._io.os, "write", full)
+    assert main(["distill", *FAST, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1 and not (tmp_path / "a").exists()
+    monkeypatch.undo()
+
+    import distillset.kernels
+
+    monkeypatch.setattr(distillset.kernels.torch.linalg, "cholesky_ex",
+                        lambda a: (a, torch.ones((), dtype=torch.int32)))  # "not positive definite", every time
+    assert main(["distill", "--method", "kip", *FAST[:-2], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not positive definite" in err and err.count("\n") == 1 and not (tmp_path / "a").exists()
+
+
+def test_overwrite_replaces_only_the_run(tmp_path, finished_run, capsys):
+    _copy_run()(tmp_path, finished_run)
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    old = (tmp_path / "run" / "synthetic.safetensors").read_bytes()
+    assert main(["distill", *FAST, "--out", str(tmp_path / "run"), "--overwrite", "--seed", "1"]) == 0
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "run" / "synthetic.safetensors").read_bytes() != old  # seed 1's set, not seed 0's
+
+
+def test_files_follow_the_umask(tmp_path, finished_run):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in finished_run.rglob("*") if p.is_file()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_interrupted_evaluate_says_there_is_no_resume(tmp_path, monkeypatch, capsys):
+    import distillset.evaluate
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distillset.evaluate.Evaluator, "score", interrupt)
+    assert main(["evaluate", write_set(tmp_path), "--device", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" not in err and "rerun the command" in err
+
+
+def _cli(*argv, **kw):
+    return subprocess.run([sys.executable, "-m", "distillset", *argv], capture_output=True, text=True,
+                          cwd=kw.get("cwd"), timeout=120)
+
+
+def test_real_process_one_line_error(tmp_path):
+    r = _cli("distill", "--param", "iterations=2", "--param", "random_state=x", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'random_state' parameter of DM" in r.stderr
+    assert not (tmp_path / "o").exists()
+    r = _cli("--debug", "distill", "--param", "foo=1", "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "Traceback" in r.stderr  # --debug shows it
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom distillset.cli import main\nassert main(['--help']) == 0\n"
+            "assert main(['distill', '--help']) == 0\nassert 'torch' not in sys.modules, 'torch imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--overwrite" in r.stdout
+
+
+def test_out_not_writable_even_as_root(tmp_path, monkeypatch, capsys):
+    """The check itself (root passes any permission test, so access() is made to say no)."""
+    import distillset.cli.common
+
+    (tmp_path / "ro").mkdir()
+    real = os.access
+    monkeypatch.setattr(distillset.cli.common.os, "access",
+                        lambda p, mode: False if Path(p) == tmp_path / "ro" else real(p, mode))
+    before = snapshot(tmp_path)
+    assert main(["distill", "--out", str(tmp_path / "ro" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ro is not writable; choose another --out" in err
+    assert snapshot(tmp_path) == before
