@@ -127,7 +127,8 @@ def method_params(cls, args, preset: dict) -> dict:
     params.update({k: getattr(args, d) for k, d in FLAGGED.items() if k in names and getattr(args, d) is not None})
     defaults = {**CLI_DEFAULTS, "ipc": preset["ipc"]}
     if cls().iterations != 0:  # selection baselines have none
-        defaults["iterations"] = preset["iterations"]
+        budget = preset["iterations"]
+        defaults["iterations"] = budget.get(cls.name, budget["*"]) if isinstance(budget, dict) else budget
     params.update({k: v for k, v in defaults.items() if k in names and k not in params and v is not None})
     params["progress"] = not args.quiet
     return params
