@@ -5,8 +5,8 @@
     python benchmarks/speed.py --only dm_ipc10 --precision bf16 --no-write
 
 Each (setting, precision) runs in its own process, so its peak RSS is its own. A method setting runs
-``warmup + iterations`` iterations of ``fit`` on MNIST and times the last ``iterations`` (per-iteration
-timestamps from the fit callback); an evaluation setting times whole evaluations and divides by the
+``warmup + iterations`` iterations of ``fit`` on MNIST and reports the median of the last ``iterations``
+(per-iteration timestamps from the fit callback; the median keeps one disturbed step out); an evaluation setting times whole evaluations and divides by the
 epochs. The convolution FLOPs of one iteration are counted with ``torch.utils.flop_counter`` and
 divided by the time, and that rate is put next to this device's own float32 convolution throughput,
 measured in the same process on ConvNet-3's widest layer. The reference column holds the figures of
@@ -98,7 +98,7 @@ def time_method(name: str, cfg: dict, precision: str, device: str, warmup: int, 
     build(warmup + iterations).fit(data, callback=lambda m, it, losses: (sync(device), stamps.append(time.perf_counter())))
     steps = [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
     flops = count_conv_flops(lambda: build(1).fit(data)) if cfg.get("count_flops", True) else None  # incl. set-up
-    seconds = statistics.fmean(steps)
+    seconds = statistics.median(steps)
     batch_real = params.get("batch_real")
     images = data.num_classes * batch_real if batch_real else None  # batch_real is per class in every method
     return {"seconds": seconds, "seconds_min": min(steps), "images_per_iteration": images, "conv_flops": flops,
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=7)
     p.add_argument("--no-write", action="store_true", help="print, do not write results/speed_<device>.json")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one setting, JSON out
     args = p.parse_args(argv)
