@@ -81,8 +81,7 @@ class DM(DistillMethod):
 
     def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=256, lr_img=1.0, momentum=0.5,
                  image_init="real", augment="auto", precision="auto", random_state=None, device=None,
-                 checkpoint_dir=None,
-                 checkpoint_every=None, log_every=10, progress=True):
+                 checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
         self.model = model
