@@ -109,6 +109,7 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None) -> dict
         print(f"[{entry['name']}] extra: {extra.get('summary', '')}", flush=True)
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     out_dir = RESULTS / "sets"
+    method.synthetic_.meta.update(commit=git_commit(), benchmark_entry=entry["name"])  # which code made it
     method.synthetic_.save(out_dir / entry["name"])  # the last seed's set
     method.synthetic_.save_grid(out_dir / f"{entry['name']}.png")
     seeds_arg = f" --seeds {' '.join(map(str, seeds))}" if len(seeds) > 1 and not entry.get("seeds") else ""

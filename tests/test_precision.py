@@ -8,7 +8,7 @@ import torch
 from distillset import Evaluator
 from distillset.methods import RandomSubset, get_method
 from distillset.models import Redraw, get_model
-from distillset.precision import chunk_size, frozen_embed, resolve_precision, to_channels_last
+from distillset.precision import bf16_supported, chunk_size, frozen_embed, resolve_precision, to_channels_last
 
 
 def test_redraw_follows_pytorch_default_init_and_the_generator():
@@ -82,6 +82,7 @@ def test_bf16_distillation_follows_fp32(digits, method):
     assert not torch.equal(la, lb)  # bf16 was really used
 
 
-def test_precision_auto_resolves_to_a_dtype_or_none():
-    assert resolve_precision("auto", torch.device("cpu")) in (None, torch.bfloat16)
-    assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+def test_precision_auto_is_bf16_exactly_where_the_device_has_it():
+    cpu = torch.device("cpu")
+    assert (resolve_precision("auto", cpu) == torch.bfloat16) == bf16_supported(cpu)
+    assert resolve_precision("bf16", cpu) == torch.bfloat16 and resolve_precision("fp32", cpu) is None
