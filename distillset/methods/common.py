@@ -1,9 +1,25 @@
-"""Pieces several methods share: synthetic-set initialisation and class labels."""
+"""Pieces several methods share: synthetic-set initialisation, class labels, the per-iteration network."""
 from __future__ import annotations
 
 import torch
 
 from ..data.real import RealData
+from ..models import Redraw, get_model
+from ..precision import resolve_precision
+
+
+def fresh_network(method, state) -> torch.nn.Module:
+    """The run's network with weights freshly drawn from ``state.generator`` (DM, DC/DSA: one per iteration).
+
+    The module is built once per run and kept in ``state.cache`` with its re-draw plan and the run's
+    autocast dtype (``state.cache["dtype"]``); each call re-draws every weight in place (PyTorch's
+    default initialisation, on the device, no host round trip).
+    """
+    if "redraw" not in state.cache:
+        net = get_model(method.model, state.data.image_shape, state.data.num_classes, seed=0, device=state.device)
+        state.cache["redraw"] = Redraw(net)
+        state.cache["dtype"] = resolve_precision(method.precision, state.device)
+    return state.cache["redraw"](state.generator)
 
 
 def class_labels(num_classes: int, ipc: int, device) -> torch.Tensor:

@@ -51,11 +51,11 @@ import torch
 from ..augment import apply, resolve_strategy, sample_params
 from ..errors import InvalidParameterError
 from ..evaluate import train_network
-from ..models import Redraw, get_model, has_batchnorm
-from ..precision import PRECISIONS, chunk_size, precision_name, resolve_precision
+from ..models import get_model, has_batchnorm
+from ..precision import PRECISIONS, chunk_size, precision_name
 from ..utils import Instance, Interval, Options
 from .base import DistillMethod, State, register_method
-from .common import class_labels, init_images
+from .common import class_labels, fresh_network, init_images
 from .matching import DISTANCES, class_gradients_batched, class_gradients_looped, match_distance
 
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}  # ipc -> (outer, inner)
@@ -185,7 +185,7 @@ class DC(DistillMethod):
         inner = default_inner if self.inner_loop is None else self.inner_loop
         strategy = resolve_strategy(self.augment, data.name)
         # 1. a fresh network (built once per run, its weights re-drawn from the run's generator)
-        net = self._network(state)(g)
+        net = self._network(state)
         net.train()
         total = syn.new_zeros(())
         for step in range(outer):
@@ -210,14 +210,12 @@ class DC(DistillMethod):
                           precision=precision_name(state.cache["dtype"]))
         return {"loss": total / (outer * k)}  # mean per class and matching step, as the reference logs
 
-    def _network(self, state: State) -> Redraw:
-        """The run's network, built once, and its re-draw plan (PyTorch's default init, from the generator)."""
-        if "redraw" not in state.cache:
-            net = get_model(self.model, state.data.image_shape, state.data.num_classes, seed=0, device=state.device)
-            state.cache["redraw"] = Redraw(net)
-            state.cache["dtype"] = resolve_precision(self.precision, state.device)
+    def _network(self, state: State):
+        """The network of this outer iteration (fresh weights), and the real side's chunk size."""
+        net = fresh_network(self, state)
+        if "chunk" not in state.cache:  # BatchNorm statistics would change with the chunk
             state.cache["chunk"] = None if has_batchnorm(net) else chunk_size(state.data.image_shape)
-        return state.cache["redraw"]
+        return net
 
     def _class_gradients(self, net, x, y, k, create_graph=False, **kw):
         if self.path_ == "batched":

@@ -31,11 +31,10 @@ from __future__ import annotations
 import torch
 
 from ..augment import apply, resolve_strategy, sample_params
-from ..models import Redraw, get_model
-from ..precision import PRECISIONS, autocast, chunk_size, frozen_embed, resolve_precision
+from ..precision import PRECISIONS, autocast, chunk_size, frozen_embed
 from ..utils import Instance, Interval, Options
 from .base import DistillMethod, State, register_method
-from .common import class_labels, init_images
+from .common import class_labels, fresh_network, init_images
 
 
 @register_method
@@ -105,21 +104,13 @@ class DM(DistillMethod):
     def _make_optimizer(self, tensors):
         return torch.optim.SGD([tensors["images"]], lr=self.lr_img, momentum=self.momentum)
 
-    def _network(self, state: State) -> Redraw:
-        """The run's network, built once (frozen), and its re-draw plan."""
-        if "redraw" not in state.cache:
-            net = get_model(self.model, state.data.image_shape, state.data.num_classes, seed=0, device=state.device)
-            state.cache["redraw"] = Redraw(net.requires_grad_(False))
-            state.cache["dtype"] = resolve_precision(self.precision, state.device)
-        return state.cache["redraw"]
-
     def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
         data, g = state.data, state.generator
         syn, syn_labels = state.tensors["images"], state.tensors["labels"]
         k = data.num_classes
         strategy = resolve_strategy(self.augment, data.name)
         # 1. a fresh random network, frozen
-        net = self._network(state)(g)
+        net = fresh_network(self, state).requires_grad_(False)
         dtype = state.cache["dtype"]
         # 2. a real batch per class, one shared augmentation per class
         x_real, y_real = state.real.sample(self.batch_real, g)  # (K*n, C, H, W), class-major
