@@ -15,6 +15,7 @@ Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -45,11 +47,11 @@ def load_profile(profile: str) -> list[dict]:
     return entries
 
 
-def hardware() -> dict:
+def hardware(threads: int | None = None) -> dict:
     import torch
 
     info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "torch_threads": threads or torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -65,69 +67,168 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def git_commit() -> str | None:
+def git(*args: str) -> str | None:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True).strip()
+        return subprocess.check_output(["git", *args], cwd=HERE, text=True, stderr=subprocess.DEVNULL).strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
-def run_entry(entry: dict, profile: str, seeds: list[int] | None = None) -> dict:
-    """Distill once per seed, then evaluate each set and its baselines with one Evaluator (same protocol)."""
+def git_commit() -> str | None:
+    return git("rev-parse", "--short", "HEAD")
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (results/ excepted: the runner writes there)."""
+    out = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return None if out is None else bool(out)
+
+
+def data_checksums(data) -> dict:
+    """sha256 of each split's decoded pixels and labels: which data a record saw, whatever its file format."""
+    out = {}
+    for split in ("train", "test"):
+        s = getattr(data, split)
+        h = hashlib.sha256(s.images.numpy().tobytes())
+        h.update(s.labels.numpy().tobytes())
+        out[split] = {"n": len(s), "sha256": h.hexdigest()}
+    return out
+
+
+def stream_seeds(root: int, baselines: list[str]) -> dict[str, int]:
+    """Independent seeds derived from one root seed: distillation, each baseline, evaluation.
+
+    No two stages share draws (the evaluator derives one stream per network from its own seed), so an
+    evaluation network is never built from the numbers that initialised the set it scores, and the
+    random baseline is not the images a method started from.
+    """
+    from distillset.utils import derive_seed
+
+    return {"distill": derive_seed(root, "distill"), "evaluate": derive_seed(root, "evaluate"),
+            **{f"baseline/{b}": derive_seed(root, f"baseline/{b}") for b in baselines}}
+
+
+def make_evaluator(entry: dict, seed: int, device, **override):
+    from distillset import Evaluator
+
+    cfg = {**entry.get("eval", {}), **override}
+    return Evaluator(cfg.pop("models", "convnet"), random_state=seed, device=device, **cfg)
+
+
+def scored(evaluator, syn, data) -> dict:
+    with warnings.catch_warnings():  # a baseline scored under a method's loss is this runner's choice
+        warnings.simplefilter("ignore")
+        return {k: v.to_dict() for k, v in evaluator.score(syn, data).items()}
+
+
+def full_data_set(data):
+    """The whole training split as a set (hard labels): the reference "full data" accuracy is trained on it."""
+    from distillset import SyntheticSet
+
+    return SyntheticSet(data.normalize(data.train.images), data.train.labels, data.meta())
+
+
+def run_seed(entry: dict, data, root: int, device) -> dict:
+    """One distillation seed: the set (and its snapshots), the baselines, and every evaluation the report needs."""
+    from distillset import get_method
+
+    baselines = entry.get("baselines", ["random"])
+    seeds = stream_seeds(root, baselines)
+    if entry["method"] == "full":  # the reference: networks trained on all training images
+        return {"seed": root, "streams": seeds,
+                "results": {"full": scored(make_evaluator(entry, seeds["evaluate"], device), full_data_set(data), data)}}
+    method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), "ipc": entry["ipc"],
+                                            "random_state": seeds["distill"], "device": device})
+    t0 = time.perf_counter()
+    method.fit(data, snapshots=entry.get("snapshots", ()))
+    distill_s = time.perf_counter() - t0
+    syn = method.synthetic_
+    evaluator = make_evaluator(entry, seeds["evaluate"], device)
+    # baselines are trained with the method's loss: an LS set's random baseline regresses onto one-hot targets
+    base_eval = make_evaluator(entry, seeds["evaluate"], device, loss=syn.loss)
+    sets = {entry["method"]: syn}
+    for b in baselines:
+        params = {**entry.get("baseline_params", {}).get(b, {}), "ipc": entry["ipc"]}
+        sets[b] = get_method(b, random_state=seeds[f"baseline/{b}"], device=device, **params).fit(data).synthetic_
+    results = {label: scored(evaluator if label == entry["method"] else base_eval, s, data) for label, s in sets.items()}
+    out = {"seed": root, "streams": seeds, "results": results, "distill_seconds": distill_s,
+           "label_kind": syn.label_kind, "loss": syn.loss,
+           "final_loss": (method.history_.get("loss") or [None])[-1], "method_obj": method}
+    if entry.get("snapshots"):
+        out["budget"] = {str(n): {entry["method"]: scored(evaluator, s, data)} for n, s in method.snapshots_.items()}
+    if entry.get("scores") and syn.label_kind != "hard":  # HLR: the same images with hard labels
+        hard = type(syn)(syn.images, syn.hard_labels, {**syn.meta, "label_kind": "hard", "loss": "ce"})
+        out["hard_label"] = {entry["method"]: scored(make_evaluator(entry, seeds["evaluate"], device, loss="ce"), hard, data)}
+    if entry.get("scores"):  # ARS: the set and random under the other augmentation setting
+        flip = "none" if evaluator._strategy(data.name) else "auto"
+        out["other_augment"] = {"augment": flip, **{
+            label: scored(make_evaluator(entry, seeds["evaluate"], device, augment=flip,
+                                         **({} if label == entry["method"] else {"loss": syn.loss})), sets[label], data)
+            for label in (entry["method"], "random") if label in sets}}
+    print_seed(entry["name"], root, results)
+    return out
+
+
+def print_seed(name: str, seed: int, results: dict) -> None:
+    for label, r in results.items():
+        print(f"[{name} seed {seed}] {label}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
+                                                         for k, v in r.items()), flush=True)
+
+
+def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads: int | None = None,
+              command: str | None = None, out: Path = RESULTS) -> dict:
+    """Distill once per root seed, evaluate each set and its baselines under one protocol, pool the seeds."""
     import torch
 
-    from distillset import Evaluator, get_method, load_dataset
+    from distillset import load_dataset
 
     t_start = time.perf_counter()
     data = load_dataset(entry["dataset"], root=data_root())
     device = entry.get("device")
     seeds = seeds or entry.get("seeds") or [entry.get("seed", 0)]
-    per_seed, distill_s, method = [], 0.0, None
-    for seed in seeds:
-        t0 = time.perf_counter()  # distill time excludes data loading
-        method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}),
-                                                "ipc": entry["ipc"], "random_state": seed, "device": device})
-        method.fit(data)
-        distill_s += time.perf_counter() - t0
-        ev_cfg = dict(entry.get("eval", {}))
-        evaluator = Evaluator(ev_cfg.pop("models", "convnet"), random_state=seed, device=device, **ev_cfg)
-        sets = {entry["method"]: method.synthetic_}
-        for b in entry.get("baselines", ["random"]):
-            sets[b] = get_method(b, ipc=entry["ipc"], random_state=seed, device=device).fit(data).synthetic_
-        results = {label: {k: v.to_dict() for k, v in evaluator.score(syn, data).items()} for label, syn in sets.items()}
-        for label, r in results.items():
-            print(f"[{entry['name']} seed {seed}] {label}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
-                                                                       for k, v in r.items()), flush=True)
-        per_seed.append({"seed": seed, "results": results, "final_loss": (method.history_.get("loss") or [None])[-1]})
+    dirty = git_dirty()
+    per_seed = [run_seed(entry, data, root, device) for root in seeds]
     extra = {}
     if entry.get("extra"):  # "module:function", called as fn(method, data, entry) -> dict with a "summary" str
         import importlib
 
         mod, fn = entry["extra"].split(":")
         sys.path.insert(0, str(HERE))
-        extra = getattr(importlib.import_module(mod), fn)(method, data, entry)
+        extra = getattr(importlib.import_module(mod), fn)(per_seed[-1]["method_obj"], data, entry)
         print(f"[{entry['name']}] extra: {extra.get('summary', '')}", flush=True)
-    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    out_dir = RESULTS / "sets"
-    method.synthetic_.meta.update(commit=git_commit(), benchmark_entry=entry["name"])  # which code made it
-    method.synthetic_.save(out_dir / entry["name"])  # the last seed's set
-    method.synthetic_.save_grid(out_dir / f"{entry['name']}.png")
-    seeds_arg = f" --seeds {' '.join(map(str, seeds))}" if len(seeds) > 1 and not entry.get("seeds") else ""
+    last = [run.pop("method_obj", None) for run in per_seed][-1]
+    if last is not None:
+        last_set = last.synthetic_
+        last_set.meta.update(commit=git_commit(), benchmark_entry=entry["name"])  # which code made it
+        last_set.save(out / "sets" / entry["name"])  # the last seed's set
+        last_set.save_grid(out / "sets" / f"{entry['name']}.png")
+    ev_cfg = entry.get("eval", {})
     return {
         "name": entry["name"], "profile": profile, "entry": entry, "seeds": seeds,
-        "dataset": data.name, "source": data.source, "method": entry["method"], "ipc": entry["ipc"],
-        "results": pool_seeds(per_seed), "per_seed": per_seed, "extra": extra,
-        "final_loss": per_seed[-1]["final_loss"],
-        "paper": entry.get("paper"), "paper_random": entry.get("paper_random"),
-        "command": f"python benchmarks/run.py --profile {profile} --only {entry['name']}{seeds_arg}",
-        "versions": versions(), "hardware": hardware(),
-        "distill_seconds": distill_s, "wall_seconds": time.perf_counter() - t_start, "commit": git_commit(),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_gpu_mib": peak_gpu,
+        "dataset": data.name, "source": data.source, "method": entry["method"], "ipc": entry.get("ipc"),
+        "label_kind": per_seed[0].get("label_kind", "hard"), "loss": per_seed[0].get("loss", "ce"),
+        "results": pool_seeds(per_seed, "results"),
+        "budget": {n: pool_seeds([{"r": r["budget"][n]} for r in per_seed], "r") for n in per_seed[0].get("budget", {})},
+        "hard_label": pool_seeds(per_seed, "hard_label") if "hard_label" in per_seed[0] else None,
+        "other_augment": ({"augment": per_seed[0]["other_augment"]["augment"],
+                           **pool_seeds([{"r": {k: v for k, v in r["other_augment"].items() if k != "augment"}}
+                                         for r in per_seed], "r")} if "other_augment" in per_seed[0] else None),
+        "per_seed": per_seed, "extra": extra, "final_loss": per_seed[-1].get("final_loss"),
+        "paper": entry.get("paper"), "paper_random": entry.get("paper_random"), "paper_budget": entry.get("paper_budget"),
+        "command": command or f"python benchmarks/run.py --profile {profile} --only {entry['name']}",
+        "versions": versions(), "hardware": hardware(threads), "device": str(device or "auto"),
+        "precision": {"distill": entry.get("params", {}).get("precision", "auto"),
+                      "evaluate": ev_cfg.get("precision", "auto"), "resolved_on": "cpu" if not torch.cuda.is_available() else "cuda"},
+        "data_sha256": data_checksums(data), "data_root": data_root(),
+        "distill_seconds": sum(r.get("distill_seconds", 0.0) for r in per_seed),
+        "wall_seconds": time.perf_counter() - t_start, "commit": git_commit(), "dirty": dirty,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d"),
     }
 
 
-def pool_seeds(per_seed: list[dict]) -> dict:
+def pool_seeds(per_seed: list[dict], key: str = "results") -> dict:
     """{label: {model: {accuracies, mean, std, seed_means, seed_std}}} over all (seed, network) pairs.
 
     ``std`` is the sample standard deviation (ddof 1) over every network of every seed; ``seed_std`` that of
@@ -135,7 +236,7 @@ def pool_seeds(per_seed: list[dict]) -> dict:
     """
     pooled: dict = {}
     for run in per_seed:
-        for label, by_model in run["results"].items():
+        for label, by_model in run[key].items():
             for model, r in by_model.items():
                 p = pooled.setdefault(label, {}).setdefault(model, {**r, "accuracies": [], "seed_means": []})
                 p["accuracies"] += r["accuracies"]
@@ -199,33 +300,90 @@ def speed_section() -> list[str]:
     return lines
 
 
+def command_line(profile: str, name: str, seeds: list[int] | None, threads: int) -> str:
+    seeds_arg = f" --seeds {' '.join(map(str, seeds))}" if seeds else ""
+    return f"python benchmarks/run.py --profile {profile} --only {name}{seeds_arg} --threads {threads}"
+
+
+def check(name: str, tolerance: float | None) -> int:
+    """Re-run the committed record ``name`` at HEAD and compare every network's accuracy with it."""
+    import tempfile
+
+    import torch
+
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"no committed record {path}; --check takes a name from benchmarks/results/")
+    old = json.loads(path.read_text())
+    threads = old["hardware"].get("torch_threads") or 1
+    same_env = (old["versions"]["torch"] == torch.__version__ and old["hardware"]["cpu_count"] == os.cpu_count()
+                and old["hardware"].get("gpu") == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None))
+    if tolerance is None:  # bit-identical is what the code promises on the same software, threads and hardware
+        tolerance = 0.0 if same_env else 1.0
+    with tempfile.TemporaryDirectory() as tmp:
+        rc = subprocess.call([sys.executable, __file__, "--profile", old["profile"], "--only", name, "--seeds",
+                              *map(str, old["seeds"]), "--threads", str(threads), "--in-process", "--out", tmp])
+        if rc:
+            return rc
+        new = json.loads((Path(tmp) / f"{name}.json").read_text())
+    worst = 0.0
+    print(f"check {name}: committed at {old.get('commit')}, re-run at {new.get('commit')}; tolerance {tolerance} "
+          f"points per network ({'same' if same_env else 'different'} torch/hardware, {threads} thread(s))")
+    for label, by_model in old["results"].items():
+        for model, r in by_model.items():
+            now = new["results"].get(label, {}).get(model)
+            if now is None or len(now["accuracies"]) != len(r["accuracies"]):
+                print(f"  {label} {model}: missing or a different number of networks in the re-run")
+                return 1
+            diff = max(abs(a - b) for a, b in zip(r["accuracies"], now["accuracies"]))
+            worst = max(worst, diff)
+            print(f"  {label} {model}: committed {r['mean']:.2f} ± {r['std']:.2f}, now {now['mean']:.2f} ± "
+                  f"{now['std']:.2f}; largest per-network difference {diff:.2f}")
+    ok = worst <= tolerance
+    print(f"check {name}: {'reproduced' if ok else 'NOT reproduced'} (largest difference {worst:.2f} vs {tolerance})")
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--only", nargs="+", default=None, help="entry names")
     p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="distillation seeds (default: the entry's)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (recorded; results depend on it)")
+    p.add_argument("--check", metavar="NAME", help="re-run a committed record and compare with it")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="--check: allowed per-network difference in points (default 0 on the record's software "
+                        "and hardware, else 1)")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=str(RESULTS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.report:
         print(f"wrote {write_report()}")
         return 0
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.check:
+        return check(args.check, args.tolerance)
     entries = [e for e in load_profile(args.profile) if args.only is None or e["name"] in args.only]
     if args.only and len(entries) != len(args.only):
         known = [e["name"] for e in load_profile(args.profile)]
         raise SystemExit(f"unknown entry in {args.only}; known: {', '.join(known)}")
     if args.in_process:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         for e in entries:
-            res = run_entry(e, args.profile, args.seeds)
-            (RESULTS / f"{e['name']}.json").write_text(json.dumps(res, indent=2, default=str))
+            cmd = command_line(args.profile, e["name"], args.seeds, args.threads)
+            res = run_entry(e, args.profile, args.seeds, args.threads, cmd, out)
+            (out / f"{e['name']}.json").write_text(json.dumps(res, indent=2, default=str))
             print(f"[{e['name']}] wrote results ({res['wall_seconds']:.0f} s)", flush=True)
         return 0
     failed = []
     for e in entries:  # one process per entry: its own wall time and peak memory
         seeds = ["--seeds", *map(str, args.seeds)] if args.seeds else []
         rc = subprocess.call([sys.executable, __file__, "--profile", args.profile, "--only", e["name"], *seeds,
-                              "--in-process"])
+                              "--threads", str(args.threads), "--in-process"])
         if rc:
             failed.append(e["name"])
     print(f"wrote {write_report()}")

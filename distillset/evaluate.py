@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -42,6 +43,7 @@ class EvalResult:
     dataset: str = ""
     source: str = ""
     precision: str = "fp32"
+    loss: str = "ce"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -161,7 +163,10 @@ class Evaluator:
         DSA strategy applied per image during training; ``"auto"`` = the data set's default strategy,
         ``None``/``"none"`` = no augmentation.
     lr, batch_size, momentum, weight_decay : protocol SGD settings (0.01, 256, 0.9, 5e-4).
-    loss : {"ce", "mse"}
+    loss : {"ce", "mse"} or None, default=None
+        None trains on each set with the loss its labels need (``SyntheticSet.loss``: cross-entropy for hard
+        and soft labels, MSE for learned ones such as LS / KIP labels); a value overrides that, with a
+        warning when it differs (MSE on hard labels regresses onto centred one-hot targets).
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Arithmetic of training and testing (``distillset.precision``); weights stay float32.
     random_state : int, Generator or None, default=0
@@ -191,7 +196,7 @@ class Evaluator:
         "batch_size": [Interval(int, 1)],
         "momentum": [Interval(float, 0, 1)],
         "weight_decay": [Interval(float, 0)],
-        "loss": [Options(("ce", "mse"))],
+        "loss": [None, Options(("ce", "mse"))],
         "augment": [None, Instance((str,))],
         "models": [Instance((str, dict, list, tuple))],
         "precision": [Options(PRECISIONS)],
@@ -200,7 +205,7 @@ class Evaluator:
     }
 
     def __init__(self, models: str | Sequence[str] = "convnet", *, n_models=5, epochs=1000, augment="auto",
-                 lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, loss="ce", precision="auto",
+                 lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, loss=None, precision="auto",
                  random_state=0, device=None, workers=None, progress=False):
         self.models = models
         self.n_models = n_models
@@ -231,8 +236,9 @@ class Evaluator:
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         device = resolve_device(self.device)
         root = resolve_seed(self.random_state)
+        loss = self._loss(synthetic)
         x_syn, y_syn = synthetic.images.to(device).float(), synthetic.labels.to(device)
-        if self.loss == "mse" and y_syn.dim() == 1:  # hard labels -> centred one-hot regression targets (KIP/LS)
+        if loss == "mse" and y_syn.dim() == 1:  # hard labels -> centred one-hot regression targets (KIP/LS)
             y_syn = F.one_hot(y_syn, data.num_classes).float() - 1.0 / data.num_classes
         x_syn, x_test = self._preprocess(synthetic, data, x_syn, device)
         y_test = data.test.labels.to(device)
@@ -244,7 +250,7 @@ class Evaluator:
             net, stream_seed = job
             train_network(net, x_syn, y_syn, epochs=self.epochs, generator=make_generator(stream_seed, device),
                           lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
-                          weight_decay=self.weight_decay, augment=strategy, loss=self.loss, precision=precision)
+                          weight_decay=self.weight_decay, augment=strategy, loss=loss, precision=precision)
             return test_accuracy(net, x_test, y_test, precision=precision)
 
         results = {}
@@ -256,8 +262,16 @@ class Evaluator:
             accs = self._map(train_and_test, [(net, stream) for net, (_, stream) in zip(nets, seeds)], device)
             name = model_spec_name(spec)
             results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0,
-                                       dataset=data.name, source=data.source, precision=precision)
+                                       dataset=data.name, source=data.source, precision=precision, loss=loss)
         return results
+
+    def _loss(self, synthetic: SyntheticSet) -> str:
+        """The set's own loss unless ``loss`` overrides it (with a warning when they differ)."""
+        if self.loss is None or self.loss == synthetic.loss:
+            return synthetic.loss
+        warnings.warn(f"Training with loss={self.loss!r} on a set whose {synthetic.label_kind} labels are meant for "
+                      f"loss={synthetic.loss!r}; leave loss unset to use the set's own.", stacklevel=3)
+        return self.loss
 
     def _map(self, fn, jobs: list, device: torch.device) -> list[float]:
         """``[fn(job) for job in jobs]``; on CPU several at once, one torch thread each."""

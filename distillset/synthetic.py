@@ -18,6 +18,18 @@ from ._io import atomic_save, atomic_write
 from .errors import CorruptFileError, InvalidParameterError, MissingDataError
 
 
+LABEL_KINDS = {"hard": "ce", "soft": "ce", "learned": "mse"}  # label kind -> the loss a network trains with
+
+
+def infer_label_kind(labels: torch.Tensor) -> str:
+    """``"hard"`` for (N,) indices; for (N, K) floats ``"soft"`` when each row is a distribution, else ``"learned"``."""
+    if labels.dim() == 1:
+        return "hard"
+    y = labels.detach().float()
+    is_distribution = bool((y >= 0).all()) and bool(torch.allclose(y.sum(1), torch.ones(len(y), device=y.device), atol=1e-3))
+    return "soft" if is_distribution else "learned"
+
+
 def _stem(path: str | Path) -> Path:
     """``out/set``, ``out/set.json`` and ``out/set.safetensors`` all name the same pair of files."""
     p = Path(path)
@@ -34,6 +46,10 @@ class SyntheticSet:
         Normalised float images (the space the networks see).
     labels : Tensor
         Hard int64 labels (N,) or soft / regression float targets (N, num_classes).
+        Their kind (:attr:`label_kind`) says how a network must be trained on them (:attr:`loss`):
+        ``"hard"`` class indices and ``"soft"`` probability rows train with cross-entropy; ``"learned"``
+        regression targets (KIP's learned labels, LS's solved labels: centred one-hot space, rows sum to
+        about 0) train with mean squared error. Methods record both in ``meta``.
     meta : dict
         Data set description (``ImageDataset.meta()``: name, source, mean, std, classes, image shape) plus
         method, hyper-parameters, seed and package version.
@@ -98,6 +114,13 @@ class SyntheticSet:
                     isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
                 raise InvalidParameterError(f"The metadata's {key!r} must list one finite number per channel ({c}). "
                                             f"Got {value!r}.")
+        kind, loss = self.meta.get("label_kind"), self.meta.get("loss")
+        if kind is not None and (kind not in LABEL_KINDS or (kind == "hard") != (y.dim() == 1)):
+            raise InvalidParameterError(f"The metadata's 'label_kind' is {kind!r}, which does not fit labels of shape "
+                                        f"{tuple(y.shape)}: use 'hard' for (N,) class indices, 'soft' or 'learned' "
+                                        "for (N, num_classes) float labels.")
+        if loss is not None and loss not in ("ce", "mse"):
+            raise InvalidParameterError(f"The metadata's 'loss' must be 'ce' or 'mse'. Got {loss!r}.")
         classes = self.meta.get("classes")
         if classes is not None and (not isinstance(classes, list) or (k is not None and len(classes) != k)):
             raise InvalidParameterError(f"The metadata's 'classes' must list {k} class names. Got {classes!r}.")
@@ -130,6 +153,20 @@ class SyntheticSet:
     def hard_labels(self) -> torch.Tensor:
         """Int64 labels (argmax of soft labels)."""
         return self.labels if self.labels.dim() == 1 else self.labels.argmax(1)
+
+    @property
+    def label_kind(self) -> str:
+        """``"hard"``, ``"soft"`` or ``"learned"``: as recorded, else read off the labels (see the class doc).
+
+        >>> SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([[0.9, -0.9], [-0.9, 0.9]])).label_kind
+        'learned'
+        """
+        return self.meta.get("label_kind") or infer_label_kind(self.labels)
+
+    @property
+    def loss(self) -> str:
+        """The loss a network must be trained with on these labels: as recorded, else by :attr:`label_kind`."""
+        return self.meta.get("loss") or LABEL_KINDS[self.label_kind]
 
     @property
     def ipc(self) -> int:

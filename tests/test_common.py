@@ -125,7 +125,7 @@ def test_loaded_dataset_contract(digits, device):
 # small, fast settings per method (digits); a new method adds a line here
 FAST = {
     "dm": dict(batch_real=16),
-    "random": {}, "herding": {}, "kcenter": {},
+    "random": {}, "herding": dict(features="pixels"), "kcenter": dict(features="pixels"),
     "dc": dict(batch_real=16),
     "dsa": dict(batch_real=16),
     "dd": dict(steps=1, epochs=2, batch_real=6),

@@ -26,7 +26,8 @@ def test_deterministic_and_augmented(digits):
 
 def test_one_hot_soft_labels_train_like_hard_labels(digits):
     syn = RandomSubset(ipc=2, random_state=0).fit(digits).synthetic_
-    soft = SyntheticSet(syn.images, torch.nn.functional.one_hot(syn.labels, 10).float(), syn.meta)
+    soft = SyntheticSet(syn.images, torch.nn.functional.one_hot(syn.labels, 10).float(),
+                        {**syn.meta, "label_kind": "soft", "loss": "ce"})
     ev = Evaluator(n_models=2, epochs=3, augment=None, device="cpu")
     assert ev.score(soft, digits)["convnet"].accuracies == ev.score(syn, digits)["convnet"].accuracies
 
@@ -42,9 +43,12 @@ def test_errors(digits):
 
 def test_mse_turns_hard_labels_into_centred_one_hot_targets(digits):
     syn = RandomSubset(ipc=2, random_state=0).fit(digits).synthetic_
-    centred = SyntheticSet(syn.images, torch.nn.functional.one_hot(syn.labels, 10).float() - 0.1, syn.meta)
+    centred = SyntheticSet(syn.images, torch.nn.functional.one_hot(syn.labels, 10).float() - 0.1,
+                           {**syn.meta, "label_kind": "learned", "loss": "mse"})
     ev = Evaluator(n_models=2, epochs=3, augment=None, loss="mse", device="cpu")
-    assert ev.score(syn, digits)["convnet"].accuracies == ev.score(centred, digits)["convnet"].accuracies
+    with pytest.warns(UserWarning, match="hard labels are meant for loss='ce'"):
+        hard = ev.score(syn, digits)["convnet"].accuracies
+    assert hard == ev.score(centred, digits)["convnet"].accuracies
 
 
 def test_models_may_be_specs_keyed_by_their_canonical_string(digits):

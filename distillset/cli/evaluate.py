@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--runs", type=int, default=None, help="networks per architecture (default: from --preset)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: from --preset)")
     p.add_argument("--augment", default="auto", help="DSA strategy during training ('auto', 'none', or a strategy)")
-    p.add_argument("--loss", choices=["ce", "mse"], default="ce")
+    p.add_argument("--loss", choices=["ce", "mse"], default=None,
+                   help="training loss (default: the one the set's labels need, as recorded in the set; "
+                        "a different value warns)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default=None)
@@ -58,7 +60,9 @@ def run(args) -> int:
     print(f"evaluating {args.path}: {runs} x {', '.join(args.models)} trained {epochs} epochs each", flush=True)
     results = ev.score(syn, data)
     label = f"{syn.meta.get('method', '?')} ipc {syn.ipc}"
-    print(f"{data.name} ({data.source}): test accuracy (%), {epochs} epochs, augment={ev._strategy(data.name)}")
+    loss = next(iter(results.values())).loss
+    print(f"{data.name} ({data.source}): test accuracy (%), {epochs} epochs, augment={ev._strategy(data.name)}, "
+          f"loss={loss} ({syn.label_kind} labels)")
     print(format_table(result_rows(label, results), ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
     if args.json:
         atomic_write(args.json, json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))

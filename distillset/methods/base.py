@@ -42,7 +42,7 @@ from ..data.real import RealData
 from ..errors import CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError
 from ..models import MODELS, canonical_model_name, get_model
 from ..cache import cached, fingerprint
-from ..synthetic import SyntheticSet
+from ..synthetic import LABEL_KINDS, SyntheticSet, infer_label_kind
 from ..utils import (Instance, Interval, derive_seed, make_generator, resolve_device, resolve_seed,
                      validate_params)
 
@@ -317,7 +317,7 @@ class DistillMethod:
                 "(distillset list models).") from None
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, data: ImageDataset, *, resume: bool = False, callback=None) -> "DistillMethod":
+    def fit(self, data: ImageDataset, *, resume: bool = False, callback=None, snapshots=()) -> "DistillMethod":
         """Distill ``data`` (its training split) into ``self.synthetic_``.
 
         Parameters
@@ -328,6 +328,10 @@ class DistillMethod:
             on the same device).
         callback : callable, optional
             ``callback(method, it, losses)`` after each iteration (tests use it to simulate interruptions).
+        snapshots : iterable of int, optional
+            Iteration counts at which to keep a copy of the set in ``self.snapshots_`` ({count: SyntheticSet}):
+            the accuracy-vs-budget curve of one run. With a constant learning rate the snapshot at ``n`` is the
+            set a run of ``n`` iterations makes (same seed), bit for bit.
 
         Returns
         -------
@@ -352,7 +356,8 @@ class DistillMethod:
         if record is not None:
             self._load_checkpoint(state, ckpt_dir / CHECKPOINT, record)
         t0 = time.perf_counter()
-        self._run_loop(state, ckpt_dir, callback)
+        self.snapshots_ = {}
+        self._run_loop(state, ckpt_dir, callback, {int(n) for n in snapshots})
         if ckpt_dir is not None:
             self._save_checkpoint(state, ckpt_dir)
         self.history_ = state.history
@@ -360,7 +365,7 @@ class DistillMethod:
         self.synthetic_ = self._build_synthetic(state)
         return self
 
-    def _run_loop(self, state: State, ckpt_dir: Path | None, callback) -> None:
+    def _run_loop(self, state: State, ckpt_dir: Path | None, callback, snapshots: set[int]) -> None:
         # note for methods: anything drawn from state.generator must be drawn inside _step or _init_state,
         # never lazily into state.cache, or resume stops being bit-identical
         from tqdm.auto import tqdm
@@ -381,6 +386,8 @@ class DistillMethod:
                 self._flush_logs(state, pending, bar)  # also checks the state: a diverged one is never saved
                 pending = []
                 self._save_checkpoint(state, ckpt_dir)
+            if state.iteration in snapshots:
+                self.snapshots_[state.iteration] = self._build_synthetic(state)
             if callback is not None:
                 callback(self, it, losses)
         bar.close()
@@ -452,8 +459,11 @@ class DistillMethod:
             "torch": torch.__version__,
             "device": str(state.device),
         }
+        meta["label_kind"] = infer_label_kind(labels)
+        meta["loss"] = LABEL_KINDS[meta["label_kind"]]  # what a network trained on the set must minimise
         extra = {k[len("extra."):]: v.detach() for k, v in state.tensors.items() if k.startswith("extra.")}
-        return SyntheticSet(images.detach().cpu(), labels.detach().cpu(), meta,
+        # copies, never views of the learnable tensors: the run may go on updating them in place (snapshots)
+        return SyntheticSet(images.detach().cpu().clone(), labels.detach().cpu().clone(), meta,
                             None if lrs is None else lrs.detach().cpu(), {k: v.cpu() for k, v in extra.items()})
 
     # ------------------------------------------------------------------ checkpoints

@@ -3,16 +3,19 @@
 They share the method interface (``fit(data).synthetic_``) and are evaluated with the same protocol,
 so a distilled set is always compared against a baseline trained the same way.
 
-Features for herding / k-center: ``features="pixels"`` (normalised pixels) or the name of a
-registered model whose embedding of a *randomly initialised* network is used (``feature_epochs=0``)
-or of one trained on the real training set for ``feature_epochs`` epochs (the usual choice in the
-literature is a trained ConvNet; it costs a training run, so the default is pixels).
+Features for herding / k-center, as in the papers (DC, DM): the embedding of a ConvNet trained on
+the real training set (``features="convnet"``, ``feature_epochs`` epochs of the evaluation protocol's
+SGD recipe; 0 = a randomly initialised network), or ``features="pixels"`` (normalised pixels, no
+training: fast, and the seed plays no part).
 """
 from __future__ import annotations
 
 import torch
 
-from ..utils import Instance, Interval, draw_seed
+from .._registry import parse_spec
+from ..models import MODELS, canonical_model_name
+from ..precision import PRECISIONS, chunk_size, frozen_embed, precision_name, resolve_precision
+from ..utils import Instance, Interval, Options, draw_seed
 from .base import DistillMethod, RealData, State, register_method
 from .common import class_labels
 
@@ -23,22 +26,26 @@ class _Selection(DistillMethod):
     Parameters
     ----------
     ipc : int, default=10
-    features : str, default="pixels"
+    features : str, default="convnet"
         ``"pixels"`` or a registered model name whose embedding is the feature space.
-    feature_epochs : int, default=0
+    feature_epochs : int, default=5
         Epochs of training that feature model on the real training set first (0 = random network).
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Arithmetic of the feature network's training and embedding (``distillset.precision``).
     model, random_state, device, iterations, checkpoint_dir, checkpoint_every, log_every, progress :
         see ``DistillMethod``; ``iterations`` stays 0.
     """
 
     _parameter_constraints = {"features": [Instance((str,))], "feature_epochs": [Interval(int, 0)],
-                              "iterations": [Interval(int, 0, 0)]}
+                              "iterations": [Interval(int, 0, 0)], "precision": [Options(PRECISIONS)]}
 
-    def __init__(self, ipc=10, *, features="pixels", feature_epochs=0, model="convnet", random_state=None,
-                 device=None, iterations=0, checkpoint_dir=None, checkpoint_every=None, log_every=1, progress=False):
+    def __init__(self, ipc=10, *, features="convnet", feature_epochs=5, precision="auto", model="convnet",
+                 random_state=None, device=None, iterations=0, checkpoint_dir=None, checkpoint_every=None, log_every=1,
+                 progress=False):
         self.ipc = ipc
         self.features = features
         self.feature_epochs = feature_epochs
+        self.precision = precision
         self.model = model
         self.random_state = random_state
         self.device = device
@@ -47,6 +54,11 @@ class _Selection(DistillMethod):
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
         self.progress = progress
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.features != "pixels":  # an unknown feature model lists close matches before any work
+            MODELS.get(canonical_model_name(parse_spec(self.features, "features")[0]))
 
     def _select(self, feats: torch.Tensor, ipc: int, generator: torch.Generator) -> torch.Tensor:
         """Indices (ipc,) into ``feats`` (n, d) of one class."""
@@ -67,13 +79,15 @@ class _Selection(DistillMethod):
         from ..evaluate import train_network
         from ..models import get_model
 
+        images = real.images
         net = get_model(self.features, data.image_shape, data.num_classes, seed=draw_seed(generator),
-                        device=real.images.device)
+                        device=images.device)
+        dtype = resolve_precision(self.precision, images.device)
         if self.feature_epochs:
-            train_network(net, real.images, real.labels, epochs=self.feature_epochs, generator=generator)
+            train_network(net, images, real.labels, epochs=self.feature_epochs, generator=generator,
+                          precision=precision_name(dtype))
         net.eval()
-        with torch.no_grad():
-            return torch.cat([net.embed(b) for b in real.images.split(1024)])
+        return frozen_embed(net, images, dtype=dtype, chunk=chunk_size(tuple(images.shape[1:])))
 
     def _step(self, state: State, it: int):  # selection happens in _init_state
         return {}
@@ -113,8 +127,8 @@ class Herding(_Selection):
     Parameters
     ----------
     ipc : int, default=10
-    features : str, default="pixels"
-    feature_epochs : int, default=0
+    features : str, default="convnet"
+    feature_epochs : int, default=5
     Other parameters as ``_Selection``.
     """
 
@@ -143,8 +157,8 @@ class KCenter(_Selection):
     Parameters
     ----------
     ipc : int, default=10
-    features : str, default="pixels"
-    feature_epochs : int, default=0
+    features : str, default="convnet"
+    feature_epochs : int, default=5
     Other parameters as ``_Selection``.
     """
 

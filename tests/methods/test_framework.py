@@ -140,3 +140,15 @@ def test_the_loop_resumes_every_optimizer_and_schedule(digits, tmp_path):
     resumed = TwoOptimizers(**kw, checkpoint_dir=str(tmp_path), checkpoint_every=2).fit(digits, resume=True)
     assert straight.history_["loss"] == resumed.history_["loss"]
     assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
+
+
+@pytest.mark.parametrize("name", ["dm", "dc"])
+def test_a_snapshot_is_the_set_a_shorter_run_makes(digits, name):
+    """The budget sweep's premise: with a constant lr, the set after n iterations of a long run is an n-iteration run's."""
+    params = dict(ipc=1, random_state=3, device="cpu", progress=False, batch_real=8)
+    long = get_method(name, iterations=4, **params).fit(digits, snapshots=[2, 4])
+    short = get_method(name, iterations=2, **params).fit(digits)
+    assert sorted(long.snapshots_) == [2, 4]
+    assert torch.equal(long.snapshots_[2].images, short.synthetic_.images)
+    assert torch.equal(long.snapshots_[4].images, long.synthetic_.images)
+    assert not torch.equal(long.snapshots_[2].images, long.synthetic_.images)  # a copy, not a view of the run's tensor

@@ -1,0 +1,48 @@
+"""The benchmark runner's promises: independent random streams, records that say what made them."""
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import run  # noqa: E402
+
+from distillset import Evaluator, get_method  # noqa: E402
+from distillset.evaluate import network_seeds  # noqa: E402
+from distillset.models import get_model  # noqa: E402
+from distillset.utils import make_generator  # noqa: E402
+
+
+def test_stages_get_distinct_seeds():
+    seeds = [run.stream_seeds(root, ["random", "herding"]) for root in range(3)]
+    every = [v for s in seeds for v in s.values()]
+    assert len(set(every)) == len(every)
+    assert seeds[0] == run.stream_seeds(0, ["random", "herding"])  # a root seed fixes them all
+
+
+def test_evaluation_networks_share_no_draws_with_distillation(digits):
+    """DD's images are normal draws from the distillation stream; no evaluation network may start from them."""
+    streams = run.stream_seeds(0, ["random"])
+    method = get_method("dd", ipc=1, iterations=0, random_state=streams["distill"], device="cpu", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # iterations=0 warns that it returns the initialisation: wanted here
+        syn = method.fit(digits).synthetic_.images.flatten()
+    draws = torch.randn(100_000, generator=make_generator(streams["distill"]))  # the stream's first draws
+    assert torch.isin(syn, draws).all()  # the test can fail: the set is made of this stream's numbers
+    ev = Evaluator(n_models=5, random_state=streams["evaluate"])
+    assert streams["distill"] not in {s for pair in network_seeds(ev.random_state, 0, ev.n_models) for s in pair}
+    for init_seed, train_seed in network_seeds(ev.random_state, 0, ev.n_models):
+        weights = torch.cat([p.flatten() for p in get_model("convnet", digits.image_shape, 10, seed=init_seed).parameters()])
+        # float32 values collide by chance (about 1 in 1000 here); a shared stream would match them all
+        assert torch.isin(weights, syn).float().mean() < 0.01
+        order = torch.randperm(50, generator=make_generator(train_seed))
+        assert not torch.equal(order, torch.randperm(50, generator=make_generator(streams["distill"])))
+
+
+def test_random_baseline_is_not_the_methods_initialisation(digits):
+    streams = run.stream_seeds(0, ["random"])
+    dm = get_method("dm", ipc=2, iterations=0, random_state=streams["distill"], device="cpu", progress=False)
+    rnd = get_method("random", ipc=2, random_state=streams["baseline/random"], device="cpu")
+    assert not torch.equal(dm.fit(digits).synthetic_.images, rnd.fit(digits).synthetic_.images)
