@@ -76,13 +76,15 @@ def train_network(
     loss: str = "ce",
     precision: str = "fp32",
     lr_decay: bool = True,
+    on_epoch=None,
 ) -> torch.nn.Module:
     """Train ``net`` in place with the protocol's SGD recipe (lr x0.1 at half the epochs).
 
     ``targets`` are int64 class labels or float soft targets (N, C); ``loss`` is ``"ce"`` (cross-entropy,
     soft targets allowed) or ``"mse"`` (regression onto the targets, for kernel-method labels).
     ``precision`` (``distillset.precision``) sets the arithmetic of the passes; weights stay float32.
-    ``lr_decay=False`` keeps the lr constant (DC's inner loop).
+    ``lr_decay=False`` keeps the lr constant (DC's inner loop). ``on_epoch(epoch)`` is called after each
+    epoch (1-based), e.g. to keep the checkpoint that does best on a validation split.
     """
     from .augment import augment as dsa
 
@@ -93,7 +95,7 @@ def train_network(
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
     n = images.shape[0]
     net.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         perm = torch.randperm(n, generator=generator, device=generator.device).to(images.device)
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]
@@ -107,6 +109,8 @@ def train_network(
             batch_loss.backward()
             opt.step()
         sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     return net
 
 
@@ -162,13 +166,23 @@ class Evaluator:
     augment : str or None, default="auto"
         DSA strategy applied per image during training; ``"auto"`` = the data set's default strategy,
         ``None``/``"none"`` = no augmentation.
-    lr, batch_size, momentum, weight_decay : protocol SGD settings (0.01, 256, 0.9, 5e-4).
+    lr : float or sequence of float, default=0.01
+        SGD learning rate; several = try each (``n_models`` networks apiece) and keep the one whose networks
+        do best on the validation split (needs ``val_per_class``). Only the kept lr's networks see the test set.
+    batch_size, momentum, weight_decay : protocol SGD settings (256, 0.9, 5e-4).
     loss : {"ce", "mse"} or None, default=None
         None trains on each set with the loss its labels need (``SyntheticSet.loss``: cross-entropy for hard
         and soft labels, MSE for learned ones such as LS / KIP labels); a value overrides that, with a
         warning when it differs (MSE on hard labels regresses onto centred one-hot targets).
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Arithmetic of training and testing (``distillset.precision``); weights stay float32.
+    val_per_class : int or None, default=None
+        Hold out this many training images per class (``ImageDataset.holdout``, seed 0; the data set's own
+        hold-out if it has one) as the validation split every choice is made on. None = the paper protocol:
+        no choices, the test set read once per network after its last epoch.
+    checkpoint : {"last", "best_val"}, default="last"
+        The weights tested: after the last epoch, or those with the best validation accuracy (checked every
+        ``max(1, epochs // 10)`` epochs; needs ``val_per_class``).
     random_state : int, Generator or None, default=0
         Root of the networks' random streams (each network gets its own, see ``network_seeds``).
     device : str or None (auto)
@@ -192,7 +206,9 @@ class Evaluator:
     _parameter_constraints = {
         "n_models": [Interval(int, 1)],
         "epochs": [Interval(int, 0)],
-        "lr": [Interval(float, 0, closed="neither")],
+        "lr": [Interval(float, 0, closed="neither"), Instance((list, tuple))],
+        "val_per_class": [None, Interval(int, 1)],
+        "checkpoint": [Options(("last", "best_val"))],
         "batch_size": [Interval(int, 1)],
         "momentum": [Interval(float, 0, 1)],
         "weight_decay": [Interval(float, 0)],
@@ -206,7 +222,7 @@ class Evaluator:
 
     def __init__(self, models: str | Sequence[str] = "convnet", *, n_models=5, epochs=1000, augment="auto",
                  lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, loss=None, precision="auto",
-                 random_state=0, device=None, workers=None, progress=False):
+                 val_per_class=None, checkpoint="last", random_state=0, device=None, workers=None, progress=False):
         self.models = models
         self.n_models = n_models
         self.epochs = epochs
@@ -217,6 +233,8 @@ class Evaluator:
         self.weight_decay = weight_decay
         self.loss = loss
         self.precision = precision
+        self.val_per_class = val_per_class
+        self.checkpoint = checkpoint
         self.random_state = random_state
         self.device = device
         self.workers = workers
@@ -234,36 +252,71 @@ class Evaluator:
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
+        lrs = [float(v) for v in self.lr] if isinstance(self.lr, (list, tuple)) else [float(self.lr)]
+        if not lrs or min(lrs) <= 0:
+            raise InvalidParameterError(f"The 'lr' parameter of Evaluator must be a float > 0 or a non-empty list of "
+                                        f"them. Got {self.lr!r} instead.")
+        data = self._with_validation(data, len(lrs) > 1 or self.checkpoint == "best_val", synthetic.meta.get("val_per_class"))
         device = resolve_device(self.device)
         root = resolve_seed(self.random_state)
         loss = self._loss(synthetic)
         x_syn, y_syn = synthetic.images.to(device).float(), synthetic.labels.to(device)
         if loss == "mse" and y_syn.dim() == 1:  # hard labels -> centred one-hot regression targets (KIP/LS)
             y_syn = F.one_hot(y_syn, data.num_classes).float() - 1.0 / data.num_classes
-        x_syn, x_test = self._preprocess(synthetic, data, x_syn, device)
+        x_test = self._preprocess(synthetic, data, data.test.images, device)
         y_test = data.test.labels.to(device)
+        val = (self._preprocess(synthetic, data, data.val.images, device), data.val.labels.to(device)) \
+            if data.val is not None else None
         strategy = self._strategy(data.name)
         models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
         precision = precision_name(resolve_precision(self.precision, device))
 
-        def train_and_test(job):
-            net, stream_seed = job
+        def train(job):
+            net, stream_seed, lr = job
+            keep = _BestOnValidation(net, val, precision, self.epochs) if self.checkpoint == "best_val" else None
             train_network(net, x_syn, y_syn, epochs=self.epochs, generator=make_generator(stream_seed, device),
-                          lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
-                          weight_decay=self.weight_decay, augment=strategy, loss=loss, precision=precision)
-            return test_accuracy(net, x_test, y_test, precision=precision)
+                          lr=lr, batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
+                          augment=strategy, loss=loss, precision=precision, on_epoch=keep)
+            if keep is not None:
+                return keep.restore()
+            return net, (test_accuracy(net, *val, precision=precision) if val is not None else None), self.epochs
 
         results = {}
         for m, spec in enumerate(models):
             t0 = time.perf_counter()
             seeds = network_seeds(root, m, self.n_models)
-            # built here, one after another: get_model seeds torch's global RNG, which threads must not share
-            nets = [get_model(spec, data.image_shape, data.num_classes, seed=s, device=device) for s, _ in seeds]
-            accs = self._map(train_and_test, [(net, stream) for net, (_, stream) in zip(nets, seeds)], device)
+            trained = {}
+            for lr in lrs:  # the same initialisations and streams for every lr: a like-for-like choice
+                # built here, one after another: get_model seeds torch's global RNG, which threads must not share
+                nets = [get_model(spec, data.image_shape, data.num_classes, seed=s, device=device) for s, _ in seeds]
+                trained[lr] = self._map(train, [(net, stream, lr) for net, (_, stream) in zip(nets, seeds)], device)
+            lr = max(lrs, key=lambda v: statistics.fmean(t[1] for t in trained[v])) if len(lrs) > 1 else lrs[0]
+            # the test set, once per network of the chosen lr
+            accs = self._map(lambda t: test_accuracy(t[0], x_test, y_test, precision=precision), trained[lr], device)
             name = model_spec_name(spec)
-            results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0,
-                                       dataset=data.name, source=data.source, precision=precision, loss=loss)
+            extra = {} if val is None else {
+                "val_per_class": data.extra.get("val_per_class"), "lr": lr, "checkpoint": self.checkpoint,
+                "val_accuracies": [t[1] for t in trained[lr]], "epochs_kept": [t[2] for t in trained[lr]],
+                "val_mean_by_lr": {str(v): statistics.fmean(t[1] for t in trained[v]) for v in lrs}}
+            results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0, dataset=data.name,
+                                       source=data.source, precision=precision, loss=loss, extra=extra)
         return results
+
+    def _with_validation(self, data: ImageDataset, choices: bool, synthetic_held_out: int | None) -> ImageDataset:
+        """``data`` with its validation split (held out here if ``val_per_class`` asks and data has none)."""
+        if self.val_per_class is not None and data.val is None:
+            data = data.holdout(self.val_per_class)
+        elif self.val_per_class is not None and data.extra.get("val_per_class") != self.val_per_class:
+            raise InvalidParameterError(f"The data set already holds out {data.extra.get('val_per_class')} validation "
+                                        f"images per class but val_per_class={self.val_per_class}; use one hold-out.")
+        if data.val is not None and synthetic_held_out != data.extra.get("val_per_class"):
+            warnings.warn(f"The set was distilled without holding out the {data.extra.get('val_per_class')} validation "
+                          "images per class, so it may contain them and validation accuracy reads high; distil from "
+                          "data.holdout(n) with the same n.", stacklevel=3)
+        if choices and data.val is None:
+            raise InvalidParameterError("Choosing an lr from several, or checkpoint='best_val', needs a validation "
+                                        "split: set val_per_class (the test set is never used for a choice).")
+        return data
 
     def _loss(self, synthetic: SyntheticSet) -> str:
         """The set's own loss unless ``loss`` overrides it (with a warning when they differ)."""
@@ -302,12 +355,37 @@ class Evaluator:
             bar.close()
 
     @staticmethod
-    def _preprocess(synthetic: SyntheticSet, data: ImageDataset, x_syn, device):
-        """Normalise test images the way the synthetic set was made (incl. ZCA when the set carries one)."""
-        x_test = data.normalize(data.test.images.to(device))
+    def _preprocess(synthetic: SyntheticSet, data: ImageDataset, images: torch.Tensor, device) -> torch.Tensor:
+        """Real uint8 images normalised the way the synthetic set was made (incl. ZCA when the set carries one)."""
+        x = data.normalize(images.to(device))
         if "zca" in synthetic.extra:  # (D, D) whitening matrix fit on the training set; the set is already whitened
-            x_test = apply_zca(x_test, synthetic.extra["zca"], synthetic.extra.get("zca_mean"))
-        return x_syn, x_test
+            x = apply_zca(x, synthetic.extra["zca"], synthetic.extra.get("zca_mean"))
+        return x
+
+
+class _BestOnValidation:
+    """``on_epoch`` hook: validation accuracy every ``max(1, epochs // 10)`` epochs and the best weights so far."""
+
+    def __init__(self, net: torch.nn.Module, val, precision: str, epochs: int):
+        self.net, self.val, self.precision, self.epochs = net, val, precision, epochs
+        self.every = max(1, epochs // 10)
+        self.best = (-1.0, 0, None)  # (accuracy, epoch, weights)
+
+    def __call__(self, epoch: int) -> None:
+        if epoch % self.every and epoch != self.epochs:
+            return
+        acc = test_accuracy(self.net, *self.val, precision=self.precision)
+        self.net.train()  # test_accuracy left it in eval mode; training goes on
+        if acc > self.best[0]:
+            self.best = (acc, epoch, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+
+    def restore(self):
+        """(net with the best weights, their validation accuracy, their epoch); an untrained net if epochs = 0."""
+        acc, epoch, state = self.best
+        if state is None:
+            return self.net, test_accuracy(self.net, *self.val, precision=self.precision), 0
+        self.net.load_state_dict(state)
+        return self.net, acc, epoch
 
 
 def evaluate(synthetic: SyntheticSet, data: ImageDataset, **kwargs) -> dict[str, EvalResult]:

@@ -1,4 +1,6 @@
 """The benchmark runner's promises: independent random streams, records that say what made them."""
+import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -6,6 +8,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 
 import run  # noqa: E402
 
@@ -13,6 +16,7 @@ from distillset import Evaluator, get_method  # noqa: E402
 from distillset.evaluate import network_seeds  # noqa: E402
 from distillset.models import get_model  # noqa: E402
 from distillset.utils import make_generator  # noqa: E402
+from dsdata_helpers import require_shared  # noqa: E402
 
 
 def test_stages_get_distinct_seeds():
@@ -46,3 +50,13 @@ def test_random_baseline_is_not_the_methods_initialisation(digits):
     dm = get_method("dm", ipc=2, iterations=0, random_state=streams["distill"], device="cpu", progress=False)
     rnd = get_method("random", ipc=2, random_state=streams["baseline/random"], device="cpu")
     assert not torch.equal(dm.fit(digits).synthetic_.images, rnd.fit(digits).synthetic_.images)
+
+
+def test_a_committed_record_reproduces():
+    """``run.py --check``: the committed LS record re-runs network for network (bit-identical on its software/CPU)."""
+    root = require_shared("mnist")
+    env = {**os.environ, "DISTILLSET_DATA": str(root)}
+    out = subprocess.run([sys.executable, str(Path(run.__file__)), "--check", "check_mnist_ipc1_ls"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "reproduced" in out.stdout

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -56,3 +58,48 @@ def test_models_may_be_specs_keyed_by_their_canonical_string(digits):
     ev = Evaluator([{"name": "convnet", "width": 8, "depth": 2}, "mlp(width=16)"], n_models=1, epochs=1, augment=None,
                    device="cpu")
     assert list(ev.score(syn, digits)) == ["convnet(depth=2, width=8)", "mlp(width=16)"]
+
+
+def test_choices_are_made_on_the_validation_split_never_the_test_set(digits):
+    """The lr and checkpoint picked are the same whatever the test set holds; only the kept networks are tested."""
+    data = digits.holdout(10)
+    syn = RandomSubset(ipc=2, random_state=0).fit(data).synthetic_
+    assert syn.meta["val_per_class"] == 10
+    ev = Evaluator(n_models=2, epochs=6, lr=[0.001, 0.05], checkpoint="best_val", augment=None, device="cpu")
+    scrambled = dataclasses.replace(data, test=type(data.test)(data.test.images, data.test.labels.roll(1)))
+    a, b = ev.score(syn, data)["convnet"], ev.score(syn, scrambled)["convnet"]
+    assert a.extra == b.extra and a.extra["lr"] in (0.001, 0.05) and a.extra["val_per_class"] == 10
+    assert set(a.extra["val_mean_by_lr"]) == {"0.001", "0.05"} and len(a.extra["epochs_kept"]) == 2
+    assert a.accuracies != b.accuracies  # the test set is read, for the final number only
+
+
+def test_a_choice_without_a_validation_split_is_refused(digits):
+    syn = RandomSubset(ipc=1, random_state=0).fit(digits).synthetic_
+    for kw in ({"lr": [0.01, 0.1]}, {"checkpoint": "best_val"}):
+        with pytest.raises(InvalidParameterError, match="needs a validation split: set val_per_class"):
+            Evaluator(n_models=1, epochs=1, **kw).score(syn, digits)
+    with pytest.warns(UserWarning, match="distilled without holding out"):
+        Evaluator(n_models=1, epochs=1, val_per_class=5, checkpoint="best_val").score(syn, digits)
+
+
+def test_holdout_is_class_balanced_disjoint_and_fixed(digits):
+    a, b = digits.holdout(7), digits.holdout(7)
+    assert torch.equal(a.val.images, b.val.images) and a.class_counts("val").tolist() == [7] * 10
+    assert len(a.train) + len(a.val) == len(digits.train)
+    assert not torch.equal(digits.holdout(7, seed=1).val.images, a.val.images)
+    with pytest.raises(InvalidParameterError, match="val_per_class must be an int"):
+        digits.holdout(0)
+
+
+def test_learned_labels_train_with_mse_by_default(digits):
+    """An LS set is trained with its recorded loss, MSE; forcing cross-entropy warns and scores lower on digits."""
+    from distillset.methods import get_method
+
+    syn = get_method("ls", ipc=1, random_state=0, device="cpu", progress=False).fit(digits).synthetic_
+    assert (syn.label_kind, syn.loss) == ("learned", "mse")
+    ev = Evaluator(n_models=2, epochs=100, augment=None, device="cpu")
+    own = ev.score(syn, digits)["convnet"]
+    assert own.loss == "mse"
+    with pytest.warns(UserWarning, match="learned labels are meant for loss='mse'"):
+        forced = Evaluator(n_models=2, epochs=100, augment=None, device="cpu", loss="ce").score(syn, digits)["convnet"]
+    assert own.mean > forced.mean + 10

@@ -7,6 +7,7 @@ data set's spec only, so data and models can't disagree.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Callable
 import torch
 
 from .._registry import Registry
+from ..errors import InvalidParameterError
 
 
 @dataclass
@@ -137,6 +139,8 @@ class ImageDataset:
         Per-channel normalisation constants for pixels in [0, 1].
     source : str
         Provenance label carried into every result (e.g. the JPEG copy of CIFAR-10).
+    val : Split or None
+        Validation images held out of the training split by :meth:`holdout` (None: no hold-out).
     """
 
     name: str
@@ -148,6 +152,7 @@ class ImageDataset:
     source: str = ""
     root: str | None = None
     extra: dict = field(default_factory=dict)
+    val: Split | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -168,6 +173,37 @@ class ImageDataset:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x * std + mean).clamp(0, 1)
+
+    def holdout(self, val_per_class: int, seed: int = 0) -> "ImageDataset":
+        """A copy whose training split lacks ``val_per_class`` images of each class, which become ``val``.
+
+        The choice depends only on the training labels, ``val_per_class`` and ``seed``, so a method and an
+        evaluator that hold out the same number get the same split: the validation images are never
+        distilled from, and choices made on them (learning rate, epochs, checkpoint) never see the test set.
+
+        >>> from distillset.data import load_dataset
+        >>> d = load_dataset("digits").holdout(5)
+        >>> len(d.val), int(d.class_counts("val").min()), len(d.train) + len(d.val) == len(load_dataset("digits").train)
+        (50, 5, True)
+        """
+        if self.val is not None:
+            raise InvalidParameterError(f"Data set {self.name!r} already holds out {len(self.val)} validation images; "
+                                        "call holdout once, on the loaded data set.")
+        counts = self.class_counts()
+        if not isinstance(val_per_class, int) or isinstance(val_per_class, bool) or not 1 <= val_per_class < int(counts.min()):
+            raise InvalidParameterError(f"val_per_class must be an int in [1, {int(counts.min()) - 1}] for {self.name!r} "
+                                        f"(its smallest class has {int(counts.min())} training images). Got {val_per_class!r}.")
+        g = torch.Generator().manual_seed(int(seed))
+        labels = self.train.labels
+        keys = torch.rand(len(labels), generator=g)  # a random order within each class, fixed by the seed
+        order = torch.argsort(labels.double() + keys.double() / 2)  # class-major, shuffled within a class
+        first = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order))
+        is_val = rank - first[labels] < val_per_class
+        return dataclasses.replace(self, train=Split(self.train.images[~is_val], labels[~is_val]),
+                                   val=Split(self.train.images[is_val], labels[is_val]),
+                                   extra={**self.extra, "val_per_class": val_per_class, "val_seed": int(seed)})
 
     def class_counts(self, split: str = "train") -> torch.Tensor:
         return torch.bincount(getattr(self, split).labels, minlength=self.num_classes)

@@ -458,6 +458,7 @@ class DistillMethod:
             "version": __version__,
             "torch": torch.__version__,
             "device": str(state.device),
+            "val_per_class": state.data.extra.get("val_per_class"),  # images held out of what was distilled
         }
         meta["label_kind"] = infer_label_kind(labels)
         meta["loss"] = LABEL_KINDS[meta["label_kind"]]  # what a network trained on the set must minimise

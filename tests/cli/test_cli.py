@@ -117,3 +117,18 @@ def test_resume_continues_and_overwrite_restarts(tmp_path, capsys):
     assert json.loads((out / "synthetic.json").read_text())["iterations_done"] == 3
     assert main(argv + ["--iterations", "2", "--overwrite"]) == 0
     assert json.loads((out / "synthetic.json").read_text())["iterations_done"] == 2
+
+
+def test_evaluate_trains_an_ls_set_with_its_recorded_loss(tmp_path, capsys):
+    """`distillset evaluate` reads the set's label kind: LS labels train with MSE; --loss ce overrides, with a warning."""
+    out = tmp_path / "ls"
+    assert main(["distill", "--method", "ls", "--ipc", "1", "--no-eval", "--quiet", "--out", str(out), "--device", "cpu"]) == 0
+    meta = json.loads((out / "synthetic.json").read_text())
+    assert (meta["label_kind"], meta["loss"]) == ("learned", "mse")
+    args = ["evaluate", str(out / "synthetic"), "--runs", "1", "--epochs", "2", "--quiet", "--device", "cpu"]
+    assert main([*args, "--json", str(tmp_path / "own.json")]) == 0
+    assert "loss=mse (learned labels)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "own.json").read_text())["convnet"]["loss"] == "mse"
+    with pytest.warns(UserWarning, match="meant for loss='mse'"):
+        assert main([*args, "--loss", "ce", "--json", str(tmp_path / "ce.json")]) == 0
+    assert json.loads((tmp_path / "ce.json").read_text())["convnet"]["loss"] == "ce"

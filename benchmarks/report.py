@@ -1,0 +1,217 @@
+"""RESULTS.md from ``benchmarks/results/*.json``: the comparison tables, the budget sweep, the other records.
+
+A table cell is a (data set, IPC) pair of the ``tables`` profile. Each method's row joins its record with
+the random-subset record under the same protocol and loss (IOR, ARS) and the data set's full-data record
+(HLR, LRS); the scores are defined in ``distillset/scores.py`` and computed per root seed.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from distillset.scores import ars, hlr, ior, lrs
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def load_records() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if not p.name.startswith("speed_")]
+
+
+def protocol(r: dict) -> tuple:
+    """What makes two records comparable: data, IPC, the evaluator's settings (loss aside) and the seeds."""
+    ev = {k: v for k, v in r["entry"].get("eval", {}).items() if k != "loss"}
+    return r["dataset"], r["ipc"], json.dumps(ev, sort_keys=True), tuple(r["seeds"])
+
+
+def seed_means(r: dict, label: str, key: str = "results") -> list[float]:
+    """The method's mean accuracy per root seed (first architecture), in seed order."""
+    return [next(iter(run[key][label].values()))["mean"] for run in r["per_seed"]]
+
+
+def pm(values: list[float], digits: int = 1) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def accuracy(r: dict) -> str:
+    """mean ± sample std over every (seed, network), and the std of the per-seed means."""
+    res = next(iter(r["results"][r["method"]].values()))
+    n = len(res["accuracies"])
+    return f"{res['mean']:.2f} ± {res['std']:.2f} (seeds ± {res.get('seed_std', 0):.2f}; n={n})"
+
+
+def scores_of(r: dict, rnd: dict | None, full: dict | None) -> dict[str, str]:
+    """IOR, HLR, LRS, ARS of record ``r`` per seed, as 'mean ± std' strings ('-' where a part is missing)."""
+    out = {"IOR": "-", "HLR": "-", "LRS": "-", "ARS": "-"}
+    m = r["method"]
+    own = seed_means(r, m)
+    gains = [ior(a, b) for a, b in zip(own, seed_means(rnd, "random"))] if rnd else []
+    hard = seed_means(r, m, "hard_label") if r.get("per_seed") and "hard_label" in r["per_seed"][0] else own
+    full_acc = next(iter(full["results"]["full"].values()))["mean"] if full else None
+    losses = [hlr(full_acc, h) for h in hard] if full_acc is not None else []
+    if gains:
+        out["IOR"] = pm(gains)
+    if losses:
+        out["HLR"] = pm(losses)
+    if gains and losses:
+        out["LRS"] = pm([lrs(g, h) for g, h in zip(gains, losses)])
+    if gains and "other_augment" in r["per_seed"][0] and rnd and "other_augment" in rnd["per_seed"][0]:
+        other = [ior(a, b) for a, b in zip(seed_means(r, m, "other_augment"), seed_means(rnd, "random", "other_augment"))]
+        with_aug, without = (gains, other) if r["other_augment"]["augment"] == "none" else (other, gains)
+        out["ARS"] = pm([ars(a, b) for a, b in zip(with_aug, without)])
+    return out
+
+
+def budget_ratio(r: dict) -> str:
+    """(iterations x real batch) of the run over the paper's, and the evaluation epochs over the paper's 1000."""
+    paper, params = r.get("paper_budget") or r["entry"].get("paper_budget"), r["entry"].get("params", {})
+    epochs = r["entry"].get("eval", {}).get("epochs", 1000)
+    if not paper or "iterations" not in params:
+        return f"eval {epochs / 10:.0f} %" if r["method"] not in ("full",) else "-"
+    ours = params["iterations"] * params.get("batch_real", paper["batch_real"])
+    return f"{100 * ours / (paper['iterations'] * paper['batch_real']):.1f} % ({params['iterations']} x " \
+           f"{params.get('batch_real', paper['batch_real'])}); eval {epochs / 10:.0f} %"
+
+
+def vs_paper(r: dict) -> str:
+    paper = r.get("paper") or r["entry"].get("paper")
+    try:
+        value = float(str(paper).split()[0])
+    except (TypeError, ValueError):
+        return f"{paper}" if paper else "-"
+    ours = next(iter(r["results"][r["method"]].values()))["mean"]
+    return f"{paper}: {ours - value:+.1f}"
+
+
+def table_lines(records: list[dict]) -> list[str]:
+    tables = [r for r in records if r.get("profile") == "tables" and r["method"] != "full"]
+    fulls = {r["dataset"]: r for r in records if r.get("profile") == "tables" and r["method"] == "full"}
+    randoms = {(protocol(r), r.get("loss", "ce")): r for r in tables if r["method"] == "random"}
+    lines = []
+    for cell in sorted({(r["dataset"], r["ipc"]) for r in tables}):
+        rows = [r for r in tables if (r["dataset"], r["ipc"]) == cell]
+        ev = rows[0]["entry"].get("eval", {})
+        full = fulls.get(cell[0])
+        lines += ["", f"### {cell[0]}, IPC {cell[1]}", "",
+                  f"{ev.get('models', 'convnet')}, {ev.get('n_models', 5)} networks x {ev.get('epochs', 1000)} epochs "
+                  f"per set, augment={ev.get('augment', 'auto')}, {len(rows[0]['seeds'])} root seeds; test accuracy %. "
+                  f"Data: {rows[0]['source'] or cell[0]}."
+                  + (f" Full data (HLR's reference, {full['entry']['eval']['n_models']} nets x "
+                     f"{full['entry']['eval']['epochs']} epochs, no augmentation): {accuracy(full)}." if full else
+                     " No full-data record yet: HLR and LRS are missing."),
+                  "",
+                  "| method | labels (loss) | accuracy | random, same loss | IOR | HLR | LRS | ARS | budget vs paper | "
+                  "paper: ours - paper | distill s / seed | commit |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: (r["method"] != "random", r.get("loss", "ce"), r["method"])):
+            rnd = randoms.get((protocol(r), r.get("loss", "ce")))
+            s = scores_of(r, rnd, full)
+            rnd_acc = next(iter(rnd["results"]["random"].values()))["mean"] if rnd else None
+            lines.append(
+                f"| {r['method']} | {r.get('label_kind', 'hard')} ({r.get('loss', 'ce')}) | {accuracy(r)} | "
+                f"{'-' if rnd_acc is None else f'{rnd_acc:.2f}'} | {s['IOR']} | {s['HLR']} | {s['LRS']} | {s['ARS']} | "
+                f"{budget_ratio(r)} | {vs_paper(r)} | {r['distill_seconds'] / len(r['seeds']):.0f} | "
+                f"{r['commit']}{' (dirty)' if r.get('dirty') else ''} |")
+    return lines
+
+
+def budget_lines(records: list[dict]) -> list[str]:
+    sweeps = [r for r in records if r.get("budget")]
+    if not sweeps:
+        return []
+    lines = ["", "## Budget sweep", "",
+             "Accuracy of the set after n iterations of one run per root seed (with a constant learning rate, the set "
+             "an n-iteration run makes), same protocol as its table. mean ± sample std over (seed, network); the "
+             "paper's number is at the paper's full budget.", "",
+             "| entry | iterations | real / class | accuracy | seed std | paper |", "|---|---|---|---|---|---|"]
+    for r in sweeps:
+        for n, res in sorted(r["budget"].items(), key=lambda kv: int(kv[0])):
+            v = next(iter(res[r["method"]].values()))
+            lines.append(f"| {r['name']} | {n} | {r['entry'].get('params', {}).get('batch_real', '-')} | "
+                         f"{v['mean']:.2f} ± {v['std']:.2f} | {v['seed_std']:.2f} | {r.get('paper') or '-'} |")
+    for dataset_ipc, path in plot_budget(sweeps, records).items():
+        lines += ["", f"![budget sweep, {dataset_ipc}](results/{path.name})"]
+    return lines
+
+
+def plot_budget(sweeps: list[dict], records: list[dict]) -> dict[str, Path]:
+    """One figure per (data set, IPC): accuracy vs iterations (log axis), error bars = std over seed means."""
+    from matplotlib.figure import Figure
+
+    out = {}
+    for cell in sorted({(r["dataset"], r["ipc"]) for r in sweeps}):
+        fig = Figure(figsize=(6, 4))
+        ax = fig.add_subplot()
+        for r in (r for r in sweeps if (r["dataset"], r["ipc"]) == cell):
+            pts = sorted((int(n), next(iter(res[r["method"]].values()))) for n, res in r["budget"].items())
+            ax.errorbar([n for n, _ in pts], [v["mean"] for _, v in pts], yerr=[v["seed_std"] for _, v in pts],
+                        marker="o", capsize=3, label=f"{r['method']} ({r['entry']['params'].get('batch_real')} real/class)")
+        rnd = [r for r in records if r["method"] == "random" and (r["dataset"], r["ipc"]) == cell
+               and r.get("loss", "ce") == "ce" and r.get("profile") == "tables"]
+        if rnd:
+            ax.axhline(next(iter(rnd[0]["results"]["random"].values()))["mean"], color="gray", ls="--",
+                       label="random real subset")
+        ax.set_xscale("log")
+        ax.set_xlabel("distillation iterations")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{cell[0]}, IPC {cell[1]}: accuracy vs budget (3 seeds x 5 nets)")
+        ax.legend(fontsize=8)
+        path = RESULTS / f"budget_{cell[0].replace('-', '')}_ipc{cell[1]}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        out[f"{cell[0]}, IPC {cell[1]}"] = path
+    return out
+
+
+def fmt(r: dict | None) -> str:
+    """'mean ± std' of each evaluated architecture (the name is shown when it is not the ConvNet)."""
+    if not r:
+        return "-"
+    return "; ".join(f"{'' if m == 'convnet' else m + ' '}{v['mean']:.2f} ± {v['std']:.2f}" for m, v in r.items())
+
+
+def other_lines(records: list[dict]) -> list[str]:
+    rows = [r for r in records if r.get("profile") != "tables"]
+    if not rows:
+        return []
+    lines = ["", "## Other records", "",
+             "Comparisons that are not table cells (a precision comparison, the CI check entry). Every row evaluates "
+             "the set and its baselines with the same evaluator.", "",
+             "| entry | profile | data | method | ipc | ours | random (same eval) | eval | seeds | commit | distill s | "
+             "wall s | hardware |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ev = r["entry"].get("eval", {})
+        hw = r["hardware"].get("gpu") or f"{r['hardware']['cpu_count']} CPU, {r['hardware'].get('torch_threads')} thr"
+        lines.append(f"| {r['name']} | {r['profile']} | {r['dataset']} | {r['method']} | {r['ipc']} | "
+                     f"{fmt(r['results'][r['method']])} | {fmt(r['results'].get('random'))} | "
+                     f"{ev.get('models', 'convnet')}, {ev.get('n_models', 5)} nets x {ev.get('epochs', 1000)} ep | "
+                     f"{len(r.get('seeds') or [0])} | {r.get('commit')} | {r['distill_seconds']:.0f} | "
+                     f"{r['wall_seconds']:.0f} | {hw} |")
+    return lines
+
+
+def report_lines() -> list[str]:
+    records = load_records()
+    head = [
+        "# Benchmark results",
+        "",
+        "Generated by `python benchmarks/run.py --report` from `benchmarks/results/*.json`; do not edit by hand.",
+        "Each record names its commit (an ancestor of main), command, root seeds, torch threads, precision, hardware",
+        "and the sha256 of the data it read; `python benchmarks/run.py --check NAME` re-runs one and compares.",
+        "",
+        "## Tables",
+        "",
+        "One protocol per cell, given above it; every method and baseline of a cell is trained the same way, with",
+        "the loss its labels need. accuracy = mean ± sample std over every (root seed, network) pair; 'seeds ±' is",
+        "the std of the per-seed means (what re-distilling changes). Scores (DD-Ranking; `distillset/scores.py`):",
+        "IOR = acc(set) - acc(random subset, same protocol and loss), HLR = acc(full data, hard labels) -",
+        "acc(set's images, hard labels), LRS = 100 (exp(IOR/2 - HLR/2) - 1/e) / (e - 1/e) and ARS = 100",
+        "(exp(IOR_aug/2 + IOR_none/2) - 1/e) / (e - 1/e) with accuracies as fractions, all per root seed, mean ± std.",
+        "'budget vs paper' = our (iterations x real images per class) over the paper's, and our evaluation epochs",
+        "over the paper's 1000. Nothing was chosen on the test set: every setting is fixed in the profile.",
+    ]
+    return head + table_lines(records) + budget_lines(records) + other_lines(records)
