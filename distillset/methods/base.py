@@ -338,6 +338,7 @@ class DistillMethod:
         self
         """
         self._validate(data)
+        snapshots = self._check_snapshots(snapshots)
         device = resolve_device(getattr(self, "device", None))
         self.seed_ = resolve_seed(self.random_state)
         generator = make_generator(self.seed_, device)
@@ -357,13 +358,20 @@ class DistillMethod:
             self._load_checkpoint(state, ckpt_dir / CHECKPOINT, record)
         t0 = time.perf_counter()
         self.snapshots_ = {}
-        self._run_loop(state, ckpt_dir, callback, {int(n) for n in snapshots})
+        self._run_loop(state, ckpt_dir, callback, snapshots)
         if ckpt_dir is not None:
             self._save_checkpoint(state, ckpt_dir)
         self.history_ = state.history
         self.fit_seconds_ = time.perf_counter() - t0
         self.synthetic_ = self._build_synthetic(state)
         return self
+
+    def _check_snapshots(self, snapshots) -> set[int]:
+        bad = [n for n in snapshots if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.iterations]
+        if bad:
+            raise InvalidParameterError(f"snapshots must be iteration counts in [1, {self.iterations}] (the run's "
+                                        f"iterations). Got {bad!r}.")
+        return set(snapshots)
 
     def _run_loop(self, state: State, ckpt_dir: Path | None, callback, snapshots: set[int]) -> None:
         # note for methods: anything drawn from state.generator must be drawn inside _step or _init_state,

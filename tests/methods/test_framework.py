@@ -152,3 +152,8 @@ def test_a_snapshot_is_the_set_a_shorter_run_makes(digits, name):
     assert torch.equal(long.snapshots_[2].images, short.synthetic_.images)
     assert torch.equal(long.snapshots_[4].images, long.synthetic_.images)
     assert not torch.equal(long.snapshots_[2].images, long.synthetic_.images)  # a copy, not a view of the run's tensor
+
+
+def test_a_snapshot_outside_the_run_is_refused_before_work(digits):
+    with pytest.raises(InvalidParameterError, match=r"snapshots must be iteration counts in \[1, 3\]"):
+        get_method("dm", ipc=1, iterations=3, progress=False).fit(digits, snapshots=[2, 5])
