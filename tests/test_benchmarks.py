@@ -60,3 +60,35 @@ def test_a_committed_record_reproduces():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "reproduced" in out.stdout
+
+
+def _record(method, seed_accs, other=None, loss="ce", **extra):
+    """A minimal results record: per root seed, the first architecture's network accuracies."""
+    def res(label, accs):
+        return {label: {"convnet": {"accuracies": accs, "mean": sum(accs) / len(accs)}}}
+    per_seed = [{"seed": i, "results": res(method, a)} for i, a in enumerate(seed_accs)]
+    if other is not None:
+        for run_, a in zip(per_seed, other):
+            run_["other_augment"] = {"augment": "none", **res(method, a)}
+    entry = {"eval": {"models": "convnet", "n_models": 2, "epochs": 300, "augment": "auto", "loss": loss}}
+    return {"method": method, "dataset": "mnist", "ipc": 1, "seeds": list(range(len(seed_accs))), "entry": entry,
+            "per_seed": per_seed, "loss": loss, "other_augment": {"augment": "none"} if other else None,
+            "results": res(method, [a for accs in seed_accs for a in accs]), **extra}
+
+
+def test_scores_join_the_right_records_per_seed():
+    import report
+    from distillset.scores import ars, lrs
+
+    dm = _record("dm", [[80, 82], [90, 92]], other=[[70, 70], [75, 75]])
+    rnd = _record("random", [[60, 60], [50, 50]], other=[[55, 55], [45, 45]])
+    full = {"results": {"full": {"convnet": {"mean": 99.0}}}}
+    assert report.protocol(dm) == report.protocol(_record("random", [[1, 1]] * 2, loss="mse"))  # loss aside
+    s = report.scores_of(dm, rnd, full)
+    # per seed: IOR 21 and 41; HLR 18 and 8; ARS from (21, 15) and (41, 30)
+    assert s["IOR"] == "31.0 ± 14.1" and s["HLR"] == "13.0 ± 7.1"
+    expect_lrs = [lrs(21, 18), lrs(41, 8)]
+    assert s["LRS"] == f"{sum(expect_lrs) / 2:.1f} ± {abs(expect_lrs[0] - expect_lrs[1]) / 2 ** 0.5:.1f}"
+    expect_ars = [ars(21, 15), ars(41, 30)]
+    assert s["ARS"] == f"{sum(expect_ars) / 2:.1f} ± {abs(expect_ars[0] - expect_ars[1]) / 2 ** 0.5:.1f}"
+    assert report.scores_of(dm, None, None) == {"IOR": "-", "HLR": "-", "LRS": "-", "ARS": "-"}

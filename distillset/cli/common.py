@@ -123,6 +123,9 @@ def check_evaluator(ev) -> None:
     from ..utils import resolve_device, validate_params
 
     validate_params("Evaluator", vars(ev), ev._parameter_constraints)
+    if ((isinstance(ev.lr, (list, tuple)) and len(ev.lr) > 1) or ev.checkpoint == "best_val") and ev.val_per_class is None:
+        raise InvalidParameterError("Several --lr values or --checkpoint best_val need a validation split: add "
+                                    "--val-per-class N (the test set is never used for a choice).")
     for name in [ev.models] if isinstance(ev.models, str) else ev.models:
         MODELS.get(canonical_model_name(name))
     if ev.augment not in (None, "none", "", "auto"):

@@ -175,6 +175,7 @@ def _save_artefacts(method, data, out: Path) -> list[str]:
 def _evaluate(args, evaluator, method, data, report) -> None:
     """The standard protocol on the set and on a baseline of as many images per class; the method's own too."""
     from ..methods import get_method
+    from ..utils import derive_seed
 
     seed, device = evaluator.random_state, evaluator.device
     syn = method.synthetic_
@@ -182,7 +183,8 @@ def _evaluate(args, evaluator, method, data, report) -> None:
     if args.baseline and args.baseline not in ("none", args.method):
         smallest = int(data.class_counts().min())
         if syn.ipc <= smallest:
-            sets[args.baseline] = get_method(args.baseline, ipc=syn.ipc, random_state=seed,
+            # its own stream: a random subset drawn with the method's seed could repeat the method's initial images
+            sets[args.baseline] = get_method(args.baseline, ipc=syn.ipc, random_state=derive_seed(seed, f"baseline/{args.baseline}"),
                                              device=device).fit(data).synthetic_
         else:
             print(f"(no {args.baseline} baseline: the set has {syn.ipc} images per class, more than the smallest "

@@ -26,6 +26,12 @@ def add_parser(sub) -> None:
     p.add_argument("--loss", choices=["ce", "mse"], default=None,
                    help="training loss (default: the one the set's labels need, as recorded in the set; "
                         "a different value warns)")
+    p.add_argument("--lr", type=float, nargs="+", default=[0.01],
+                   help="SGD learning rate; several = keep the best on the validation split (needs --val-per-class)")
+    p.add_argument("--val-per-class", type=int, default=None,
+                   help="hold out this many training images per class as a validation split for the choices")
+    p.add_argument("--checkpoint", choices=["last", "best_val"], default="last",
+                   help="test the last weights, or those best on the validation split (needs --val-per-class)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default=None)
@@ -46,7 +52,8 @@ def run(args) -> int:
     runs = args.runs if args.runs is not None else preset["eval_runs"]
     epochs = args.epochs if args.epochs is not None else preset["eval_epochs"]
     ev = Evaluator(args.models, n_models=runs, epochs=epochs, augment=None if args.augment == "none" else args.augment,
-                   loss=args.loss, random_state=args.seed, device=args.device, progress=not args.quiet)
+                   loss=args.loss, lr=args.lr[0] if len(args.lr) == 1 else args.lr, val_per_class=args.val_per_class,
+                   checkpoint=args.checkpoint, random_state=args.seed, device=args.device, progress=not args.quiet)
     check_evaluator(ev)  # before reading anything: a typo costs no training
     if args.json:
         check_writable(Path(args.json), "--json", folder=False)
@@ -64,6 +71,10 @@ def run(args) -> int:
     print(f"{data.name} ({data.source}): test accuracy (%), {epochs} epochs, augment={ev._strategy(data.name)}, "
           f"loss={loss} ({syn.label_kind} labels)")
     print(format_table(result_rows(label, results), ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
+    for name, r in results.items():
+        if r.extra:  # what the validation split chose: the test set played no part in it
+            print(f"{name}: chose lr {r.extra['lr']} and the {r.extra['checkpoint']} checkpoint (epochs "
+                  f"{r.extra['epochs_kept']}) on {r.extra['val_per_class']} validation images per class")
     if args.json:
         atomic_write(args.json, json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
     return 0

@@ -132,3 +132,15 @@ def test_evaluate_trains_an_ls_set_with_its_recorded_loss(tmp_path, capsys):
     with pytest.warns(UserWarning, match="meant for loss='mse'"):
         assert main([*args, "--loss", "ce", "--json", str(tmp_path / "ce.json")]) == 0
     assert json.loads((tmp_path / "ce.json").read_text())["convnet"]["loss"] == "ce"
+
+
+def test_evaluate_chooses_on_a_validation_split(tmp_path, capsys):
+    out = tmp_path / "rnd"
+    assert main(["distill", "--method", "random", "--ipc", "1", "--no-eval", "--quiet", "--out", str(out)]) == 0
+    args = ["evaluate", str(out / "synthetic"), "--runs", "1", "--epochs", "3", "--quiet", "--device", "cpu",
+            "--lr", "0.01", "0.1"]
+    assert main(args) == 2  # a choice without a validation split: refused before any training
+    assert "--val-per-class" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="distilled without holding out"):
+        assert main([*args, "--val-per-class", "5", "--checkpoint", "best_val"]) == 0
+    assert "on 5 validation images per class" in capsys.readouterr().out
