@@ -163,7 +163,8 @@ def run_seed(entry: dict, data, root: int, device) -> dict:
            "label_kind": syn.label_kind, "loss": syn.loss,
            "final_loss": (method.history_.get("loss") or [None])[-1], "method_obj": method}
     if entry.get("snapshots"):
-        out["budget"] = {str(n): {entry["method"]: scored(evaluator, s, data)} for n, s in method.snapshots_.items()}
+        out["budget"] = {str(n): {entry["method"]: results[entry["method"]] if n == method.iterations  # the set itself
+                                  else scored(evaluator, s, data)} for n, s in method.snapshots_.items()}
     if entry.get("scores") and syn.label_kind != "hard":  # HLR: the same images with hard labels
         hard = type(syn)(syn.images, syn.hard_labels, {**syn.meta, "label_kind": "hard", "loss": "ce"})
         out["hard_label"] = {entry["method"]: scored(make_evaluator(entry, seeds["evaluate"], device, loss="ce"), hard, data)}
