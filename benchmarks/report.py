@@ -78,12 +78,21 @@ def budget_ratio(r: dict) -> str:
            f"{params.get('batch_real', paper['batch_real'])}); eval {epochs / 10:.0f} %"
 
 
+COMPARABLE = ("", "(unverified)", "(CIFAR-10 PNG originals)")  # notes under which "ours - paper" is meaningful
+
+
 def vs_paper(r: dict) -> str:
+    """The published number and our difference to it, where the two measure the same kind of accuracy."""
     paper = r.get("paper") or r["entry"].get("paper")
+    if not paper:
+        return "-"
+    number, _, note = str(paper).partition(" ")
     try:
-        value = float(str(paper).split()[0])
-    except (TypeError, ValueError):
-        return f"{paper}" if paper else "-"
+        value = float(number)
+    except ValueError:
+        return str(paper)
+    if note.strip() not in COMPARABLE:  # e.g. a kernel accuracy: quoted, never subtracted from a network's
+        return str(paper)
     ours = next(iter(r["results"][r["method"]].values()))["mean"]
     return f"{paper}: {ours - value:+.1f}"
 
@@ -159,7 +168,9 @@ def plot_budget(sweeps: list[dict], records: list[dict]) -> dict[str, Path]:
         ax.set_xscale("log")
         ax.set_xlabel("distillation iterations")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{cell[0]}, IPC {cell[1]}: accuracy vs budget (3 seeds x 5 nets)")
+        first = next(r for r in sweeps if (r["dataset"], r["ipc"]) == cell)
+        ax.set_title(f"{cell[0]}, IPC {cell[1]}: accuracy vs budget ({len(first['seeds'])} seeds x "
+                     f"{first['entry']['eval'].get('n_models', 5)} nets, error bar: std of seed means)")
         ax.legend(fontsize=8)
         path = RESULTS / f"budget_{cell[0].replace('-', '')}_ipc{cell[1]}.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
