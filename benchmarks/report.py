@@ -26,6 +26,11 @@ def protocol(r: dict) -> tuple:
     return r["dataset"], r["ipc"], json.dumps(ev, sort_keys=True), tuple(r["seeds"])
 
 
+def trained_loss(r: dict) -> str:
+    """The loss the record's networks were trained with (a random subset may be trained with MSE for LS)."""
+    return next(iter(r["results"][r["method"]].values())).get("loss", "ce")
+
+
 def seed_means(r: dict, label: str, key: str = "results") -> list[float]:
     """The method's mean accuracy per root seed (first architecture), in seed order."""
     return [next(iter(run[key][label].values()))["mean"] for run in r["per_seed"]]
@@ -100,7 +105,7 @@ def vs_paper(r: dict) -> str:
 def table_lines(records: list[dict]) -> list[str]:
     tables = [r for r in records if r.get("profile") == "tables" and r["method"] != "full"]
     fulls = {r["dataset"]: r for r in records if r.get("profile") == "tables" and r["method"] == "full"}
-    randoms = {(protocol(r), r.get("loss", "ce")): r for r in tables if r["method"] == "random"}
+    randoms = {(protocol(r), trained_loss(r)): r for r in tables if r["method"] == "random"}
     lines = []
     for cell in sorted({(r["dataset"], r["ipc"]) for r in tables}):
         rows = [r for r in tables if (r["dataset"], r["ipc"]) == cell]
@@ -117,12 +122,12 @@ def table_lines(records: list[dict]) -> list[str]:
                   "| method | labels (loss) | accuracy | random, same loss | IOR | HLR | LRS | ARS | budget vs paper | "
                   "paper: ours - paper | distill s / seed | commit |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: (r["method"] != "random", r.get("loss", "ce"), r["method"])):
-            rnd = randoms.get((protocol(r), r.get("loss", "ce")))
+        for r in sorted(rows, key=lambda r: (r["method"] != "random", trained_loss(r), r["method"])):
+            rnd = randoms.get((protocol(r), trained_loss(r)))
             s = scores_of(r, rnd, full)
             rnd_acc = next(iter(rnd["results"]["random"].values()))["mean"] if rnd else None
             lines.append(
-                f"| {r['method']} | {r.get('label_kind', 'hard')} ({r.get('loss', 'ce')}) | {accuracy(r)} | "
+                f"| {r['method']} | {r.get('label_kind', 'hard')} ({trained_loss(r)}) | {accuracy(r)} | "
                 f"{'-' if rnd_acc is None else f'{rnd_acc:.2f}'} | {s['IOR']} | {s['HLR']} | {s['LRS']} | {s['ARS']} | "
                 f"{budget_ratio(r)} | {vs_paper(r)} | {r['distill_seconds'] / len(r['seeds']):.0f} | "
                 f"{r['commit']}{' (dirty)' if r.get('dirty') else ''} |")
@@ -161,7 +166,7 @@ def plot_budget(sweeps: list[dict], records: list[dict]) -> dict[str, Path]:
             ax.errorbar([n for n, _ in pts], [v["mean"] for _, v in pts], yerr=[v["seed_std"] for _, v in pts],
                         marker="o", capsize=3, label=f"{r['method']} ({r['entry']['params'].get('batch_real')} real/class)")
         rnd = [r for r in records if r["method"] == "random" and (r["dataset"], r["ipc"]) == cell
-               and r.get("loss", "ce") == "ce" and r.get("profile") == "tables"]
+               and trained_loss(r) == "ce" and r.get("profile") == "tables"]
         if rnd:
             ax.axhline(next(iter(rnd[0]["results"]["random"].values()))["mean"], color="gray", ls="--",
                        label="random real subset")

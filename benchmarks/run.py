@@ -217,7 +217,8 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
     return {
         "name": entry["name"], "profile": profile, "entry": entry, "seeds": seeds,
         "dataset": data.name, "source": data.source, "method": entry["method"], "ipc": entry.get("ipc"),
-        "label_kind": per_seed[0].get("label_kind", "hard"), "loss": per_seed[0].get("loss", "ce"),
+        "label_kind": per_seed[0].get("label_kind", "hard"),  # of the set; "loss": what its networks minimised
+        "loss": next(iter(next(iter(per_seed[0]["results"].values())).values()))["loss"],
         "results": pool_seeds(per_seed, "results"),
         "budget": {n: pool_seeds([{"r": r["budget"][n]} for r in per_seed], "r") for n in per_seed[0].get("budget", {})},
         "hard_label": pool_seeds(per_seed, "hard_label") if "hard_label" in per_seed[0] else None,
