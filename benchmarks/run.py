@@ -50,7 +50,8 @@ def load_profile(profile: str) -> list[dict]:
 def hardware(threads: int | None = None) -> dict:
     import torch
 
-    info = {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+    info = {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(), "isa": isa(),
+            "cpu_count": os.cpu_count(),
             "torch_threads": threads or torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -63,6 +64,16 @@ def cpu_model() -> str | None:
     except OSError:
         return platform.processor() or None
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+
+
+def isa() -> list[str]:
+    """The vector extensions that decide which kernels torch runs (and so the exact bits of a result)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"))
 
 
 def versions() -> dict:
@@ -303,6 +314,7 @@ def check(name: str, tolerance: float | None) -> int:
     old = json.loads(path.read_text())
     threads = old["hardware"].get("torch_threads") or 1
     same_env = (old["versions"]["torch"] == torch.__version__ and old["hardware"].get("cpu_model") == cpu_model()
+                and old["hardware"].get("isa") == isa()
                 and old["hardware"].get("gpu") == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None))
     if tolerance is None:  # bit-identical is what the code promises on the same software, threads and hardware
         tolerance = 0.0 if same_env else 1.0
