@@ -98,8 +98,9 @@ def git_commit() -> str | None:
 
 
 def git_dirty() -> bool | None:
-    """Whether tracked files differ from the commit (results/ excepted: the runner writes there)."""
-    out = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    """Whether tracked files differ from the commit (the runner's own outputs, results/ and RESULTS.md, excepted)."""
+    out = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+              ":(top,exclude)benchmarks/results", ":(top,exclude)benchmarks/RESULTS.md")
     return None if out is None else bool(out)
 
 
