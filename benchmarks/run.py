@@ -1,15 +1,20 @@
 """Benchmark runner: executes named configurations and records what they measured.
 
-    python benchmarks/run.py --profile cpu              # every entry of benchmarks/configs/cpu.yaml
-    python benchmarks/run.py --profile cpu --only dm_mnist_ipc1
-    python benchmarks/run.py --report                   # only regenerate benchmarks/RESULTS.md
+    python benchmarks/run.py --profile tables --only mnist_ipc1_dm --threads 1
+    python benchmarks/run.py --check check_mnist_ipc1_ls   # re-run a committed record, compare per network
+    python benchmarks/run.py --report                       # only regenerate benchmarks/RESULTS.md
 
 Each entry runs in its own process (so wall time and peak memory are its own) and writes
-``benchmarks/results/<name>.json``: accuracies of the method and of the baselines under the same
-evaluation, the command, versions, hardware, wall time and peak memory. An entry's ``seeds`` (or
-``--seeds``) distil one set per seed, evaluate each with the entry's evaluator, and report mean ±
-sample std over all (seed, network) pairs plus the spread of the per-seed means. RESULTS.md is rebuilt
-from all result files (``speed_*.json``, written by ``benchmarks/speed.py``, get their own section).
+``benchmarks/results/<name>.json``. An entry's ``seeds`` (or ``--seeds``) are root seeds: each gives
+separate derived seeds to the distillation, each baseline and the evaluation (``stream_seeds``). Per
+root seed the runner distils once (keeping ``snapshots``), evaluates the set and its baselines under
+the entry's protocol (baselines with the set's loss), and with ``scores: true`` also under the other
+augmentation setting and, for learned / soft labels, with hard labels (the inputs of ARS and HLR,
+``benchmarks/report.py``). A record holds mean ± sample std over all (seed, network) pairs, the per-seed
+means, the commit and dirty flag, the exact command, torch threads, precision, versions, hardware and
+the sha256 of the data read. An entry with ``val_per_class`` holds that many training images per class
+out before distilling (``ImageDataset.holdout``), for choices made on them. RESULTS.md is rebuilt from
+all result files (``speed_*.json``, written by ``benchmarks/speed.py``, get their own section).
 Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
 """
 from __future__ import annotations
