@@ -252,10 +252,11 @@ class Evaluator:
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
-        lrs = [float(v) for v in self.lr] if isinstance(self.lr, (list, tuple)) else [float(self.lr)]
-        if not lrs or min(lrs) <= 0:
+        lrs = list(self.lr) if isinstance(self.lr, (list, tuple)) else [self.lr]
+        if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):
             raise InvalidParameterError(f"The 'lr' parameter of Evaluator must be a float > 0 or a non-empty list of "
                                         f"them. Got {self.lr!r} instead.")
+        lrs = [float(v) for v in lrs]
         data = self._with_validation(data, len(lrs) > 1 or self.checkpoint == "best_val", synthetic.meta.get("val_per_class"))
         device = resolve_device(self.device)
         root = resolve_seed(self.random_state)

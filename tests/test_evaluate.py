@@ -103,3 +103,10 @@ def test_learned_labels_train_with_mse_by_default(digits):
     with pytest.warns(UserWarning, match="learned labels are meant for loss='mse'"):
         forced = Evaluator(n_models=2, epochs=100, augment=None, device="cpu", loss="ce").score(syn, digits)["convnet"]
     assert own.mean > forced.mean + 10
+
+
+def test_a_bad_lr_in_a_list_is_one_clear_error(digits):
+    syn = RandomSubset(ipc=1, random_state=0).fit(digits).synthetic_
+    for lr in (["0.1", 0.01], [0.01, -1.0], []):
+        with pytest.raises(InvalidParameterError, match="'lr' parameter of Evaluator must be a float > 0"):
+            Evaluator(n_models=1, epochs=1, lr=lr, val_per_class=5).score(syn, digits)
