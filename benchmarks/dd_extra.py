@@ -60,11 +60,11 @@ def evaluate(method, data, entry) -> dict:
     if cfg.get("memory"):
         out["memory"] = {}
         for ipc in (1, 10):  # the benchmark's set, and 10 images per class per step (where the unroll dominates)
-            m = {mode: _probe_in_subprocess(mode, entry, ipc) for mode in ("full", "checkpoint")}
+            m = {mode: _probe_in_subprocess(mode, entry, ipc) for mode in ("autograd", "constant")}
             out["memory"][f"ipc{ipc}"] = m
             summary += (f"; peak RSS growth during one T={m['full']['T']} meta-grad, {ipc} img/class/step: full "
                         f"{m['full']['peak_mib'] - m['full']['start_mib']:.1f} MiB, checkpoint "
-                        f"{m['checkpoint']['peak_mib'] - m['checkpoint']['start_mib']:.1f} MiB")
+                        f"{m['constant']['peak_mib'] - m['constant']['start_mib']:.1f} MiB")
     out["seconds"] = time.perf_counter() - t0
     out["summary"] = summary
     return out
@@ -127,7 +127,7 @@ if __name__ == "__main__":
     import argparse
 
     p = argparse.ArgumentParser()
-    p.add_argument("--probe", choices=("none", "full", "checkpoint"), required=True)
+    p.add_argument("--probe", choices=("none", "autograd", "constant"), required=True)
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--batch-real", type=int, default=1024)
     p.add_argument("--ipc", type=int, default=1)

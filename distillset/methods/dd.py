@@ -8,7 +8,7 @@ gradient steps from an initialisation theta_0 give a network that does well on r
   2. for each of ``n_nets`` initialisations theta_0 (the fixed one; fresh random nets; or nets drawn
      from the pretrained pool): unroll theta_{t+1} = theta_t - softplus(rho_t) * grad CE(x~_{t mod S}, theta_t)
      and take the exact meta-gradient of CE(f(theta_T, x_real), y_real) w.r.t. x~ and rho
-     (``backward="full"`` BPTT, or ``"checkpoint"``: stored theta_t, recomputed steps);
+     (``backward="autograd"`` BPTT, or ``"constant"``: stored theta_t, recomputed steps; see ``unroll``);
   3. one Adam step (lr 0.01, betas (0.5, 0.999)) on x~ and rho, with the lr halved every ``lr_decay_every``.
 
 Deviations: an initialisation whose unrolled steps overflow (non-finite outer loss or meta-gradient)
@@ -41,6 +41,9 @@ from ..utils import Instance, Interval, Options
 from .dd_nets import InitSampler, pretrain_pool
 from .base import DistillMethod, State, grad_surrogate, register_method
 from .common import class_labels
+
+
+_OLD_BACKWARD = {"full": "autograd", "checkpoint": "constant"}
 
 
 @register_method
@@ -78,7 +81,9 @@ class DD(DistillMethod):
         The pretrained pool: ``pool_size`` nets trained ``pool_epochs`` on ``pool_source`` (resized).
     attack_class, target_class : int or None
         Poisoning mode: the outer loss sees the real labels ``attack_class`` rewritten to ``target_class``.
-    backward : {"full", "checkpoint"}, default="full"
+    backward : {"autograd", "constant"}, default="autograd"
+        How the meta-gradient is computed (``distillset.unroll``): one graph over all steps, or the same
+        gradient with one step's activations at a time. Until 0.3 these were "full" and "checkpoint".
     weight_init : {"xavier", "default"}, default="xavier"
         p(theta_0): Xavier-normal conv / linear weights (gain 1), norm weights 1 and zero biases, as we
         read the DD code's default, or the model registry's PyTorch initialisation.
@@ -109,13 +114,13 @@ class DD(DistillMethod):
         "pool_epochs": [Interval(int, 1)],
         "attack_class": [None, Interval(int, 0)],
         "target_class": [None, Interval(int, 0)],
-        "backward": [Options(("full", "checkpoint"))],
+        "backward": [Options(("autograd", "constant"))],
         "weight_init": [Options(("xavier", "default"))],
     }
 
     def __init__(self, ipc=1, *, iterations=23600, model="lenet", steps=10, epochs=3, distill_lr=0.02, lr=0.01,
                  lr_decay_every=None, batch_real=102, net_init="fixed", n_nets=1, pool_source="digits", pool_size=4,
-                 pool_epochs=30, attack_class=None, target_class=None, backward="full", weight_init="xavier",
+                 pool_epochs=30, attack_class=None, target_class=None, backward="autograd", weight_init="xavier",
                  random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None, log_every=10,
                  progress=True):
         self.ipc = ipc
@@ -151,6 +156,10 @@ class DD(DistillMethod):
                           DeprecationWarning, stacklevel=3)
             params = {**params, "weight_init": params["net_init"]}
             del params["net_init"]
+        if params.get("backward") in _OLD_BACKWARD:  # one vocabulary with MTT's backward
+            warnings.warn(f"DD's backward={params['backward']!r} is now called {_OLD_BACKWARD[params['backward']]!r}; "
+                          "the old name stops working in the next release.", DeprecationWarning, stacklevel=3)
+            params = {**params, "backward": _OLD_BACKWARD[params["backward"]]}
         return super()._rename(params)
 
     def _validate(self, data):

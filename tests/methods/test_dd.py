@@ -43,15 +43,15 @@ def _problem(digits, steps=2, epochs=2):
 def test_meta_gradient_full_checkpoint_and_finite_differences_agree(digits):
     steps = 2
     f, theta0, images, labels, lrs_raw, outer = _problem(digits, steps=steps)
-    loss_f, gi_f, gr_f = meta_grad(f, theta0, images, labels, lrs_raw, steps, outer, "full")
-    loss_c, gi_c, gr_c = meta_grad(f, theta0, images, labels, lrs_raw, steps, outer, "checkpoint")
+    loss_f, gi_f, gr_f = meta_grad(f, theta0, images, labels, lrs_raw, steps, outer, "autograd")
+    loss_c, gi_c, gr_c = meta_grad(f, theta0, images, labels, lrs_raw, steps, outer, "constant")
     assert torch.allclose(loss_f, loss_c, rtol=1e-12, atol=0)
     assert torch.allclose(gi_f, gi_c, rtol=1e-9, atol=1e-13) and torch.allclose(gr_f, gr_c, rtol=1e-9, atol=1e-13)
     assert gi_f.abs().sum() > 0 and (gr_f != 0).all()
 
     def loss_at(img, raw):
         return float(meta_grad(f, theta0, img.detach().requires_grad_(True), labels, raw.detach().requires_grad_(True),
-                               steps, outer, "checkpoint")[0])
+                               steps, outer, "constant")[0])
 
     eps = 1e-6
     for t in range(lrs_raw.shape[0]):  # every step size
@@ -70,8 +70,8 @@ def test_meta_gradient_full_checkpoint_and_finite_differences_agree(digits):
 
 def test_checkpointed_backward_gives_the_same_run(digits):
     kw = dict(steps=2, epochs=2, iterations=4, batch_real=6, random_state=0, device="cpu", progress=False)
-    a = DD(backward="full", **kw).fit(digits)
-    b = DD(backward="checkpoint", **kw).fit(digits)
+    a = DD(backward="autograd", **kw).fit(digits)
+    b = DD(backward="constant", **kw).fit(digits)
     assert torch.allclose(a.synthetic_.images, b.synthetic_.images, atol=1e-5)
     assert torch.allclose(a.synthetic_.lrs, b.synthetic_.lrs, atol=1e-6)
     assert a.history_["loss"] == pytest.approx(b.history_["loss"], rel=1e-5)
@@ -148,7 +148,7 @@ def _interrupt_at_2(kw, digits, tmp_path):
 
 def test_random_init_resume_is_identical(digits, tmp_path):
     kw = dict(net_init="random", n_nets=2, steps=1, epochs=2, iterations=4, batch_real=3, random_state=0, device="cpu",
-              progress=False, backward="checkpoint")
+              progress=False, backward="constant")
     straight = DD(**kw).fit(digits)
     _interrupt_at_2(kw, digits, tmp_path)
     resumed = DD(checkpoint_dir=str(tmp_path), checkpoint_every=2, **kw).fit(digits, resume=True)

@@ -1,0 +1,153 @@
+"""Expert trajectories for trajectory matching (MTT and its successors).
+
+An expert is a network trained on the real training images with the trajectory methods' recipe (MTT's
+``buffer.py``: SGD lr ``lr_teacher`` = 0.01, no momentum, no weight decay, batch 256, constant lr, DSA
+augmentation per image, ZCA-whitened images where the method whitens) whose flat parameter vector is
+kept after every epoch: ``train_epochs + 1`` vectors, from the initialisation to the last epoch.
+
+Each expert is one entry of the preparation cache (:mod:`distillset.cache`), keyed by the recipe, the
+data set's fingerprint, the seed and the expert's index, so experts are made once and shared: a run
+asking for 10 experts reuses the 5 a previous run made and trains 5 more, and an interrupted
+``train_experts`` resumes at the first missing expert. Expert ``i`` draws from its own stream
+(``derive_seed(random_state, "expert/i")``), so it is the same network whichever run makes it.
+
+Examples
+--------
+>>> import os, tempfile
+>>> os.environ["DISTILLSET_CACHE"] = tempfile.mkdtemp()
+>>> from distillset.data import load_dataset
+>>> ex = train_experts(load_dataset("digits"), num_experts=2, train_epochs=1, model="mlp", progress=False)
+>>> ex.trajectories.shape[:2], len(ex.test_accuracy)
+(torch.Size([2, 2]), 2)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .augment import resolve_strategy
+from .cache import cached, fingerprint
+from .data import ImageDataset
+from .evaluate import test_accuracy, train_network
+from .models import get_model
+from .precision import PRECISIONS, precision_name, resolve_precision
+from .unroll import FlatNet
+from .utils import Instance, Interval, Options, derive_seed, make_generator, resolve_device, validate_params
+from .zca import ZCA
+
+EXPERT_CONSTRAINTS = {
+    "model": [Instance((str, dict))],
+    "num_experts": [Interval(int, 1)],
+    "train_epochs": [Interval(int, 1)],
+    "lr_teacher": [Interval(float, 0, closed="neither")],
+    "batch_train": [Interval(int, 1)],
+    "momentum": [Interval(float, 0, 1)],
+    "weight_decay": [Interval(float, 0)],
+    "augment": [None, Instance((str,))],
+    "zca": [Instance((bool,))],
+    "zca_strength": [Interval(float, 0)],
+    "precision": [Options(PRECISIONS)],
+    "random_state": [Interval(int, 0)],
+}
+
+
+@dataclass
+class Experts:
+    """Trajectories (E, train_epochs + 1, P) of E experts, their test accuracy (%) and the recipe."""
+
+    trajectories: torch.Tensor
+    test_accuracy: list[float]
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def num_params(self) -> int:
+        return self.trajectories.shape[-1]
+
+
+def whiten(images: torch.Tensor, zca: bool, zca_strength: float) -> tuple[torch.Tensor, dict]:
+    """``images`` (normalised real training images) whitened when ``zca``, and the set's ``extra`` for them.
+
+    The experts and the method that matches them both call this, so both see the same transform. ZCA is
+    fit on the images given (the training split), centred, as the trajectory methods' kornia ``ZCAWhitening``.
+    """
+    if not zca:
+        return images, {}
+    z = ZCA(zca_strength, center=True).fit(images)
+    return z.transform(images), z.extra()
+
+
+def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
+                  batch_train=256, momentum=0.0, weight_decay=0.0, augment="auto", zca=False, zca_strength=0.1,
+                  precision="auto", random_state=0, device=None, progress=True) -> Experts:
+    """Train (or load from the cache) ``num_experts`` experts on ``data``'s training split.
+
+    Parameters
+    ----------
+    data : ImageDataset
+    model : str or dict, default="convnet"
+        The architecture the method will unroll (a model without BatchNorm: the trajectory is the weights).
+    num_experts : int, default=10
+        MTT trains 100 per data set; fewer give a less varied target at the same quality per expert.
+    train_epochs : int, default=50
+        Epochs per expert; the trajectory keeps ``train_epochs + 1`` parameter vectors.
+    lr_teacher, batch_train, momentum, weight_decay : the SGD recipe (0.01, 256, 0, 0: MTT's defaults).
+    augment : str or None, default="auto"
+        DSA strategy per image while training; "auto" = the data set's default.
+    zca, zca_strength : bool, float
+        Train on ZCA-whitened images (MTT does on CIFAR); the matching method must whiten the same way.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Arithmetic of the training passes; the recorded weights are float32 either way.
+    random_state : int, default=0
+    device : str or None
+    progress : bool
+        A progress bar over the experts.
+
+    Returns
+    -------
+    Experts
+    """
+    settings = {"model": model, "num_experts": num_experts, "train_epochs": train_epochs, "lr_teacher": lr_teacher,
+                "batch_train": batch_train, "momentum": momentum, "weight_decay": weight_decay, "augment": augment,
+                "zca": zca, "zca_strength": zca_strength, "precision": precision, "random_state": random_state}
+    validate_params("train_experts", settings, EXPERT_CONSTRAINTS)
+    from tqdm.auto import tqdm
+
+    device = resolve_device(device)
+    recipe = {k: v for k, v in settings.items() if k != "num_experts"}  # an expert does not depend on how many
+    recipe.update(data=fingerprint(data), device=device.type, strategy=resolve_strategy(augment, data.name),
+                  precision=precision_name(resolve_precision(precision, device)))
+    images = None  # made on the first cache miss only
+    trajectories, accuracies = [], []
+    for i in tqdm(range(num_experts), desc="experts", disable=not progress, dynamic_ncols=True):
+        def build(i=i):
+            nonlocal images
+            if images is None:
+                images = whiten(data.normalize(data.train.images.to(device)), zca, zca_strength)
+            return _train_one(data, images, recipe, derive_seed(random_state, f"expert/{i}"), device)
+
+        entry = cached("expert", {**recipe, "index": i}, build, device)
+        trajectories.append(entry["trajectory"])
+        accuracies.append(float(entry["test_accuracy"]))
+    return Experts(torch.stack(trajectories), accuracies, settings)
+
+
+def _train_one(data: ImageDataset, images: tuple[torch.Tensor, dict], recipe: dict, seed: int, device
+               ) -> dict[str, torch.Tensor]:
+    """One expert: the shared training routine, the flat weights recorded after every epoch."""
+    x, extra = images
+    net = get_model(recipe["model"], data.image_shape, data.num_classes, seed=seed, device=device)
+    flat = FlatNet(net)
+    trajectory = [flat.flatten()]
+    train_network(net, x, data.train.labels.to(device), epochs=recipe["train_epochs"],
+                  generator=make_generator(derive_seed(seed, "stream"), device), lr=recipe["lr_teacher"],
+                  batch_size=recipe["batch_train"], momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
+                  augment=recipe["strategy"], precision=recipe["precision"], lr_decay=False,
+                  on_epoch=lambda epoch: trajectory.append(flat.flatten()))
+    x_test = data.normalize(data.test.images.to(device))
+    if "zca" in extra:
+        from .zca import apply_zca
+
+        x_test = apply_zca(x_test, extra["zca"], extra.get("zca_mean"))
+    acc = test_accuracy(net, x_test, data.test.labels.to(device), precision=recipe["precision"])  # reported only
+    return {"trajectory": torch.stack(trajectory), "test_accuracy": torch.tensor(acc)}

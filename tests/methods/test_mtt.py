@@ -1,0 +1,116 @@
+"""MTT: the unrolled gradient three ways, memory, experts' cache, and a short run that helps."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillset.data import load_dataset
+from distillset.evaluate import Evaluator
+from distillset.experts import train_experts
+from distillset.methods import get_method
+from distillset.models import get_model
+from distillset.unroll import FlatNet, unrolled_grad
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _problem(steps=4, dtype=torch.float64, seed=0):
+    """A small trajectory-matching problem: a ConvNet student, 20 images in batches of 10, soft labels."""
+    g = torch.Generator().manual_seed(seed)
+    net = get_model("convnet(width=8)", (1, 8, 8), 10, seed=seed).to(dtype)
+    f = FlatNet(net)
+    theta0 = f.flatten()
+    target = theta0 + 0.05 * torch.randn(theta0.shape, generator=g, dtype=dtype)
+    images = torch.randn(20, 1, 8, 8, generator=g, dtype=dtype, requires_grad=True)
+    logits = torch.randn(20, 10, generator=g, dtype=dtype, requires_grad=True)
+    lr = torch.tensor(0.05, dtype=dtype, requires_grad=True)
+    order = [torch.randperm(20, generator=g)[:10] for _ in range(steps)]
+
+    def batch(t, leaves):
+        return leaves[0][order[t]], F.softmax(leaves[2][order[t]], 1), leaves[1]
+
+    def outer(theta):
+        return ((theta - target) ** 2).sum() / ((theta0 - target) ** 2).sum()
+
+    return f, theta0, batch, [images, lr, logits], outer
+
+
+def test_constant_memory_gradient_equals_autograd_in_float64():
+    f, theta0, batch, leaves, outer = _problem()
+    loss_a, grads_a = unrolled_grad(f, theta0, 4, batch, leaves, outer, "autograd")
+    loss_c, grads_c = unrolled_grad(f, theta0, 4, batch, leaves, outer, "constant")
+    assert torch.equal(loss_a, loss_c)
+    for a, c in zip(grads_a, grads_c):  # float64: agreement to rounding, 1e-10 relative
+        assert a.abs().max() > 0
+        torch.testing.assert_close(c, a, rtol=1e-10, atol=1e-12)
+
+
+def test_tesla_drops_the_later_steps_terms():
+    f, theta0, batch, leaves, outer = _problem()
+    _, grads_a = unrolled_grad(f, theta0, 4, batch, leaves, outer, "autograd")
+    _, grads_t = unrolled_grad(f, theta0, 4, batch, leaves, outer, "tesla")
+    rel = (grads_t[0] - grads_a[0]).norm() / grads_a[0].norm()
+    assert rel > 1e-3  # not the exact gradient: the later steps' Hessian terms are missing
+    _, grads_1 = unrolled_grad(f, theta0, 1, batch, leaves, outer, "tesla")  # one step: nothing is dropped
+    _, grads_1a = unrolled_grad(f, theta0, 1, batch, leaves, outer, "autograd")
+    torch.testing.assert_close(grads_1[0], grads_1a[0], rtol=1e-10, atol=1e-12)
+
+
+def test_autograd_gradient_matches_finite_differences():
+    f, theta0, batch, leaves, outer = _problem(steps=3)
+    _, grads = unrolled_grad(f, theta0, 3, batch, leaves, outer, "autograd")
+    direction = torch.randn_like(leaves[0])
+    eps = 1e-6
+
+    def loss_at(x):
+        return unrolled_grad(f, theta0, 3, batch, [x.detach().requires_grad_(True), *leaves[1:]], outer,
+                             "constant")[0]
+
+    numeric = (loss_at(leaves[0] + eps * direction) - loss_at(leaves[0] - eps * direction)) / (2 * eps)
+    torch.testing.assert_close(numeric, (grads[0] * direction).sum(), rtol=1e-5, atol=1e-9)
+
+
+def _graph_peak_bytes(backward: str, steps: int) -> int:
+    """Peak bytes held by autograd graphs while computing the gradient (saved activations and gradients).
+
+    A saved tensor is held detached: holding it with its grad_fn would tie it to its own node in a cycle
+    that nothing frees (pack hooks and saved outputs), and every step would look like it leaks.
+    """
+    live, peak = [0], [0]
+
+    class Held:
+        def __init__(self, t):
+            self.t, self.n = t.detach(), t.untyped_storage().nbytes()
+            live[0] += self.n
+            peak[0] = max(peak[0], live[0])
+
+        def __del__(self):
+            live[0] -= self.n
+
+    f, theta0, batch, leaves, outer = _problem(steps=steps, dtype=torch.float32)
+    with torch.autograd.graph.saved_tensors_hooks(Held, lambda h: h.t):
+        unrolled_grad(f, theta0, steps, batch, leaves, outer, backward)
+    return peak[0]
+
+
+def test_constant_backward_memory_does_not_grow_with_steps():
+    const = [_graph_peak_bytes("constant", n) for n in (10, 40)]
+    auto = [_graph_peak_bytes("autograd", n) for n in (10, 40)]
+    assert abs(const[1] - const[0]) <= 0.05 * const[0], const  # equal within 5 %
+    assert auto[1] > 3 * auto[0], auto  # grows about linearly with the steps
+    assert const[1] < auto[1] / 10, (const, auto)
+
+
+def test_experts_are_reused_from_the_cache(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    kw = dict(model="mlp", train_epochs=2, random_state=3, progress=False)
+    first = train_experts(digits, num_experts=2, **kw)
+    assert first.trajectories.shape[:2] == (2, 3)
+    assert len(list((tmp_path / "prepared").glob("expert-*.safetensors"))) == 2
+    more = train_experts(digits, num_experts=3, **kw)  # two from the cache, one new
+    assert torch.equal(more.trajectories[:2], first.trajectories)
+    assert len(list((tmp_path / "prepared").glob("expert-*.safetensors"))) == 3
+    monkeypatch.setattr("distillset.experts._train_one", lambda *a, **k: 1 / 0)  # a third call trains nothing
+    assert torch.equal(train_experts(digits, num_experts=3, **kw).trajectories, more.trajectories)
