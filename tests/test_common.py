@@ -131,6 +131,8 @@ FAST = {
     "dd": dict(steps=1, epochs=2, batch_real=6),
     "kip": {},
     "ls": {},
+    "mtt": dict(model="mlp", num_experts=2, train_epochs=2, syn_steps=3, expert_epochs=1, max_start_epoch=2, lr_img=10.0),
+    "datm": dict(model="mlp", num_experts=2, train_epochs=2, syn_steps=3, expert_epochs=1, max_start_epoch=2),
 }
 SELECTION = ("random", "herding", "kcenter", "ls")  # no iterations
 DETERMINISTIC = ("herding", "kcenter", "ls")  # on pixel features the seed plays no part

@@ -293,3 +293,46 @@ def _correctly_classified(real, ipc: int, classify, generator: torch.Generator, 
     wrong = (pred != torch.arange(k, device=pred.device)[:, None]).to(torch.int64)  # (K, m): 0 = correct
     order = torch.argsort(wrong, dim=1, stable=True)[:, :ipc]  # correct ones first, random order kept
     return real.take(torch.gather(idx, 1, order).flatten()).clone()
+
+
+@register_method
+class DATM(MTT):
+    """DATM: MTT with learned soft labels, correctly classified real images as the start, a growing window and
+    the loss threshold (Guo et al., ICLR 2024).
+
+    Parameters
+    ----------
+    Those of :class:`MTT`, with DATM's defaults (its CIFAR-10 IPC 1 settings: N = 80, window [0, 4),
+    lr_img 100, lr_y 5, threshold 1.1, EMA 0.995, soft labels, correctly classified initial images).
+
+    Evaluate its sets with their soft labels (the evaluator's default: soft cross-entropy) and learned step
+    size (``Evaluator(lr="learned")``); report them apart from hard-label results.
+
+    Examples
+    --------
+    >>> from distillset.data import load_dataset
+    >>> datm = DATM(ipc=1, iterations=1, model="mlp", num_experts=1, train_epochs=2, syn_steps=2, expert_epochs=1,
+    ...             max_start_epoch=1, random_state=0, device="cpu", progress=False)
+    >>> datm.fit(load_dataset("digits")).synthetic_.label_kind
+    'soft'
+    """
+
+    name = "datm"
+
+    def __init__(self, ipc=1, *, iterations=5000, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
+                 batch_train=256, expert_seed=0, expert_precision="auto", syn_steps=80, expert_epochs=2,
+                 min_start_epoch=0, max_start_epoch=4, initial_max_start_epoch=None, expansion_iterations=1000,
+                 lr_img=100.0, lr_lr=1e-7, batch_syn=None, image_init="correct", soft_labels=True, lr_y=5.0,
+                 momentum_y=0.9, ema_decay=0.995, loss_threshold=1.1, augment="auto", zca=False, zca_strength=0.1,
+                 backward="constant", random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None,
+                 log_every=10, progress=True):
+        super().__init__(
+            ipc, iterations=iterations, model=model, num_experts=num_experts, train_epochs=train_epochs,
+            lr_teacher=lr_teacher, batch_train=batch_train, expert_seed=expert_seed, expert_precision=expert_precision,
+            syn_steps=syn_steps, expert_epochs=expert_epochs, min_start_epoch=min_start_epoch,
+            max_start_epoch=max_start_epoch, initial_max_start_epoch=initial_max_start_epoch,
+            expansion_iterations=expansion_iterations, lr_img=lr_img, lr_lr=lr_lr, batch_syn=batch_syn,
+            image_init=image_init, soft_labels=soft_labels, lr_y=lr_y, momentum_y=momentum_y, ema_decay=ema_decay,
+            loss_threshold=loss_threshold, augment=augment, zca=zca, zca_strength=zca_strength, backward=backward,
+            random_state=random_state, device=device, checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every, log_every=log_every, progress=progress)
