@@ -166,9 +166,11 @@ class Evaluator:
     augment : str or None, default="auto"
         DSA strategy applied per image during training; ``"auto"`` = the data set's default strategy,
         ``None``/``"none"`` = no augmentation.
-    lr : float or sequence of float, default=0.01
+    lr : float, "learned" or a sequence of them, default=0.01
         SGD learning rate; several = try each (``n_models`` networks apiece) and keep the one whose networks
         do best on the validation split (needs ``val_per_class``). Only the kept lr's networks see the test set.
+        ``"learned"`` is the step size the set carries (``synthetic.lrs``, one value: MTT and DATM learn it
+        and their papers evaluate with it).
     batch_size, momentum, weight_decay : protocol SGD settings (256, 0.9, 5e-4).
     loss : {"ce", "mse"} or None, default=None
         None trains on each set with the loss its labels need (``SyntheticSet.loss``: cross-entropy for hard
@@ -206,7 +208,7 @@ class Evaluator:
     _parameter_constraints = {
         "n_models": [Interval(int, 1)],
         "epochs": [Interval(int, 0)],
-        "lr": [Interval(float, 0, closed="neither"), Instance((list, tuple))],
+        "lr": [Interval(float, 0, closed="neither"), Options(("learned",)), Instance((list, tuple))],
         "val_per_class": [None, Interval(int, 1)],
         "checkpoint": [Options(("last", "best_val"))],
         "batch_size": [Interval(int, 1)],
@@ -253,9 +255,10 @@ class Evaluator:
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         lrs = list(self.lr) if isinstance(self.lr, (list, tuple)) else [self.lr]
+        lrs = [_learned_lr(synthetic) if v == "learned" else v for v in lrs]
         if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):
-            raise InvalidParameterError(f"The 'lr' parameter of Evaluator must be a float > 0 or a non-empty list of "
-                                        f"them. Got {self.lr!r} instead.")
+            raise InvalidParameterError(f"The 'lr' parameter of Evaluator must be a float > 0, 'learned' or a non-empty "
+                                        f"list of them. Got {self.lr!r} instead.")
         lrs = [float(v) for v in lrs]
         data = self._with_validation(data, len(lrs) > 1 or self.checkpoint == "best_val", synthetic.meta.get("val_per_class"))
         device = resolve_device(self.device)
@@ -362,6 +365,16 @@ class Evaluator:
         if "zca" in synthetic.extra:  # (D, D) whitening matrix fit on the training set; the set is already whitened
             x = apply_zca(x, synthetic.extra["zca"], synthetic.extra.get("zca_mean"))
         return x
+
+
+def _learned_lr(synthetic: SyntheticSet) -> float:
+    """The one step size a set learned (MTT, DATM), for ``lr="learned"``."""
+    lrs = synthetic.lrs
+    if lrs is None or lrs.numel() != 1 or not bool(torch.isfinite(lrs).all()) or float(lrs) <= 0:
+        got = "none" if lrs is None else f"{lrs.numel()} value(s)"
+        raise InvalidParameterError(f"lr='learned' needs a set that carries one positive learned step size (MTT, "
+                                    f"DATM); this {synthetic.meta.get('method', '?')} set has {got}. Pass a number.")
+    return float(lrs)
 
 
 class _BestOnValidation:

@@ -92,3 +92,24 @@ def test_scores_join_the_right_records_per_seed():
     expect_ars = [ars(21, 15), ars(41, 30)]
     assert s["ARS"] == f"{sum(expect_ars) / 2:.1f} ± {abs(expect_ars[0] - expect_ars[1]) / 2 ** 0.5:.1f}"
     assert report.scores_of(dm, None, None) == {"IOR": "-", "HLR": "-", "LRS": "-", "ARS": "-"}
+
+
+def test_every_profile_entry_builds_its_method_and_evaluator():
+    """A typo in a config's parameters fails here, not hours into a GPU run."""
+    import yaml
+
+    from distillset.utils import validate_params
+
+    for path in sorted((Path(run.HERE) / "configs").glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text())["entries"]:
+            where = f"{path.name}: {entry['name']}"
+            if entry["method"] == "full":  # the runner's whole-training-set reference, not a method
+                continue
+            params = {"progress": False, **entry.get("params", {}), "ipc": entry.get("ipc", 1), "random_state": 0}
+            try:
+                get_method(entry["method"], **params)._validate_params()
+                ev = dict(entry.get("eval", {}))
+                evaluator = Evaluator(ev.pop("models", "convnet"), **ev)
+                validate_params("Evaluator", vars(evaluator), Evaluator._parameter_constraints)
+            except Exception as e:  # noqa: BLE001 - report which entry
+                raise AssertionError(f"{where}: {e}") from None

@@ -5,6 +5,7 @@ reference protocol (5 nets x 1000 epochs).
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--loss", choices=["ce", "mse"], default=None,
                    help="training loss (default: the one the set's labels need, as recorded in the set; "
                         "a different value warns)")
-    p.add_argument("--lr", type=float, nargs="+", default=[0.01],
-                   help="SGD learning rate; several = keep the best on the validation split (needs --val-per-class)")
+    p.add_argument("--lr", type=_lr, nargs="+", default=[0.01],
+                   help="SGD learning rate, or 'learned' (the step size an MTT/DATM set carries); several = keep the "
+                        "best on the validation split (needs --val-per-class)")
     p.add_argument("--val-per-class", type=int, default=None,
                    help="hold out this many training images per class as a validation split for the choices")
     p.add_argument("--checkpoint", choices=["last", "best_val"], default="last",
@@ -94,3 +96,13 @@ def run_own(args, syn, data, runs: int) -> int:
     if args.json:
         atomic_write(args.json, json.dumps(own, indent=2))
     return 0
+
+
+def _lr(text: str) -> float | str:
+    """``--lr`` values: a number or the word ``learned``."""
+    if text == "learned":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'learned', got {text!r}") from None

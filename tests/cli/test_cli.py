@@ -144,3 +144,23 @@ def test_evaluate_chooses_on_a_validation_split(tmp_path, capsys):
     with pytest.warns(UserWarning, match="distilled without holding out"):
         assert main([*args, "--val-per-class", "5", "--checkpoint", "best_val"]) == 0
     assert "on 5 validation images per class" in capsys.readouterr().out
+
+
+def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path, capsys):
+    recipe = ["--model", "mlp", "--num-experts", "2", "--train-epochs", "3", "--quiet"]
+    assert main(["experts", *recipe, "--device", "cpu"]) == 0
+    assert "2 experts on digits: 4 weight vectors" in capsys.readouterr().out
+    assert main(["experts", "--num-experts", "0"]) == 2
+    assert "num_experts" in capsys.readouterr().err
+    out = tmp_path / "mtt"
+    params = ["num_experts=2", "train_epochs=3", "syn_steps=2", "expert_epochs=1", "max_start_epoch=2", "lr_img=10.0"]
+    argv = ["distill", "--method", "mtt", "--model", "mlp", "--iterations", "2", "--no-eval", "--quiet", "--out",
+            str(out), "--device", "cpu"]
+    for p in params:
+        argv += ["--param", p]
+    assert main(argv) == 0
+    from distillset.cache import list_cache
+    assert len([e for e in list_cache() if e["kind"] == "expert" and e["settings"]["model"] == "mlp"
+                and e["settings"]["train_epochs"] == 3]) == 2  # the distill run trained no new expert
+    assert main(["evaluate", str(out / "synthetic"), "--runs", "1", "--epochs", "2", "--lr", "learned", "--quiet",
+                 "--device", "cpu"]) == 0

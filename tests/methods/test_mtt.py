@@ -114,3 +114,27 @@ def test_experts_are_reused_from_the_cache(digits, tmp_path, monkeypatch):
     assert len(list((tmp_path / "prepared").glob("expert-*.safetensors"))) == 3
     monkeypatch.setattr("distillset.experts._train_one", lambda *a, **k: 1 / 0)  # a third call trains nothing
     assert torch.equal(train_experts(digits, num_experts=3, **kw).trajectories, more.trajectories)
+
+
+MLP_RUN = dict(ipc=1, model="mlp", num_experts=4, train_epochs=10, batch_train=64, syn_steps=10, expert_epochs=2,
+               max_start_epoch=4, lr_img=10.0, lr_lr=1e-5, random_state=0, device="cpu", progress=False)
+
+
+def test_short_mtt_run_on_digits_lowers_the_loss_and_beats_its_initialisation(digits):
+    # an MLP: ConvNet-3 on 8x8 digits ends in 1-2 px maps whose instance norm makes the unroll ill-conditioned
+    init = get_method("mtt", iterations=0, **MLP_RUN)
+    with pytest.warns(UserWarning, match="initialisation"):
+        init.fit(digits)
+    mtt = get_method("mtt", iterations=150, **MLP_RUN).fit(digits)
+    loss = mtt.history_["loss"]
+    assert sum(loss[-20:]) / 20 < 0.6 * sum(loss[:20]) / 20, (loss[:20], loss[-20:])
+    ev = Evaluator("mlp", n_models=3, epochs=300, lr="learned", device="cpu")
+    before, after = ev.score(init.synthetic_, digits)["mlp"], ev.score(mtt.synthetic_, digits)["mlp"]
+    assert after.mean > before.mean + 5, (before, after)
+    assert mtt.synthetic_.lrs.item() != pytest.approx(0.01)  # the step size was learned
+
+
+def test_learned_lr_needs_a_set_that_learned_one(digits):
+    syn = get_method("random", ipc=1, random_state=0).fit(digits).synthetic_
+    with pytest.raises(Exception, match="learned step size"):
+        Evaluator(n_models=1, epochs=1, lr="learned", device="cpu").score(syn, digits)
