@@ -77,6 +77,7 @@ def train_network(
     precision: str = "fp32",
     lr_decay: bool = True,
     on_epoch=None,
+    gsam: tuple[float, float] | None = None,
 ) -> torch.nn.Module:
     """Train ``net`` in place with the protocol's SGD recipe (lr x0.1 at half the epochs).
 
@@ -84,7 +85,8 @@ def train_network(
     soft targets allowed) or ``"mse"`` (regression onto the targets, for kernel-method labels).
     ``precision`` (``distillset.precision``) sets the arithmetic of the passes; weights stay float32.
     ``lr_decay=False`` keeps the lr constant (DC's inner loop). ``on_epoch(epoch)`` is called after each
-    epoch (1-based), e.g. to keep the checkpoint that does best on a validation split.
+    epoch (1-based), e.g. to keep the checkpoint that does best on a validation split. ``gsam=(rho, alpha)``
+    takes each step with adaptive GSAM (:func:`gsam_gradient`; FTD's flat experts): twice the passes.
     """
     from .augment import augment as dsa
 
@@ -102,16 +104,45 @@ def train_network(
             xb, yb = images[idx], targets[idx]
             if augment:
                 xb = dsa(xb, augment, generator=generator)
-            with autocast(images.device, dtype):
-                out = net(xb).float()
-            batch_loss = F.mse_loss(out, yb) if loss == "mse" else F.cross_entropy(out, yb)
+            def batch_loss():
+                with autocast(images.device, dtype):
+                    out = net(xb).float()
+                return F.mse_loss(out, yb) if loss == "mse" else F.cross_entropy(out, yb)
+
             opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
+            if gsam is None:
+                batch_loss().backward()
+            else:
+                gsam_gradient(net, batch_loss, *gsam)
             opt.step()
         sched.step()
         if on_epoch is not None:
             on_epoch(epoch + 1)
     return net
+
+
+def gsam_gradient(net: torch.nn.Module, loss_fn, rho: float, alpha: float, eps: float = 1e-12) -> None:
+    """Leave in ``.grad`` the adaptive GSAM direction at the current weights (Zhuang et al., ICLR 2022).
+
+    g = grad L(w); e = rho * w^2 * g / ||w * g|| (adaptive SAM's ascent); h = grad L(w + e); the direction
+    is h - alpha * (g - its projection on h): the sharpness-aware gradient with the surrogate gap
+    descended along the part of g orthogonal to h. FTD trains its experts this way (rho 0.01, alpha 0.3).
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    g = torch.autograd.grad(loss_fn(), params)
+    with torch.no_grad():
+        scale = rho / (torch.linalg.vector_norm(torch.stack([(p.abs() * gi).norm() for p, gi in zip(params, g)])) + eps)
+        e = [gi * scale * p.square() for p, gi in zip(params, g)]
+        torch._foreach_add_(params, e)
+    h = torch.autograd.grad(loss_fn(), params)
+    with torch.no_grad():
+        torch._foreach_sub_(params, e)
+        h_norm = torch.linalg.vector_norm(torch.stack([hi.norm() for hi in h]))
+        g_norm = torch.linalg.vector_norm(torch.stack([gi.norm() for gi in g]))
+        cosine = sum((gi * hi).sum() for gi, hi in zip(g, h)) / (g_norm * h_norm + eps)
+        for p, gi, hi in zip(params, g, h):
+            vertical = gi - cosine * g_norm * hi / (h_norm + eps)
+            p.grad = hi - alpha * vertical
 
 
 @torch.no_grad()

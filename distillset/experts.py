@@ -47,6 +47,8 @@ EXPERT_CONSTRAINTS = {
     "augment": [None, Instance((str,))],
     "zca": [Instance((bool,))],
     "zca_strength": [Interval(float, 0)],
+    "gsam_rho": [None, Interval(float, 0, closed="neither")],
+    "gsam_alpha": [Interval(float, 0)],
     "precision": [Options(PRECISIONS)],
     "random_state": [Interval(int, 0)],
 }
@@ -79,7 +81,8 @@ def whiten(images: torch.Tensor, zca: bool, zca_strength: float) -> tuple[torch.
 
 def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
                   batch_train=256, momentum=0.0, weight_decay=0.0, augment="auto", zca=False, zca_strength=0.1,
-                  precision="auto", random_state=0, device=None, progress=True) -> Experts:
+                  gsam_rho=None, gsam_alpha=0.3, precision="auto", random_state=0, device=None, progress=True
+                  ) -> Experts:
     """Train (or load from the cache) ``num_experts`` experts on ``data``'s training split.
 
     Parameters
@@ -96,6 +99,9 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
         DSA strategy per image while training; "auto" = the data set's default.
     zca, zca_strength : bool, float
         Train on ZCA-whitened images (MTT does on CIFAR); the matching method must whiten the same way.
+    gsam_rho, gsam_alpha : float or None, float, default=None, 0.3
+        FTD's flat experts: every step is an adaptive GSAM step (``distillset.evaluate.gsam_gradient``)
+        with this radius and surrogate-gap weight (FTD: 0.01 and 0.3). None: plain SGD (MTT).
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Arithmetic of the training passes; the recorded weights are float32 either way.
     random_state : int, default=0
@@ -109,12 +115,15 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
     """
     settings = {"model": model, "num_experts": num_experts, "train_epochs": train_epochs, "lr_teacher": lr_teacher,
                 "batch_train": batch_train, "momentum": momentum, "weight_decay": weight_decay, "augment": augment,
-                "zca": zca, "zca_strength": zca_strength, "precision": precision, "random_state": random_state}
+                "zca": zca, "zca_strength": zca_strength, "gsam_rho": gsam_rho, "gsam_alpha": gsam_alpha,
+                "precision": precision, "random_state": random_state}
     validate_params("train_experts", settings, EXPERT_CONSTRAINTS)
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
-    recipe = {k: v for k, v in settings.items() if k != "num_experts"}  # an expert does not depend on how many
+    # an expert does not depend on how many there are; GSAM's keys only when it is on (older entries stay valid)
+    recipe = {k: v for k, v in settings.items()
+              if k != "num_experts" and not (k.startswith("gsam") and gsam_rho is None)}
     recipe.update(data=fingerprint(data), device=device.type, strategy=resolve_strategy(augment, data.name),
                   precision=precision_name(resolve_precision(precision, device)))
     images = None  # made on the first cache miss only
@@ -143,6 +152,7 @@ def _train_one(data: ImageDataset, images: tuple[torch.Tensor, dict], recipe: di
                   generator=make_generator(derive_seed(seed, "stream"), device), lr=recipe["lr_teacher"],
                   batch_size=recipe["batch_train"], momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                   augment=recipe["strategy"], precision=recipe["precision"], lr_decay=False,
+                  gsam=(recipe["gsam_rho"], recipe["gsam_alpha"]) if recipe.get("gsam_rho") else None,
                   on_epoch=lambda epoch: trajectory.append(flat.flatten()))
     x_test = data.normalize(data.test.images.to(device))
     if "zca" in extra:

@@ -19,7 +19,8 @@ The gradient of step 3 w.r.t. images, alpha and label logits comes from ``distil
 gradient, one step's activations at a time) or ``"tesla"`` (TESLA's published accumulation, which holds
 the adjoint fixed at theta_N and so drops the later steps' Hessian terms; see ``unroll``).
 
-Options: ``ema_decay`` (FTD) makes the saved set the exponential moving average of the images;
+Options: ``gsam_rho`` (FTD) trains flat experts (adaptive GSAM); ``ema_decay`` (FTD) makes the saved
+set the exponential moving average of the images;
 ``soft_labels`` (DATM) learns logits initialised from the last epoch of expert 0 on the initial images,
 and the set stores their softmax (label kind "soft", trained with soft cross-entropy);
 ``image_init="correct"`` (DATM) starts from real images that expert classifies correctly;
@@ -29,7 +30,7 @@ size in ``lrs`` (MTT evaluates with it: ``Evaluator(lr="learned")``).
 Deviations: experts are trained once per ``expert_seed`` and shared by every distillation seed (as the
 papers' buffers are); each iteration picks an expert uniformly at random (the reference walks through
 shuffled buffer files). ZCA is our regularised, centred ``distillset.zca`` (kornia's in the reference).
-FTD's flat experts (GSAM training) are not implemented. One host sync per iteration reads the expert pick.
+One host sync per iteration reads the expert pick.
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ class MTT(DistillMethod):
         The experts (``distillset.experts.train_experts``).
     syn_lr : float or None, default=None
         The student step size alpha's initial value (MTT's ``distill.py --lr_teacher``); None = ``lr_teacher``.
+    gsam_rho, gsam_alpha : float or None, float, default=None, 0.3
+        FTD's flat experts (trained with adaptive GSAM; FTD uses 0.01 and 0.3). None: MTT's plain SGD.
     expert_seed : int, default=0
         Seed of the experts, shared by every distillation seed.
     expert_precision : {"auto", "fp32", "bf16"}, default="auto"
@@ -111,6 +114,8 @@ class MTT(DistillMethod):
         "lr_teacher": [Interval(float, 0, closed="neither")],
         "syn_lr": [None, Interval(float, 0, closed="neither")],
         "batch_train": [Interval(int, 1)],
+        "gsam_rho": [None, Interval(float, 0, closed="neither")],
+        "gsam_alpha": [Interval(float, 0)],
         "expert_seed": [Interval(int, 0)],
         "expert_precision": [Options(PRECISIONS)],
         "syn_steps": [Interval(int, 1)],
@@ -135,7 +140,8 @@ class MTT(DistillMethod):
     }
 
     def __init__(self, ipc=1, *, iterations=5000, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
-                 syn_lr=None, batch_train=256, expert_seed=0, expert_precision="auto", syn_steps=50, expert_epochs=2,
+                 syn_lr=None, batch_train=256, gsam_rho=None, gsam_alpha=0.3, expert_seed=0, expert_precision="auto",
+                 syn_steps=50, expert_epochs=2,
                  min_start_epoch=0, max_start_epoch=2, initial_max_start_epoch=None, expansion_iterations=1000,
                  lr_img=1000.0, lr_lr=1e-7, batch_syn=None, image_init="real", soft_labels=False, lr_y=2.0,
                  momentum_y=0.9, ema_decay=None, loss_threshold=None, augment="auto", zca=False, zca_strength=0.1,
@@ -149,6 +155,8 @@ class MTT(DistillMethod):
         self.lr_teacher = lr_teacher
         self.syn_lr = syn_lr
         self.batch_train = batch_train
+        self.gsam_rho = gsam_rho
+        self.gsam_alpha = gsam_alpha
         self.expert_seed = expert_seed
         self.expert_precision = expert_precision
         self.syn_steps = syn_steps
@@ -197,7 +205,8 @@ class MTT(DistillMethod):
         self.experts_ = train_experts(
             data, model=self.model, num_experts=self.num_experts, train_epochs=self.train_epochs,
             lr_teacher=self.lr_teacher, batch_train=self.batch_train, augment=self.augment, zca=self.zca,
-            zca_strength=self.zca_strength, precision=self.expert_precision, random_state=self.expert_seed,
+            zca_strength=self.zca_strength, gsam_rho=self.gsam_rho, gsam_alpha=self.gsam_alpha,
+            precision=self.expert_precision, random_state=self.expert_seed,
             device=device, progress=self.progress)
         return {}
 
@@ -326,7 +335,8 @@ class DATM(MTT):
     name = "datm"
 
     def __init__(self, ipc=1, *, iterations=5000, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
-                 syn_lr=None, batch_train=256, expert_seed=0, expert_precision="auto", syn_steps=80, expert_epochs=2,
+                 syn_lr=None, batch_train=256, gsam_rho=None, gsam_alpha=0.3, expert_seed=0, expert_precision="auto",
+                 syn_steps=80, expert_epochs=2,
                  min_start_epoch=0, max_start_epoch=4, initial_max_start_epoch=None, expansion_iterations=1000,
                  lr_img=100.0, lr_lr=1e-7, batch_syn=None, image_init="correct", soft_labels=True, lr_y=5.0,
                  momentum_y=0.9, ema_decay=0.995, loss_threshold=1.1, augment="auto", zca=False, zca_strength=0.1,
@@ -334,7 +344,8 @@ class DATM(MTT):
                  log_every=10, progress=True):
         super().__init__(
             ipc, iterations=iterations, model=model, num_experts=num_experts, train_epochs=train_epochs,
-            lr_teacher=lr_teacher, syn_lr=syn_lr, batch_train=batch_train, expert_seed=expert_seed, expert_precision=expert_precision,
+            lr_teacher=lr_teacher, syn_lr=syn_lr, batch_train=batch_train, gsam_rho=gsam_rho, gsam_alpha=gsam_alpha,
+            expert_seed=expert_seed, expert_precision=expert_precision,
             syn_steps=syn_steps, expert_epochs=expert_epochs, min_start_epoch=min_start_epoch,
             max_start_epoch=max_start_epoch, initial_max_start_epoch=initial_max_start_epoch,
             expansion_iterations=expansion_iterations, lr_img=lr_img, lr_lr=lr_lr, batch_syn=batch_syn,

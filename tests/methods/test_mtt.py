@@ -138,3 +138,30 @@ def test_learned_lr_needs_a_set_that_learned_one(digits):
     syn = get_method("random", ipc=1, random_state=0).fit(digits).synthetic_
     with pytest.raises(Exception, match="learned step size"):
         Evaluator(n_models=1, epochs=1, lr="learned", device="cpu").score(syn, digits)
+
+
+def test_gsam_without_radius_or_gap_is_the_plain_gradient_and_otherwise_differs():
+    from distillset.evaluate import gsam_gradient
+
+    net = get_model("mlp", (1, 8, 8), 10, seed=0)
+    x, y = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 10
+
+    def loss():
+        return F.cross_entropy(net(x), y)
+
+    plain = torch.autograd.grad(loss(), list(net.parameters()))
+    before = [p.detach().clone() for p in net.parameters()]
+    gsam_gradient(net, loss, rho=1e-30, alpha=0.0)
+    for p, g, w in zip(net.parameters(), plain, before):
+        torch.testing.assert_close(p.grad, g)
+        assert torch.equal(p, w)  # the ascent step is undone
+    gsam_gradient(net, loss, rho=0.5, alpha=0.3)
+    assert any(not torch.allclose(p.grad, g) for p, g in zip(net.parameters(), plain))
+
+
+def test_flat_experts_are_separate_cache_entries(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    kw = dict(model="mlp", num_experts=1, train_epochs=1, progress=False)
+    plain, flat = train_experts(digits, **kw), train_experts(digits, gsam_rho=0.01, **kw)
+    assert not torch.equal(plain.trajectories, flat.trajectories)
+    assert len(list((tmp_path / "prepared").glob("expert-*.safetensors"))) == 2
