@@ -211,7 +211,9 @@ class MTT(DistillMethod):
         return {}
 
     def _init_state(self, data, real, generator):
-        real.images, extra = whiten(real.images, self.zca, self.zca_strength)  # class-sorted, as real.take reads them
+        extra = {}
+        if self.zca:  # the class-sorted images, as real.take reads them
+            real.images, extra = whiten(real.images, True, self.zca_strength)
         net = get_model(self.model, data.image_shape, data.num_classes, seed=0, device=real.raw.device)
         f = FlatNet(net)
         teacher = self.experts_.trajectories[0, -1].to(real.raw.device)  # expert 0, last epoch (DATM's labeller)

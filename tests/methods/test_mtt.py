@@ -165,3 +165,33 @@ def test_flat_experts_are_separate_cache_entries(digits, tmp_path, monkeypatch):
     plain, flat = train_experts(digits, **kw), train_experts(digits, gsam_rho=0.01, **kw)
     assert not torch.equal(plain.trajectories, flat.trajectories)
     assert len(list((tmp_path / "prepared").glob("expert-*.safetensors"))) == 2
+
+
+DATM_RUN = dict(ipc=1, model="mlp", num_experts=2, train_epochs=4, batch_train=64, syn_steps=3, expert_epochs=1,
+                lr_img=10.0, random_state=0, device="cpu", progress=False)
+
+
+def test_datm_window_grows_and_labels_are_soft(digits):
+    datm = get_method("datm", iterations=8, max_start_epoch=3, initial_max_start_epoch=1, expansion_iterations=4,
+                      loss_threshold=None, **DATM_RUN).fit(digits)
+    starts = datm.history_["start_epoch"]
+    assert starts[:2] == [0.0, 0.0]  # upper end 1 (exclusive) for the first iterations, 3 from iteration 4
+    assert all(s <= 1 for s in starts[:4]) and max(starts) <= 2
+    s = datm.synthetic_
+    assert s.label_kind == "soft" and s.loss == "ce"
+    torch.testing.assert_close(s.labels.sum(1), torch.ones(10))
+
+
+def test_loss_threshold_skips_updates_and_ema_lags_the_images(digits):
+    frozen = get_method("datm", iterations=3, max_start_epoch=2, loss_threshold=1e-9, **DATM_RUN)
+    start = get_method("datm", iterations=0, max_start_epoch=2, **DATM_RUN)
+    with pytest.warns(UserWarning, match="initialisation"):
+        start.fit(digits)
+    assert torch.equal(frozen.fit(digits).synthetic_.images, start.synthetic_.images)  # every update skipped
+    init = get_method("mtt", iterations=0, max_start_epoch=2, **DATM_RUN)
+    with pytest.warns(UserWarning, match="initialisation"):
+        init.fit(digits)
+    raw = get_method("mtt", iterations=1, max_start_epoch=2, **DATM_RUN).fit(digits).synthetic_.images
+    ema = get_method("mtt", iterations=1, max_start_epoch=2, ema_decay=0.25, **DATM_RUN).fit(digits).synthetic_.images
+    assert not torch.equal(raw, init.synthetic_.images)
+    torch.testing.assert_close(ema, 0.25 * init.synthetic_.images + 0.75 * raw)  # the set is the average
