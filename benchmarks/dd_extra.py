@@ -3,9 +3,9 @@
 ``evaluate(method, data, entry)`` applies the learned T steps with the learned step sizes (REFERENCE
 section 2 "DD") and compares with random real images of the same count and layout under the SAME
 learned schedule. Entry keys read from ``entry["dd_eval"]``: ``n_models`` (nets for random/pretrained
-inits), ``memory`` (true: also measure the peak memory of one T-step meta-gradient, full vs checkpointed,
-each in its own process, as the growth of the process's peak RSS over its state after a T = 1 warm-up and
-with the data set freed). Run directly, ``python benchmarks/dd_extra.py --probe full|checkpoint|none``
+inits), ``memory`` (true: also measure the peak memory of one T-step meta-gradient, backward "autograd"
+vs "constant", each in its own process, as the growth of the process's peak RSS over its state after a
+T = 1 warm-up and with the data set freed). Run directly, ``python benchmarks/dd_extra.py --probe autograd|constant|none``
 prints the probe's peak RSS.
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ def evaluate(method, data, entry) -> dict:
         for ipc in (1, 10):  # the benchmark's set, and 10 images per class per step (where the unroll dominates)
             m = {mode: _probe_in_subprocess(mode, entry, ipc) for mode in ("autograd", "constant")}
             out["memory"][f"ipc{ipc}"] = m
-            summary += (f"; peak RSS growth during one T={m['full']['T']} meta-grad, {ipc} img/class/step: full "
-                        f"{m['full']['peak_mib'] - m['full']['start_mib']:.1f} MiB, checkpoint "
+            summary += (f"; peak RSS growth during one T={m['autograd']['T']} meta-grad, {ipc} img/class/step: autograd "
+                        f"{m['autograd']['peak_mib'] - m['autograd']['start_mib']:.1f} MiB, constant "
                         f"{m['constant']['peak_mib'] - m['constant']['start_mib']:.1f} MiB")
     out["seconds"] = time.perf_counter() - t0
     out["summary"] = summary
