@@ -72,15 +72,22 @@ def scores_of(r: dict, rnd: dict | None, full: dict | None) -> dict[str, str]:
     return out
 
 
+_UNITS = {"batch_real": " real/class", "syn_steps": " steps"}
+
+
 def budget_ratio(r: dict) -> str:
-    """(iterations x real batch) of the run over the paper's, and the evaluation epochs over the paper's 1000."""
+    """(iterations x work per iteration) of the run over the paper's, and the evaluation epochs over 1000.
+
+    The work per iteration is the real batch per class (DM, DC, DSA) or the student steps (MTT, DATM).
+    """
     paper, params = r.get("paper_budget") or r["entry"].get("paper_budget"), r["entry"].get("params", {})
     epochs = r["entry"].get("eval", {}).get("epochs", 1000)
     if not paper or "iterations" not in params:
         return f"eval {epochs / 10:.0f} %" if r["method"] not in ("full",) else "-"
-    ours = params["iterations"] * params.get("batch_real", paper["batch_real"])
-    return f"{100 * ours / (paper['iterations'] * paper['batch_real']):.1f} % ({params['iterations']} x " \
-           f"{params.get('batch_real', paper['batch_real'])}); eval {epochs / 10:.0f} %"
+    unit = next((k for k in ("batch_real", "syn_steps") if k in paper), None)
+    per_it, paper_per_it = (params.get(unit, paper[unit]), paper[unit]) if unit else (1, 1)
+    return f"{100 * params['iterations'] * per_it / (paper['iterations'] * paper_per_it):.1f} % " \
+           f"({params['iterations']} x {per_it}{_UNITS.get(unit, '')}); eval {epochs / 10:.0f} %"
 
 
 COMPARABLE = ("", "(unverified)", "(CIFAR-10 PNG originals)")  # notes under which "ours - paper" is meaningful
@@ -142,15 +149,22 @@ def budget_lines(records: list[dict]) -> list[str]:
              "Accuracy of the set after n iterations of one run per root seed (with a constant learning rate, the set "
              "an n-iteration run makes), same protocol as its table. mean ± sample std over (seed, network); the "
              "paper's number is at the paper's full budget.", "",
-             "| entry | iterations | real / class | accuracy | seed std | paper |", "|---|---|---|---|---|---|"]
+             "| entry | iterations | work / iteration | accuracy | seed std | paper |", "|---|---|---|---|---|---|"]
     for r in sweeps:
         for n, res in sorted(r["budget"].items(), key=lambda kv: int(kv[0])):
             v = next(iter(res[r["method"]].values()))
-            lines.append(f"| {r['name']} | {n} | {r['entry'].get('params', {}).get('batch_real', '-')} | "
+            lines.append(f"| {r['name']} | {n} | {_work(r)} | "
                          f"{v['mean']:.2f} ± {v['std']:.2f} | {v['seed_std']:.2f} | {r.get('paper') or '-'} |")
     for dataset_ipc, path in plot_budget(sweeps, records).items():
         lines += ["", f"![budget sweep, {dataset_ipc}](results/{path.name})"]
     return lines
+
+
+def _work(r: dict) -> str:
+    """What one iteration of a budget-sweep entry does: its real images per class, or its student steps."""
+    params = r["entry"].get("params", {})
+    return f"{params['batch_real']} real/class" if "batch_real" in params else \
+        f"{params['syn_steps']} student steps" if "syn_steps" in params else "-"
 
 
 def plot_budget(sweeps: list[dict], records: list[dict]) -> dict[str, Path]:
@@ -164,7 +178,7 @@ def plot_budget(sweeps: list[dict], records: list[dict]) -> dict[str, Path]:
         for r in (r for r in sweeps if (r["dataset"], r["ipc"]) == cell):
             pts = sorted((int(n), next(iter(res[r["method"]].values()))) for n, res in r["budget"].items())
             ax.errorbar([n for n, _ in pts], [v["mean"] for _, v in pts], yerr=[v["seed_std"] for _, v in pts],
-                        marker="o", capsize=3, label=f"{r['method']} ({r['entry']['params'].get('batch_real')} real/class)")
+                        marker="o", capsize=3, label=f"{r['method']} ({_work(r)})")
         rnd = [r for r in records if r["method"] == "random" and (r["dataset"], r["ipc"]) == cell
                and trained_loss(r) == "ce" and r.get("profile") == "tables"]
         if rnd:
