@@ -131,12 +131,14 @@ def gsam_gradient(net: torch.nn.Module, loss_fn, rho: float, alpha: float, eps: 
     params = [p for p in net.parameters() if p.requires_grad]
     g = torch.autograd.grad(loss_fn(), params)
     with torch.no_grad():
-        scale = rho / (torch.linalg.vector_norm(torch.stack([(p.abs() * gi).norm() for p, gi in zip(params, g)])) + eps)
-        e = [gi * scale * p.square() for p, gi in zip(params, g)]
-        torch._foreach_add_(params, e)
+        weighted_norm = torch.linalg.vector_norm(torch.stack([(p.abs() * gi).norm() for p, gi in zip(params, g)]))
+        e = [gi * (rho / (weighted_norm + eps)) * p.square() for p, gi in zip(params, g)]
+        for p, ei in zip(params, e):
+            p.add_(ei)  # climb to w + e
     h = torch.autograd.grad(loss_fn(), params)
     with torch.no_grad():
-        torch._foreach_sub_(params, e)
+        for p, ei in zip(params, e):
+            p.sub_(ei)  # and back to w
         h_norm = torch.linalg.vector_norm(torch.stack([hi.norm() for hi in h]))
         g_norm = torch.linalg.vector_norm(torch.stack([gi.norm() for gi in g]))
         cosine = sum((gi * hi).sum() for gi, hi in zip(g, h)) / (g_norm * h_norm + eps)
@@ -402,7 +404,8 @@ def _learned_lr(synthetic: SyntheticSet) -> float:
     """The one step size a set learned (MTT, DATM), for ``lr="learned"``."""
     lrs = synthetic.lrs
     if lrs is None or lrs.numel() != 1 or not bool(torch.isfinite(lrs).all()) or float(lrs) <= 0:
-        got = "none" if lrs is None else f"{lrs.numel()} value(s)"
+        got = "none" if lrs is None else f"lrs {[round(v, 6) for v in lrs.flatten()[:3].tolist()]}" + \
+            ("..." if lrs.numel() > 3 else "")
         raise InvalidParameterError(f"lr='learned' needs a set that carries one positive learned step size (MTT, "
                                     f"DATM); this {synthetic.meta.get('method', '?')} set has {got}. Pass a number.")
     return float(lrs)
