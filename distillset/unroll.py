@@ -20,8 +20,9 @@ label logits) is computed one of three ways (``backward``):
 - ``"tesla"``: TESLA's published accumulation (Cui et al., ICML 2023): the same sweeps, but the adjoint
   stays v = dL/dtheta_T at every step, i.e. each step's gradient w.r.t. its own images is taken with
   theta_t held fixed. That drops the terms through which images of step i move theta_j for j > i (the
-  Hessian-vector products of the later steps), so it is an approximation of the other two, slightly
-  cheaper per step; kept to reproduce TESLA. ``"constant"`` has its memory and the exact gradient.
+  Hessian-vector products of the later steps), so it is an approximation of the other two at the same
+  cost as ``"constant"`` (measured: benchmarks/NOTES.md); kept to reproduce TESLA. ``"constant"`` has
+  its memory and the exact gradient.
 """
 from __future__ import annotations
 
