@@ -34,7 +34,7 @@ from .models import get_model
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .unroll import FlatNet
 from .utils import Instance, Interval, Options, derive_seed, make_generator, resolve_device, validate_params
-from .zca import ZCA
+from .zca import ZCA, apply_zca
 
 EXPERT_CONSTRAINTS = {
     "model": [Instance((str, dict))],
@@ -67,16 +67,13 @@ class Experts:
         return self.trajectories.shape[-1]
 
 
-def whiten(images: torch.Tensor, zca: bool, zca_strength: float) -> tuple[torch.Tensor, dict]:
-    """``images`` (normalised real training images) whitened when ``zca``, and the set's ``extra`` for them.
+def fit_whitening(data: ImageDataset, zca_strength: float, device) -> dict[str, torch.Tensor]:
+    """ZCA fit on the normalised training split, centred (as the trajectory methods' kornia ``ZCAWhitening``).
 
-    The experts and the method that matches them both call this, so both see the same transform. ZCA is
-    fit on the images given (the training split), centred, as the trajectory methods' kornia ``ZCAWhitening``.
+    Returns the set's ``extra`` (``zca``, ``zca_mean``) for :func:`distillset.zca.apply_zca`. The experts and
+    the method that matches them both call this, so both whiten with the very same matrix.
     """
-    if not zca:
-        return images, {}
-    z = ZCA(zca_strength, center=True).fit(images)
-    return z.transform(images), z.extra()
+    return ZCA(zca_strength, center=True).fit(data.normalize(data.train.images.to(device))).extra()
 
 
 def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
@@ -132,7 +129,9 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
         def build(i=i):
             nonlocal images
             if images is None:
-                images = whiten(data.normalize(data.train.images.to(device)), zca, zca_strength)
+                extra = fit_whitening(data, zca_strength, device) if zca else {}
+                x = data.normalize(data.train.images.to(device))
+                images = (apply_zca(x, extra["zca"], extra["zca_mean"]) if zca else x), extra
             return _train_one(data, images, recipe, derive_seed(random_state, f"expert/{i}"), device)
 
         entry = cached("expert", {**recipe, "index": i}, build, device)
@@ -156,8 +155,6 @@ def _train_one(data: ImageDataset, images: tuple[torch.Tensor, dict], recipe: di
                   on_epoch=lambda epoch: trajectory.append(flat.flatten()))
     x_test = data.normalize(data.test.images.to(device))
     if "zca" in extra:
-        from .zca import apply_zca
-
-        x_test = apply_zca(x_test, extra["zca"], extra.get("zca_mean"))
+        x_test = apply_zca(x_test, extra["zca"], extra["zca_mean"])
     acc = test_accuracy(net, x_test, data.test.labels.to(device), precision=recipe["precision"])  # reported only
     return {"trajectory": torch.stack(trajectory), "test_accuracy": torch.tensor(acc)}

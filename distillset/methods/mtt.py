@@ -43,11 +43,12 @@ import torch.nn.functional as F
 
 from ..augment import apply, resolve_strategy, sample_params
 from ..errors import InvalidParameterError
-from ..experts import train_experts, whiten
+from ..experts import fit_whitening, train_experts
 from ..models import get_model, has_batchnorm
 from ..precision import PRECISIONS
 from ..unroll import BACKWARDS, FlatNet, unrolled_grad
-from ..utils import Instance, Interval, Options, derive_seed
+from ..utils import Instance, Interval, Options
+from ..zca import apply_zca
 from .base import DistillMethod, State, grad_surrogate, register_method
 from .common import class_labels, init_images
 
@@ -216,8 +217,9 @@ class MTT(DistillMethod):
 
     def _init_state(self, data, real, generator):
         extra = {}
-        if self.zca:  # the class-sorted images, as real.take reads them
-            real.images, extra = whiten(real.images, True, self.zca_strength)
+        if self.zca:  # the experts' matrix, applied to the class-sorted images real.take reads
+            extra = fit_whitening(data, self.zca_strength, real.raw.device)
+            real.images = apply_zca(real.images, extra["zca"], extra["zca_mean"])
         net = get_model(self.model, data.image_shape, data.num_classes, seed=0, device=real.raw.device)
         f = FlatNet(net)
         teacher = self.experts_.trajectories[0, -1].to(real.raw.device)  # expert 0, last epoch (DATM's labeller)
@@ -318,8 +320,9 @@ def _correctly_classified(real, ipc: int, classify, generator: torch.Generator, 
 
 @register_method
 class DATM(MTT):
-    """DATM: MTT with learned soft labels, correctly classified real images as the start, a growing window and
-    the loss threshold (Guo et al., ICLR 2024).
+    """DATM: MTT with learned soft labels and a difficulty-aligned window (Guo et al., ICLR 2024).
+
+    Also starts from correctly classified real images and skips iterations over a loss threshold.
 
     Parameters
     ----------

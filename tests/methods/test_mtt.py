@@ -195,3 +195,18 @@ def test_loss_threshold_skips_updates_and_ema_lags_the_images(digits):
     ema = get_method("mtt", iterations=1, max_start_epoch=2, ema_decay=0.25, **DATM_RUN).fit(digits).synthetic_.images
     assert not torch.equal(raw, init.synthetic_.images)
     torch.testing.assert_close(ema, 0.25 * init.synthetic_.images + 0.75 * raw)  # the set is the average
+
+
+def test_zca_run_whitens_with_its_experts_matrix(digits):
+    from distillset.experts import fit_whitening
+    from distillset.zca import apply_zca
+
+    mtt = get_method("mtt", iterations=0, max_start_epoch=2, zca=True, **DATM_RUN)
+    with pytest.warns(UserWarning, match="initialisation"):
+        syn = mtt.fit(digits).synthetic_
+    extra = fit_whitening(digits, 0.1, "cpu")
+    assert torch.equal(syn.extra["zca"], extra["zca"]) and torch.equal(syn.extra["zca_mean"], extra["zca_mean"])
+    whitened = apply_zca(digits.normalize(digits.train.images), extra["zca"], extra["zca_mean"]).flatten(1)
+    nearest = torch.cdist(syn.images.flatten(1), whitened, compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+    # each image is a whitened real one (distinct images are several units apart)
+    assert nearest.max() < 1e-4, nearest
