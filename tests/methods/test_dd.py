@@ -258,3 +258,9 @@ def test_an_init_that_overflows_is_dropped_not_spread(digits):
     m = OneBadInit(**kw).fit(digits)
     assert m.history_["dropped_inits"] == [0.0, 1.0, 0.0]
     assert all(torch.isfinite(torch.tensor(m.history_["loss"]))) and torch.isfinite(m.synthetic_.images).all()
+
+
+def test_old_backward_names_still_work_with_a_warning():
+    for old, new in (("full", "autograd"), ("checkpoint", "constant")):
+        with pytest.warns(DeprecationWarning, match=new):
+            assert DD(backward=old).backward == new
