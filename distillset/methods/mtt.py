@@ -83,8 +83,10 @@ class MTT(DistillMethod):
         DATM's growing window: the upper end starts here and reaches ``max_start_epoch`` after
         ``expansion_iterations`` iterations. None: a fixed window.
     expansion_iterations : int, default=1000
-    lr_img, lr_lr : float, default=1000, 1e-7
-        SGD (momentum 0.5) learning rates of the images and of alpha (MTT's CIFAR-10 IPC 1 values).
+    lr_img, lr_lr : float, default=100, 1e-7
+        SGD (momentum 0.5) learning rates of the images and of alpha (the authors' CIFAR-10 IPC 1 command,
+        with ZCA; sources differ, TESLA's uses lr_img 1000). The scale depends on the data: choose it on a
+        validation split (benchmarks/mtt_choice.py chose 100 on MNIST).
     batch_syn : int or None, default=None
         Synthetic images per student step; None = all of them.
     image_init : {"real", "noise", "correct"}, default="real"
@@ -148,7 +150,7 @@ class MTT(DistillMethod):
                  syn_lr=None, batch_train=256, gsam_rho=None, gsam_alpha=0.3, expert_seed=0, expert_precision="auto",
                  syn_steps=50, expert_epochs=2,
                  min_start_epoch=0, max_start_epoch=2, initial_max_start_epoch=None, expansion_iterations=1000,
-                 lr_img=1000.0, lr_lr=1e-7, batch_syn=None, image_init="real", soft_labels=False, lr_y=2.0,
+                 lr_img=100.0, lr_lr=1e-7, batch_syn=None, image_init="real", soft_labels=False, lr_y=2.0,
                  momentum_y=0.9, ema_decay=None, loss_threshold=None, augment="auto", zca=False, zca_strength=0.1,
                  backward="autograd", random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None,
                  log_every=10, progress=True):
