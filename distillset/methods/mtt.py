@@ -34,7 +34,8 @@ On MNIST IPC 1 (300 iterations, 5 experts x 4 epochs) MTT reaches 83.7 %: benchm
 Deviations: experts are trained once per ``expert_seed`` and shared by every distillation seed (as the
 papers' buffers are); each iteration picks an expert uniformly at random (the reference walks through
 shuffled buffer files). ZCA is our regularised, centred ``distillset.zca`` (kornia's in the reference).
-One host sync per iteration reads the expert pick.
+``image_init="correct"`` draws 10 * ipc random candidates per class (DATM scans the class in order).
+One host sync per iteration reads the expert pick (a second one with ``loss_threshold``).
 """
 from __future__ import annotations
 
