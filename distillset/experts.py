@@ -30,7 +30,8 @@ from .augment import resolve_strategy
 from .cache import cached, fingerprint
 from .data import ImageDataset
 from .evaluate import test_accuracy, train_network
-from .models import get_model
+from .errors import InvalidParameterError
+from .models import get_model, has_batchnorm
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .unroll import FlatNet
 from .utils import Instance, Interval, Options, derive_seed, make_generator, resolve_device, validate_params
@@ -65,6 +66,14 @@ class Experts:
     @property
     def num_params(self) -> int:
         return self.trajectories.shape[-1]
+
+
+def check_expert_model(model, data: ImageDataset, owner: str) -> None:
+    """Refuse a model with BatchNorm: its running statistics are state outside the weight trajectory."""
+    if has_batchnorm(get_model(model, data.image_shape, data.num_classes, seed=0)):
+        raise InvalidParameterError(f"The 'model' parameter of {owner} must name a network without BatchNorm (its "
+                                    f"running statistics are not part of a weight trajectory). Got {model!r}; use "
+                                    "e.g. 'convnet' (instance norm).")
 
 
 def fit_whitening(data: ImageDataset, zca_strength: float, device) -> dict[str, torch.Tensor]:
@@ -115,6 +124,7 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
                 "zca": zca, "zca_strength": zca_strength, "gsam_rho": gsam_rho, "gsam_alpha": gsam_alpha,
                 "precision": precision, "random_state": random_state}
     validate_params("train_experts", settings, EXPERT_CONSTRAINTS)
+    check_expert_model(model, data, "train_experts")
     from tqdm.auto import tqdm
 
     device = resolve_device(device)

@@ -30,9 +30,7 @@ def run(args) -> int:
 
     from ..data import load_dataset
     from ..experts import EXPERT_CONSTRAINTS, train_experts
-    from ..models import get_model, has_batchnorm
     from ..utils import resolve_device, validate_params
-    from ..errors import InvalidParameterError
 
     kw = dict(model=args.model, num_experts=args.num_experts, train_epochs=args.train_epochs,
               lr_teacher=args.lr_teacher, batch_train=args.batch_train,
@@ -41,9 +39,6 @@ def run(args) -> int:
     validate_params("distillset experts", {k: v for k, v in kw.items() if k in EXPERT_CONSTRAINTS}, EXPERT_CONSTRAINTS)
     device = resolve_device(args.device)  # every check before the data is read or a network trained
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-    if has_batchnorm(get_model(args.model, data.image_shape, data.num_classes, seed=0)):
-        raise InvalidParameterError(f"--model {args.model} has BatchNorm, whose running statistics are not part of "
-                                    "a weight trajectory; use e.g. convnet (instance norm).")
     experts = train_experts(data, device=device, progress=not args.quiet, **kw)
     acc = experts.test_accuracy
     spread = statistics.pstdev(acc) if len(acc) > 1 else 0.0

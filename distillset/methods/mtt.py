@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from ..augment import apply, resolve_strategy, sample_params
 from ..errors import InvalidParameterError
-from ..experts import fit_whitening, train_experts
-from ..models import get_model, has_batchnorm
+from ..experts import check_expert_model, fit_whitening, train_experts
+from ..models import get_model
 from ..precision import PRECISIONS
 from ..unroll import BACKWARDS, FlatNet, unrolled_grad
 from ..utils import Instance, Interval, Options
@@ -205,9 +205,7 @@ class MTT(DistillMethod):
                 self.min_start_epoch < self.initial_max_start_epoch <= self.max_start_epoch:
             raise InvalidParameterError(f"MTT's initial_max_start_epoch must lie in (min_start_epoch, max_start_epoch]."
                                         f" Got {self.initial_max_start_epoch}.")
-        if has_batchnorm(get_model(self.model, data.image_shape, data.num_classes, seed=0)):
-            raise InvalidParameterError(f"The 'model' parameter of MTT must name a network without BatchNorm. Got "
-                                        f"{self.model!r}; use e.g. 'convnet' (instance norm).")
+        check_expert_model(self.model, data, type(self).__name__)
 
     def _prepared(self, data, device):
         self.experts_ = train_experts(
@@ -249,8 +247,10 @@ class MTT(DistillMethod):
 
     def _step(self, state: State, it: int):
         t, g, data = state.tensors, state.generator, state.data
-        f = state.cache.setdefault("f", FlatNet(get_model(self.model, data.image_shape, data.num_classes, seed=0,
-                                                          device=state.device)))
+        if "f" not in state.cache:  # built once per run (setdefault would build a network every iteration)
+            state.cache["f"] = FlatNet(get_model(self.model, data.image_shape, data.num_classes, seed=0,
+                                                 device=state.device))
+        f = state.cache["f"]
         # 1. an expert and a start epoch
         high = self.max_start_epoch
         if self.initial_max_start_epoch is not None:

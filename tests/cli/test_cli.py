@@ -152,6 +152,8 @@ def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path
     assert "2 experts on digits: 4 weight vectors" in capsys.readouterr().out
     assert main(["experts", "--num-experts", "0"]) == 2
     assert "num_experts" in capsys.readouterr().err
+    assert main(["experts", "--model", "convnet_bn", "--quiet"]) == 2  # refused before any training
+    assert "without BatchNorm" in capsys.readouterr().err
     out = tmp_path / "mtt"
     params = ["num_experts=2", "train_epochs=3", "syn_steps=2", "expert_epochs=1", "max_start_epoch=2", "lr_img=10.0"]
     argv = ["distill", "--method", "mtt", "--model", "mlp", "--iterations", "2", "--no-eval", "--quiet", "--out",
