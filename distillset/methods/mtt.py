@@ -101,8 +101,9 @@ class MTT(DistillMethod):
     zca : bool, default=False
     zca_strength : float, default=0.1
     backward : {"autograd", "constant", "tesla"}, default="autograd"
-        How the gradient through the N steps is computed (see above). "constant" costs about 1.5x the time
-        of "autograd" on CPU (one more first-order pass per step) and is for when the graph does not fit.
+        How the gradient through the N steps is computed (see above). "constant" does one more first-order
+        pass per step: 1.1-1.35x autograd's time at 10 MNIST images, and faster than autograd once the graph
+        outgrows memory (100 images, 20 steps: 438 MiB vs 5.9 GiB; benchmarks/NOTES.md).
     random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DistillMethod``.
 
     Examples
