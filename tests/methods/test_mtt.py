@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from distillset.data import load_dataset
+from distillset.errors import InvalidParameterError
 from distillset.evaluate import Evaluator
 from distillset.experts import train_experts
 from distillset.methods import get_method
@@ -136,7 +137,7 @@ def test_short_mtt_run_on_digits_lowers_the_loss_and_beats_its_initialisation(di
 
 def test_learned_lr_needs_a_set_that_learned_one(digits):
     syn = get_method("random", ipc=1, random_state=0).fit(digits).synthetic_
-    with pytest.raises(Exception, match="learned step size"):
+    with pytest.raises(InvalidParameterError, match="learned step size"):
         Evaluator(n_models=1, epochs=1, lr="learned", device="cpu").score(syn, digits)
 
 
