@@ -287,6 +287,7 @@ class Evaluator:
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
+        synthetic = synthetic.decoded()  # multi-formation: networks train on the f x f tiles of each image
         lrs = list(self.lr) if isinstance(self.lr, (list, tuple)) else [self.lr]
         lrs = [_learned_lr(synthetic) if v == "learned" else v for v in lrs]
         if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):

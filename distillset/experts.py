@@ -52,6 +52,7 @@ EXPERT_CONSTRAINTS = {
     "gsam_alpha": [Interval(float, 0)],
     "precision": [Options(PRECISIONS)],
     "random_state": [Interval(int, 0)],
+    "keep": [Options(("all", "ends"))],
 }
 
 
@@ -87,8 +88,8 @@ def fit_whitening(data: ImageDataset, zca_strength: float, device) -> dict[str, 
 
 def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
                   batch_train=256, momentum=0.0, weight_decay=0.0, augment="auto", zca=False, zca_strength=0.1,
-                  gsam_rho=None, gsam_alpha=0.3, precision="auto", random_state=0, device=None, progress=True
-                  ) -> Experts:
+                  gsam_rho=None, gsam_alpha=0.3, precision="auto", random_state=0, keep="all", device=None,
+                  progress=True) -> Experts:
     """Train (or load from the cache) ``num_experts`` experts on ``data``'s training split.
 
     Parameters
@@ -111,6 +112,9 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Arithmetic of the training passes; the recorded weights are float32 either way.
     random_state : int, default=0
+    keep : {"all", "ends"}, default="all"
+        The weights kept: after every epoch (MTT's trajectories, ``train_epochs + 1`` vectors), or only the
+        initial and final ones (the DM family's pools of initial/trained pairs: 2 vectors).
     device : str or None
     progress : bool
         A progress bar over the experts.
@@ -122,15 +126,16 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
     settings = {"model": model, "num_experts": num_experts, "train_epochs": train_epochs, "lr_teacher": lr_teacher,
                 "batch_train": batch_train, "momentum": momentum, "weight_decay": weight_decay, "augment": augment,
                 "zca": zca, "zca_strength": zca_strength, "gsam_rho": gsam_rho, "gsam_alpha": gsam_alpha,
-                "precision": precision, "random_state": random_state}
+                "precision": precision, "random_state": random_state, "keep": keep}
     validate_params("train_experts", settings, EXPERT_CONSTRAINTS)
     check_expert_model(model, data, "train_experts")
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
-    # an expert does not depend on how many there are; GSAM's keys only when it is on (older entries stay valid)
-    recipe = {k: v for k, v in settings.items()
-              if k != "num_experts" and not (k.startswith("gsam") and gsam_rho is None)}
+    # an expert does not depend on how many there are; GSAM's and keep's keys only when not the default
+    # (older entries stay valid)
+    recipe = {k: v for k, v in settings.items() if k != "num_experts" and not (k.startswith("gsam") and gsam_rho is None)
+              and not (k == "keep" and keep == "all")}
     recipe.update(data=fingerprint(data), device=device.type, strategy=resolve_strategy(augment, data.name),
                   precision=precision_name(resolve_precision(precision, device)))
     images = None  # made on the first cache miss only
@@ -157,12 +162,17 @@ def _train_one(data: ImageDataset, images: tuple[torch.Tensor, dict], recipe: di
     net = get_model(recipe["model"], data.image_shape, data.num_classes, seed=seed, device=device)
     flat = FlatNet(net)
     trajectory = [flat.flatten()]
+
+    def record(epoch):  # every epoch's weights, or (keep="ends") the last one only
+        if recipe.get("keep", "all") == "all" or epoch == recipe["train_epochs"]:
+            trajectory.append(flat.flatten())
+
     train_network(net, x, data.train.labels.to(device), epochs=recipe["train_epochs"],
                   generator=make_generator(derive_seed(seed, "stream"), device), lr=recipe["lr_teacher"],
                   batch_size=recipe["batch_train"], momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                   augment=recipe["strategy"], precision=recipe["precision"], lr_decay=False,
                   gsam=(recipe["gsam_rho"], recipe["gsam_alpha"]) if recipe.get("gsam_rho") else None,
-                  on_epoch=lambda epoch: trajectory.append(flat.flatten()))
+                  on_epoch=record)
     x_test = data.normalize(data.test.images.to(device))
     if "zca" in extra:
         x_test = apply_zca(x_test, extra["zca"], extra["zca_mean"])

@@ -16,6 +16,7 @@ from safetensors.torch import load, save
 from . import __version__
 from ._io import atomic_save, atomic_write
 from .errors import CorruptFileError, InvalidParameterError, MissingDataError
+from .formation import check_factor, decode, decode_labels
 
 
 LABEL_KINDS = {"hard": "ce", "soft": "ce", "learned": "mse"}  # label kind -> the loss a network trains with
@@ -124,6 +125,10 @@ class SyntheticSet:
         classes = self.meta.get("classes")
         if classes is not None and (not isinstance(classes, list) or (k is not None and len(classes) != k)):
             raise InvalidParameterError(f"The metadata's 'classes' must list {k} class names. Got {classes!r}.")
+        factor = self.meta.get("factor", 1)
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+            raise InvalidParameterError(f"The metadata's 'factor' (multi-formation) must be an int >= 1. Got {factor!r}.")
+        check_factor(factor, x.shape)
         if not isinstance(self.meta.get("dataset", ""), str):
             raise InvalidParameterError(f"The metadata's 'dataset' must be a data set name. "
                                         f"Got {self.meta['dataset']!r}.")
@@ -174,6 +179,25 @@ class SyntheticSet:
         if self.labels.dim() == 2:
             return len(self) // self.num_classes
         return int(torch.bincount(self.hard_labels.cpu(), minlength=self.num_classes).max())
+
+    @property
+    def factor(self) -> int:
+        """Multi-formation factor (:mod:`distillset.formation`): each stored image holds factor x factor images."""
+        return int(self.meta.get("factor", 1))
+
+    def decoded(self) -> "SyntheticSet":
+        """The images networks train on: each stored image cut into its factor x factor tiles, upsampled
+        (:func:`distillset.formation.decode`); the set itself when ``factor`` is 1.
+
+        >>> s = SyntheticSet(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]), {"factor": 2})
+        >>> len(s.decoded()), s.decoded().labels.tolist(), s.decoded().factor
+        (8, [0, 0, 0, 0, 1, 1, 1, 1], 1)
+        """
+        f = self.factor
+        if f == 1:
+            return self
+        return SyntheticSet(decode(self.images.detach(), f), decode_labels(self.labels, f),
+                            {**self.meta, "factor": 1, "stored_factor": f}, self.lrs, dict(self.extra))
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -133,6 +133,9 @@ FAST = {
     "ls": {},
     "mtt": dict(model="mlp", num_experts=2, train_epochs=2, syn_steps=3, expert_epochs=1, max_start_epoch=2, lr_img=10.0),
     "datm": dict(model="mlp", num_experts=2, train_epochs=2, syn_steps=3, expert_epochs=1, max_start_epoch=2),
+    "idm": dict(batch_real=16, net_num=3, net_generate_interval=1, model_train_steps=2, batch_train=32),
+    "dance": dict(batch_real=16, model="mlp", num_experts=2, train_epochs=1),
+    "ncfm": dict(batch_real=16, model="mlp", num_experts=2, train_epochs=1, num_freqs=64),
 }
 SELECTION = ("random", "herding", "kcenter", "ls")  # no iterations
 DETERMINISTIC = ("herding", "kcenter", "ls")  # on pixel features the seed plays no part

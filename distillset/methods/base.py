@@ -40,6 +40,7 @@ from .._registry import Registry, parse_spec
 from ..data import ImageDataset
 from ..data.real import RealData
 from ..errors import CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError
+from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, get_model
 from ..cache import cached, fingerprint
 from ..synthetic import LABEL_KINDS, SyntheticSet, infer_label_kind
@@ -306,6 +307,7 @@ class DistillMethod:
                 f"The 'ipc' parameter of {type(self).__name__} is {self.ipc}, larger than the smallest class of "
                 f"{data.name!r} ({smallest} training images). Use ipc <= {smallest}."
             )
+        self._validate_factor(data, smallest)
         try:  # one image through the model now, rather than a shape error inside the first step
             with torch.no_grad():
                 get_model(self.model, data.image_shape, data.num_classes, seed=0).eval()(
@@ -315,6 +317,17 @@ class DistillMethod:
                 f"The 'model' parameter of {type(self).__name__} is {self.model!r}, which cannot take {data.name!r}'s "
                 f"images of shape {tuple(data.image_shape)} ({str(e).splitlines()[0]}). Choose another model "
                 "(distillset list models).") from None
+
+    def _validate_factor(self, data: ImageDataset, smallest: int) -> None:
+        """Multi-formation (``factor``, where a method has it): tiles must divide the images, and a real
+        initialisation needs ``ipc * factor**2`` distinct images per class."""
+        params = self.get_params()
+        factor = params.get("factor", 1)
+        check_factor(factor, data.image_shape)
+        if params.get("image_init") == "real" and self.ipc * factor ** 2 > smallest:
+            raise InvalidParameterError(
+                f"ipc={self.ipc} at factor={factor} starts from {self.ipc * factor ** 2} real images per class, more "
+                f"than the smallest class of {data.name!r} ({smallest}). Lower ipc or factor, or use image_init='noise'.")
 
     # ------------------------------------------------------------------ the loop
     def fit(self, data: ImageDataset, *, resume: bool = False, callback=None, snapshots=()) -> "DistillMethod":
@@ -467,6 +480,7 @@ class DistillMethod:
             "torch": torch.__version__,
             "device": str(state.device),
             "val_per_class": state.data.extra.get("val_per_class"),  # images held out of what was distilled
+            "factor": self.get_params().get("factor", 1),  # multi-formation: the evaluator decodes the tiles
         }
         meta["label_kind"] = infer_label_kind(labels)
         meta["loss"] = LABEL_KINDS[meta["label_kind"]]  # what a network trained on the set must minimise

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..data.real import RealData
+from ..formation import encode
 from ..models import Redraw, get_model
 from ..precision import resolve_precision
 
@@ -27,11 +28,24 @@ def class_labels(num_classes: int, ipc: int, device) -> torch.Tensor:
     return torch.arange(num_classes, device=device).repeat_interleave(ipc)
 
 
-def init_images(real: RealData, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
-    """Synthetic images (K * ipc, C, H, W), class-major: distinct random real images (``"real"``) or N(0, 1) noise."""
+def init_images(real: RealData, ipc: int, init: str, generator: torch.Generator, factor: int = 1) -> torch.Tensor:
+    """Synthetic images (K * ipc, C, H, W), class-major: distinct random real images (``"real"``) or N(0, 1) noise.
+
+    With a multi-formation ``factor`` f each stored real-initialised image tiles f**2 distinct real images of
+    its class, downsampled (:func:`distillset.formation.encode`, IDC's initialisation).
+    """
     if init == "real":
-        images = real.take(real.sample_indices(ipc, generator)).clone()
+        images = encode(real.take(real.sample_indices(ipc * factor * factor, generator)), factor).clone()
     else:
         shape = (real.num_classes * ipc, *real.raw.shape[1:])
         images = torch.randn(shape, generator=generator, device=generator.device).to(real.raw.device)
     return images.requires_grad_(True)
+
+
+@torch.no_grad()
+def load_flat_(net: torch.nn.Module, theta: torch.Tensor) -> torch.nn.Module:
+    """Copy a flat parameter vector (P,) into ``net``'s parameters, in place (a pool member into a template)."""
+    sizes = [p.numel() for p in net.parameters()]
+    for p, chunk in zip(net.parameters(), theta.split(sizes)):
+        p.copy_(chunk.view_as(p))
+    return net

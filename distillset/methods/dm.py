@@ -34,6 +34,7 @@ from ..augment import apply, resolve_strategy, sample_params
 from ..precision import PRECISIONS, autocast, chunk_size, frozen_embed
 from ..utils import Instance, Interval, Options
 from .base import DistillMethod, State, register_method
+from ..formation import decode, decode_labels
 from .common import class_labels, fresh_network, init_images
 
 
@@ -53,6 +54,9 @@ class DM(DistillMethod):
     momentum : float, default=0.5
     image_init : {"real", "noise"}, default="real"
         How the synthetic images start: distinct random real images, or N(0, 1) noise (was ``init``).
+    factor : int, default=1
+        Multi-formation (IDC; ``distillset.formation``): each stored image holds factor x factor images that
+        are matched (and evaluated) upsampled; a real start tiles factor**2 real images per stored image.
     augment : str or None, default="auto"
         DSA strategy for the siamese augmentation; "auto" = the data set's default; None = off.
     precision : {"auto", "fp32", "bf16"}, default="auto"
@@ -74,12 +78,13 @@ class DM(DistillMethod):
         "lr_img": [Interval(float, 0, closed="neither")],
         "momentum": [Interval(float, 0, 1)],
         "image_init": [Options(("real", "noise"))],
+        "factor": [Interval(int, 1)],
         "augment": [None, Instance((str,))],
         "precision": [Options(PRECISIONS)],
     }
 
     def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=256, lr_img=1.0, momentum=0.5,
-                 image_init="real", augment="auto", precision="auto", random_state=None, device=None,
+                 image_init="real", factor=1, augment="auto", precision="auto", random_state=None, device=None,
                  checkpoint_dir=None, checkpoint_every=None, log_every=10, progress=True):
         self.ipc = ipc
         self.iterations = iterations
@@ -88,6 +93,7 @@ class DM(DistillMethod):
         self.lr_img = lr_img
         self.momentum = momentum
         self.image_init = image_init
+        self.factor = factor
         self.augment = augment
         self.precision = precision
         self.random_state = random_state
@@ -98,31 +104,42 @@ class DM(DistillMethod):
         self.progress = progress
 
     def _init_state(self, data, real, generator):
-        images = init_images(real, self.ipc, self.image_init, generator)
+        images = init_images(real, self.ipc, self.image_init, generator, self.factor)
         return {"images": images, "labels": class_labels(data.num_classes, self.ipc, images.device)}
 
     def _make_optimizer(self, tensors):
         return torch.optim.SGD([tensors["images"]], lr=self.lr_img, momentum=self.momentum)
 
     def _step(self, state: State, it: int) -> dict[str, torch.Tensor]:
-        data, g = state.data, state.generator
-        syn, syn_labels = state.tensors["images"], state.tensors["labels"]
-        k = data.num_classes
-        strategy = resolve_strategy(self.augment, data.name)
+        k = state.data.num_classes
         # 1. a fresh random network, frozen
         net = fresh_network(self, state).requires_grad_(False)
-        dtype = state.cache["dtype"]
         # 2. a real batch per class, one shared augmentation per class
-        x_real, y_real = state.real.sample(self.batch_real, g)  # (K*n, C, H, W), class-major
-        n = x_real.shape[0] // k
-        if strategy:
-            params = sample_params(strategy, k, data.image_shape, generator=g, device=state.device)
-            x_real, x_syn = apply(x_real, params, y_real), apply(syn, params, syn_labels)
-        else:
-            x_syn = syn
+        x_real, x_syn, _ = self._siamese_batch(state)
         # 3. match the per-class mean embeddings
-        mu_real = frozen_embed(net, x_real, dtype=dtype, chunk=chunk_size(data.image_shape)).view(k, n, -1).mean(1)  # (K, F)
-        with autocast(state.device, dtype):
-            mu_syn = net.embed(x_syn).float().view(k, self.ipc, -1).mean(1)  # (K, F)
-        loss = ((mu_real - mu_syn) ** 2).sum()
+        f_real, f_syn = self._embed_pair(state, net, x_real, x_syn)  # (K, n, F), (K, m, F)
+        loss = ((f_real.mean(1) - f_syn.mean(1)) ** 2).sum()
         return {"loss": loss}  # 4. the loop updates the synthetic images
+
+    # the pieces the DM family (IDM, DANCE, NCFM) shares
+    def _siamese_batch(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_real (K*n, C, H, W), x_syn (K*m, C, H, W), y_syn (K*m,)), class-major: ``batch_real`` real images
+        per class and the decoded synthetic images (m = ipc * factor**2), one DSA transformation per class
+        shared by both sides."""
+        data, g = state.data, state.generator
+        x_syn = decode(state.tensors["images"], self.factor)
+        y_syn = decode_labels(state.tensors["labels"], self.factor)
+        x_real, y_real = state.real.sample(self.batch_real, g)
+        strategy = resolve_strategy(self.augment, data.name)
+        if strategy:
+            params = sample_params(strategy, data.num_classes, data.image_shape, generator=g, device=state.device)
+            x_real, x_syn = apply(x_real, params, y_real), apply(x_syn, params, y_syn)
+        return x_real, x_syn, y_syn
+
+    def _embed_pair(self, state: State, net, x_real, x_syn) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class embeddings (K, n, F) of the real images (no graph, chunked) and (K, m, F) of the synthetic."""
+        k, dtype = state.data.num_classes, state.cache["dtype"]
+        f_real = frozen_embed(net, x_real, dtype=dtype, chunk=chunk_size(state.data.image_shape))
+        with autocast(state.device, dtype):
+            f_syn = net.embed(x_syn).float()
+        return f_real.view(k, -1, f_real.shape[-1]), f_syn.view(k, -1, f_syn.shape[-1])

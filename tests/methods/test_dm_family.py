@@ -1,0 +1,123 @@
+"""IDM, DANCE, NCFM (the distribution-matching family) and their shared parts: pools, multi-formation, CF distance."""
+import math
+
+import pytest
+import torch
+
+from distillset import Evaluator
+from distillset.errors import InvalidParameterError
+from distillset.experts import train_experts
+from distillset.methods import DM, get_method
+from distillset.methods.idm import IDM
+from distillset.methods.ncfm import cf_distance
+
+
+# ---------------------------------------------------------------- the characteristic-function distance
+def cf_reference(real, syn, freqs):
+    """The same distance through complex numbers, weights 0.5/0.5: mean_t |phi_r(t) - phi_s(t)| / sqrt(2)."""
+    phi = lambda f: torch.exp(1j * (f.double() @ freqs.double().T)).mean(0)  # noqa: E731
+    return float((phi(real) - phi(syn)).abs().mean() / math.sqrt(2))
+
+
+def test_cf_distance_is_zero_for_identical_sets_and_symmetric():
+    g = torch.Generator().manual_seed(0)
+    x, y, t = torch.randn(20, 6, generator=g), torch.randn(7, 6, generator=g), torch.randn(50, 6, generator=g)
+    assert float(cf_distance(x, x, t)) == 0.0
+    assert float(cf_distance(x, x[torch.randperm(20, generator=g)], t)) == pytest.approx(0.0, abs=1e-5)  # a set
+    assert float(cf_distance(x, y, t)) == pytest.approx(float(cf_distance(y, x, t)), rel=1e-6)
+    assert float(cf_distance(x, y, t)) > 0.05
+
+
+def test_cf_distance_matches_the_complex_form():
+    g = torch.Generator().manual_seed(1)
+    x, y, t = torch.randn(30, 4, generator=g), torch.randn(9, 4, generator=g), torch.randn(40, 4, generator=g)
+    assert float(cf_distance(x, y, t)) == pytest.approx(cf_reference(x, y, t), rel=1e-4, abs=1e-6)
+    # the phase term alone sees a shift that leaves the amplitude unchanged
+    shifted = x + 0.3
+    assert float(cf_distance(x, shifted, t, 1.0, 0.0)) < 1e-5 < float(cf_distance(x, shifted, t, 0.0, 1.0))
+
+
+def test_cf_distance_gradient_is_finite_at_identical_inputs():
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = x.clone().requires_grad_(True)
+    cf_distance(x, y, torch.randn(16, 3, dtype=torch.float64)).backward()
+    assert torch.isfinite(y.grad).all()
+
+
+def test_cf_distance_batches_over_classes():
+    x, y, t = torch.randn(3, 10, 4), torch.randn(3, 2, 4), torch.randn(8, 4)
+    d = cf_distance(x, y, t)
+    assert d.shape == (3,) and torch.allclose(d[1], cf_distance(x[1], y[1], t))
+
+
+# ---------------------------------------------------------------- pools
+def test_keeping_only_the_ends_keeps_the_same_weights_as_the_full_trajectory(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    kw = dict(model="mlp", num_experts=2, train_epochs=3, momentum=0.9, device="cpu", progress=False)
+    full, ends = train_experts(digits, **kw), train_experts(digits, keep="ends", **kw)
+    assert ends.trajectories.shape == (2, 2, full.trajectories.shape[-1])
+    assert torch.equal(ends.trajectories, full.trajectories[:, [0, -1]])
+
+
+def test_idm_queue_grows_then_replaces_its_oldest_member():
+    idm = IDM(net_num=5, net_generate_interval=2)
+    assert [idm._queue_size(it)[0] for it in (0, 1, 2, 3, 4, 10)] == [4, 4, 5, 5, 5, 5]
+    assert idm._queue_size(10)[1] == 3 + 5 + 1  # pushes so far: push p sits in slot p % 5
+
+
+def test_idm_trains_its_queue_and_the_accuracy_weight_follows(digits):
+    idm = IDM(ipc=1, iterations=6, batch_real=16, net_num=3, net_generate_interval=100, fetch_net_num=3,
+              model_train_steps=5, batch_train=64, lr_net=0.05, model="mlp", random_state=0, device="cpu",
+              progress=False).fit(digits)
+    assert torch.isfinite(torch.tensor(idm.history_["loss"])).all()
+    # with every member trained every iteration, the CE term is on after the first one
+    ce_on = [loss - match for loss, match in zip(idm.history_["loss"], idm.history_["match"])]
+    assert ce_on[0] == 0 and all(v > 0 for v in ce_on[1:])
+
+
+# ---------------------------------------------------------------- the methods
+FAMILY = {
+    "dm": dict(),
+    "idm": dict(net_num=10, net_generate_interval=10, model_train_steps=2, batch_train=64, ce_weight=0.005),
+    "dance": dict(num_experts=2, train_epochs=3),
+    "ncfm": dict(num_experts=2, train_epochs=3, num_freqs=256, lr_img=0.01),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_each_method_lowers_its_loss_and_beats_its_initialisation(name, digits, tmp_path, monkeypatch):
+    """Same seed => the run starts from the random subset's images; factor 1 (digits' 8x8 tiles would be 4x4)."""
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    kw = dict(ipc=1, factor=1, batch_real=64, random_state=3, device="cpu", progress=False, **FAMILY[name])
+    init = get_method(name, iterations=0, **kw).fit(digits).synthetic_
+    m = get_method(name, iterations=150, **kw).fit(digits)
+    loss = torch.tensor(m.history_["loss"])
+    assert torch.isfinite(loss).all()
+    if name != "idm":  # IDM's networks train as it goes, so their embeddings (and its loss) grow: not comparable
+        assert loss[-20:].mean() < loss[:20].mean(), name
+    ev = Evaluator("convnet", n_models=3, epochs=150, augment=None, random_state=0, device="cpu")
+    before, after = ev.score(init, digits)["convnet"].mean, ev.score(m.synthetic_, digits)["convnet"].mean
+    assert after > before + 3, (name, before, after)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_multi_formation_stores_ipc_images_and_trains_on_four_times_as_many(name, digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    m = get_method(name, ipc=2, factor=2, iterations=2, batch_real=8, model="mlp", random_state=0, device="cpu",
+                   progress=False, **FAMILY[name]).fit(digits)
+    s = m.synthetic_
+    assert s.images.shape == (20, 1, 8, 8) and s.factor == 2 and s.meta["factor"] == 2
+    assert len(s.decoded()) == 80 and torch.equal(torch.bincount(s.decoded().labels), torch.full((10,), 8))
+
+
+def test_the_real_start_tiles_distinct_real_images(digits):
+    s = DM(ipc=1, factor=2, iterations=0, random_state=0, device="cpu", progress=False).fit(digits).synthetic_
+    tiles = s.decoded().images.view(10, 4, -1)
+    assert all(len({tuple(t.tolist()) for t in c}) == 4 for c in tiles)  # four different images per stored one
+
+
+def test_a_factor_too_large_for_the_smallest_class_is_refused_before_any_work(digits):
+    with pytest.raises(InvalidParameterError, match=r"ipc=10 at factor=4 .* image_init='noise'"):
+        DM(ipc=10, factor=4, iterations=1, device="cpu", progress=False).fit(digits)
+    with pytest.raises(InvalidParameterError, match="factor=3 does not divide the 8x8"):
+        DM(ipc=1, factor=3, iterations=1, device="cpu", progress=False).fit(digits)
