@@ -134,7 +134,7 @@ def table_lines(records: list[dict]) -> list[str]:
             s = scores_of(r, rnd, full)
             rnd_acc = next(iter(rnd["results"]["random"].values()))["mean"] if rnd else None
             lines.append(
-                f"| {r['method']} | {r.get('label_kind', 'hard')} ({trained_loss(r)}) | {accuracy(r)} | "
+                f"| {r['entry'].get('label', r['method'])} | {r.get('label_kind', 'hard')} ({trained_loss(r)}) | {accuracy(r)} | "
                 f"{'-' if rnd_acc is None else f'{rnd_acc:.2f}'} | {s['IOR']} | {s['HLR']} | {s['LRS']} | {s['ARS']} | "
                 f"{budget_ratio(r)} | {vs_paper(r)} | {r['distill_seconds'] / len(r['seeds']):.0f} | "
                 f"{r['commit']}{' (dirty)' if r.get('dirty') else ''} |")

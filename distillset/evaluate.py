@@ -45,6 +45,7 @@ class EvalResult:
     precision: str = "fp32"
     loss: str = "ce"
     extra: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # the recipe: optimizer, lr, schedule, batch size, CutMix...
 
     @property
     def mean(self) -> float:
@@ -61,6 +62,39 @@ class EvalResult:
         return {**asdict(self), "mean": self.mean, "std": self.std}
 
 
+# lr schedules: (fractions of the epochs at which the lr is multiplied, the factor)
+SCHEDULES = {"half": ((0.5,), 0.1),  # the standard protocol: x0.1 at half the epochs
+             "fifths": ((0.2, 0.4, 0.6, 0.8), 0.5),  # NCFM's: x0.5 at 400, 800, 1200, 1600 of 2000
+             "constant": ((), 1.0)}
+# Evaluator settings by name; "long" is NCFM's released evaluation (its configs; IDC's and DANCE's are alike)
+PROTOCOLS = {
+    "standard": {},
+    "long": dict(epochs=2000, optimizer="adamw", lr=0.001, weight_decay=0.01, batch_size=128, schedule="fifths",
+                 cutmix_prob=0.5),
+}
+
+
+def cutmix(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al., 2019): paste a box of area ~(1 - lam), lam ~ U(0, 1), from a permutation of the batch
+    (one box per batch, as the papers' code does). Returns the images, the permutation and the share of each
+    image that is its own; the loss is ``kept * loss(y) + (1 - kept) * loss(y[perm])``.
+
+    >>> xm, perm, kept = cutmix(torch.rand(4, 3, 8, 8), torch.Generator().manual_seed(0))
+    >>> xm.shape, sorted(perm.tolist()), 0 <= kept <= 1
+    (torch.Size([4, 3, 8, 8]), [0, 1, 2, 3], True)
+    """
+    n, _, h, w = x.shape
+    dev = generator.device
+    lam, cy, cx = torch.rand(3, generator=generator, device=dev).tolist()  # one host read per mixed batch
+    perm = torch.randperm(n, generator=generator, device=dev).to(x.device)
+    rh, rw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+    y0, x0 = int(cy * h), int(cx * w)
+    top, bottom, left, right = max(y0 - rh // 2, 0), min(y0 + rh // 2, h), max(x0 - rw // 2, 0), min(x0 + rw // 2, w)
+    x = x.clone()
+    x[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
+    return x, perm, 1 - (bottom - top) * (right - left) / (h * w)
+
+
 def train_network(
     net: torch.nn.Module,
     images: torch.Tensor,
@@ -75,7 +109,9 @@ def train_network(
     augment: str | None = None,
     loss: str = "ce",
     precision: str = "fp32",
-    lr_decay: bool = True,
+    schedule: str = "half",
+    optimizer: str = "sgd",
+    cutmix_prob: float = 0.0,
     on_epoch=None,
     gsam: tuple[float, float] | None = None,
 ) -> torch.nn.Module:
@@ -84,17 +120,22 @@ def train_network(
     ``targets`` are int64 class labels or float soft targets (N, C); ``loss`` is ``"ce"`` (cross-entropy,
     soft targets allowed) or ``"mse"`` (regression onto the targets, for kernel-method labels).
     ``precision`` (``distillset.precision``) sets the arithmetic of the passes; weights stay float32.
-    ``lr_decay=False`` keeps the lr constant (DC's inner loop). ``on_epoch(epoch)`` is called after each
-    epoch (1-based), e.g. to keep the checkpoint that does best on a validation split. ``gsam=(rho, alpha)``
-    takes each step with adaptive GSAM (:func:`gsam_gradient`; FTD's flat experts): twice the passes.
+    ``schedule`` names a :data:`SCHEDULES` entry (``"constant"``: DC's inner loop); ``optimizer`` is ``"sgd"``
+    (with ``momentum``) or ``"adamw"``; ``cutmix_prob`` applies :func:`cutmix` to a batch with that probability.
+    ``on_epoch(epoch)`` is called after each epoch (1-based), e.g. to keep the checkpoint that does best on a
+    validation split. ``gsam=(rho, alpha)`` takes each step with adaptive GSAM (:func:`gsam_gradient`; FTD's flat experts): twice the passes.
     """
     from .augment import augment as dsa
 
     dtype = resolve_precision(precision, images.device)
     images, targets = images.detach(), targets.detach()
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    milestones = [epochs // 2] if epochs >= 2 and lr_decay else []
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    fractions, gamma = SCHEDULES[schedule]
+    milestones = sorted({int(epochs * f) for f in fractions} - {0}) if epochs >= 2 else []
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=gamma)
     n = images.shape[0]
     net.train()
     for epoch in range(epochs):
@@ -104,10 +145,15 @@ def train_network(
             xb, yb = images[idx], targets[idx]
             if augment:
                 xb = dsa(xb, augment, generator=generator)
+            mix = None
+            if cutmix_prob and float(torch.rand((), generator=generator, device=generator.device)) < cutmix_prob:
+                xb, perm, kept = cutmix(xb, generator)
+                mix = (yb[perm], kept)
             def batch_loss():
                 with autocast(images.device, dtype):
                     out = net(xb).float()
-                return F.mse_loss(out, yb) if loss == "mse" else F.cross_entropy(out, yb)
+                fn = F.mse_loss if loss == "mse" else F.cross_entropy
+                return fn(out, yb) if mix is None else mix[1] * fn(out, yb) + (1 - mix[1]) * fn(out, mix[0])
 
             opt.zero_grad(set_to_none=True)
             if gsam is None:
@@ -205,6 +251,13 @@ class Evaluator:
         ``"learned"`` is the step size the set carries (``synthetic.lrs``, one value: MTT and DATM learn it
         and their papers evaluate with it).
     batch_size, momentum, weight_decay : protocol SGD settings (256, 0.9, 5e-4).
+    optimizer : {"sgd", "adamw"}, default="sgd"
+        AdamW ignores ``momentum``.
+    schedule : {"half", "fifths", "constant"}, default="half"
+        lr x0.1 at half the epochs; x0.5 at each fifth (NCFM); constant (:data:`SCHEDULES`).
+    cutmix_prob : float, default=0.0
+        Probability of CutMix per batch, after augmentation (:func:`cutmix`; IDC, DANCE and NCFM use 0.5).
+        ``PROTOCOLS["long"]`` holds NCFM's whole evaluation: ``Evaluator(**PROTOCOLS["long"])``.
     loss : {"ce", "mse"} or None, default=None
         None trains on each set with the loss its labels need (``SyntheticSet.loss``: cross-entropy for hard
         and soft labels, MSE for learned ones such as LS / KIP labels); a value overrides that, with a
@@ -247,6 +300,9 @@ class Evaluator:
         "batch_size": [Interval(int, 1)],
         "momentum": [Interval(float, 0, 1)],
         "weight_decay": [Interval(float, 0)],
+        "optimizer": [Options(("sgd", "adamw"))],
+        "schedule": [Options(tuple(SCHEDULES))],
+        "cutmix_prob": [Interval(float, 0, 1)],
         "loss": [None, Options(("ce", "mse"))],
         "augment": [None, Instance((str,))],
         "models": [Instance((str, dict, list, tuple))],
@@ -256,7 +312,8 @@ class Evaluator:
     }
 
     def __init__(self, models: str | Sequence[str] = "convnet", *, n_models=5, epochs=1000, augment="auto",
-                 lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, loss=None, precision="auto",
+                 lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, optimizer="sgd", schedule="half",
+                 cutmix_prob=0.0, loss=None, precision="auto",
                  val_per_class=None, checkpoint="last", random_state=0, device=None, workers=None, progress=False):
         self.models = models
         self.n_models = n_models
@@ -266,6 +323,9 @@ class Evaluator:
         self.batch_size = batch_size
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.cutmix_prob = cutmix_prob
         self.loss = loss
         self.precision = precision
         self.val_per_class = val_per_class
@@ -314,6 +374,7 @@ class Evaluator:
             keep = _BestOnValidation(net, val, precision, self.epochs) if self.checkpoint == "best_val" else None
             train_network(net, x_syn, y_syn, epochs=self.epochs, generator=make_generator(stream_seed, device),
                           lr=lr, batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
+                          optimizer=self.optimizer, schedule=self.schedule, cutmix_prob=self.cutmix_prob,
                           augment=strategy, loss=loss, precision=precision, on_epoch=keep)
             if keep is not None:
                 return keep.restore()
@@ -336,8 +397,11 @@ class Evaluator:
                 "val_per_class": data.extra.get("val_per_class"), "lr": lr, "checkpoint": self.checkpoint,
                 "val_accuracies": [t[1] for t in trained[lr]], "epochs_kept": [t[2] for t in trained[lr]],
                 "val_mean_by_lr": {str(v): statistics.fmean(t[1] for t in trained[v]) for v in lrs}}
+            training = {"optimizer": self.optimizer, "lr": lr, "momentum": self.momentum if self.optimizer == "sgd" else None,
+                        "weight_decay": self.weight_decay, "batch_size": self.batch_size, "schedule": self.schedule,
+                        "cutmix_prob": self.cutmix_prob, "checkpoint": self.checkpoint}
             results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0, dataset=data.name,
-                                       source=data.source, precision=precision, loss=loss, extra=extra)
+                                       source=data.source, precision=precision, loss=loss, extra=extra, training=training)
         return results
 
     def _with_validation(self, data: ImageDataset, choices: bool, synthetic_held_out: int | None) -> ImageDataset:

@@ -170,7 +170,7 @@ def _train_one(data: ImageDataset, images: tuple[torch.Tensor, dict], recipe: di
     train_network(net, x, data.train.labels.to(device), epochs=recipe["train_epochs"],
                   generator=make_generator(derive_seed(seed, "stream"), device), lr=recipe["lr_teacher"],
                   batch_size=recipe["batch_train"], momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
-                  augment=recipe["strategy"], precision=recipe["precision"], lr_decay=False,
+                  augment=recipe["strategy"], precision=recipe["precision"], schedule="constant",
                   gsam=(recipe["gsam_rho"], recipe["gsam_alpha"]) if recipe.get("gsam_rho") else None,
                   on_epoch=record)
     x_test = data.normalize(data.test.images.to(device))

@@ -110,3 +110,29 @@ def test_a_bad_lr_in_a_list_is_one_clear_error(digits):
     for lr in (["0.1", 0.01], [0.01, -1.0], []):
         with pytest.raises(InvalidParameterError, match="'lr' parameter of Evaluator must be a float > 0"):
             Evaluator(n_models=1, epochs=1, lr=lr, val_per_class=5).score(syn, digits)
+
+
+def test_the_long_protocol_trains_with_adamw_cutmix_and_fifths_and_records_its_recipe(digits):
+    from distillset.evaluate import PROTOCOLS, cutmix
+
+    syn = RandomSubset(ipc=5, random_state=0).fit(digits).synthetic_
+    long = Evaluator("mlp", **{**PROTOCOLS["long"], "epochs": 30}, n_models=2, augment=None, device="cpu")
+    res = long.score(syn, digits)["mlp"]
+    assert res.training["optimizer"] == "adamw" and res.training["cutmix_prob"] == 0.5 and res.training["lr"] == 0.001
+    assert res.training["schedule"] == "fifths" and res.training["momentum"] is None and res.mean > 30
+    no_mix = Evaluator("mlp", **{**PROTOCOLS["long"], "epochs": 30, "cutmix_prob": 0.0}, n_models=2, augment=None,
+                       device="cpu").score(syn, digits)["mlp"]
+    assert no_mix.accuracies != res.accuracies  # CutMix is applied
+    # a pasted box: each image keeps `kept` of its own pixels, the rest comes from its partner
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 16, 16)
+    xm, perm, kept = cutmix(x, torch.Generator().manual_seed(3))
+    own = (xm == x).float().mean((1, 2, 3))
+    moved = perm != torch.arange(4)
+    assert torch.allclose(own[moved], torch.full((int(moved.sum()),), kept)) and torch.all(own[~moved] == 1)
+
+
+def test_the_standard_protocol_records_its_recipe(digits):
+    syn = RandomSubset(ipc=2, random_state=0).fit(digits).synthetic_
+    res = Evaluator("mlp", n_models=1, epochs=2, augment=None, device="cpu").score(syn, digits)["mlp"]
+    assert res.training == {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256,
+                            "schedule": "half", "cutmix_prob": 0.0, "checkpoint": "last"}

@@ -27,9 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--loss", choices=["ce", "mse"], default=None,
                    help="training loss (default: the one the set's labels need, as recorded in the set; "
                         "a different value warns)")
-    p.add_argument("--lr", type=_lr, nargs="+", default=[0.01],
-                   help="SGD learning rate, or 'learned' (the step size an MTT/DATM set carries); several = keep the "
-                        "best on the validation split (needs --val-per-class)")
+    p.add_argument("--lr", type=_lr, nargs="+", default=None,
+                   help="learning rate (default 0.01; --protocol long: 0.001), or 'learned' (the step size an MTT/DATM "
+                        "set carries); several = keep the best on the validation split (needs --val-per-class)")
     p.add_argument("--val-per-class", type=int, default=None,
                    help="hold out this many training images per class as a validation split for the choices")
     p.add_argument("--checkpoint", choices=["last", "best_val"], default="last",
@@ -37,9 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default=None)
-    p.add_argument("--protocol", choices=["standard", "own"], default="standard",
-                   help="'own': the method's own evaluation where it has one (DD: its learned steps and step sizes; "
-                        "uses --runs, --seed and --device only)")
+    p.add_argument("--protocol", choices=["standard", "long", "own"], default="standard",
+                   help="'long': NCFM's training recipe (AdamW 1e-3, wd 0.01, batch 128, lr x0.5 at each fifth, CutMix "
+                        "0.5; 2000 epochs unless --epochs); 'own': the method's own evaluation where it has one (DD: its "
+                        "learned steps and step sizes; uses --runs, --seed and --device only)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -47,15 +48,20 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..data import load_dataset
-    from ..evaluate import Evaluator
+    from ..evaluate import PROTOCOLS, Evaluator
     from ..synthetic import SyntheticSet
 
     preset = PRESETS[args.preset]
     runs = args.runs if args.runs is not None else preset["eval_runs"]
-    epochs = args.epochs if args.epochs is not None else preset["eval_epochs"]
-    ev = Evaluator(args.models, n_models=runs, epochs=epochs, augment=None if args.augment == "none" else args.augment,
-                   loss=args.loss, lr=args.lr[0] if len(args.lr) == 1 else args.lr, val_per_class=args.val_per_class,
-                   checkpoint=args.checkpoint, random_state=args.seed, device=args.device, progress=not args.quiet)
+    recipe = dict(PROTOCOLS["long"]) if args.protocol == "long" else {"epochs": preset["eval_epochs"]}
+    if args.epochs is not None:
+        recipe["epochs"] = args.epochs
+    if args.lr is not None:
+        recipe["lr"] = args.lr[0] if len(args.lr) == 1 else args.lr
+    epochs = recipe["epochs"]
+    ev = Evaluator(args.models, n_models=runs, augment=None if args.augment == "none" else args.augment,
+                   loss=args.loss, val_per_class=args.val_per_class, checkpoint=args.checkpoint,
+                   random_state=args.seed, device=args.device, progress=not args.quiet, **recipe)
     check_evaluator(ev)  # before reading anything: a typo costs no training
     if args.json:
         check_writable(Path(args.json), "--json", folder=False)

@@ -206,7 +206,7 @@ class DC(DistillMethod):
                 break  # no network update after the last matching step
             # 2d. train the network on the current synthetic set: plain SGD, constant lr, per-image augmentation
             train_network(net, syn, syn_labels, epochs=inner, generator=g, lr=self.lr_net, batch_size=self.batch_syn,
-                          momentum=0.0, weight_decay=0.0, augment=strategy, lr_decay=False,
+                          momentum=0.0, weight_decay=0.0, augment=strategy, schedule="constant",
                           precision=precision_name(state.cache["dtype"]))
         return {"loss": total / (outer * k)}  # mean per class and matching step, as the reference logs
 

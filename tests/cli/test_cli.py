@@ -166,3 +166,16 @@ def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path
                 and e["settings"]["train_epochs"] == 3]) == 2  # the distill run trained no new expert
     assert main(["evaluate", str(out / "synthetic"), "--runs", "1", "--epochs", "2", "--lr", "learned", "--quiet",
                  "--device", "cpu"]) == 0
+
+
+def test_a_multi_formation_set_distils_and_evaluates_under_the_long_protocol(tmp_path, capsys):
+    out = tmp_path / "ncfm"
+    argv = ["distill", "--method", "ncfm", "--model", "mlp", "--ipc", "1", "--iterations", "2", "--no-eval", "--quiet",
+            "--out", str(out), "--device", "cpu", "--param", "num_experts=1", "--param", "train_epochs=1", "--param", "num_freqs=32"]
+    assert main(argv) == 0
+    assert json.loads((out / "synthetic.json").read_text())["factor"] == 2
+    args = ["evaluate", str(out / "synthetic"), "--models", "mlp", "--runs", "1", "--epochs", "3", "--quiet",
+            "--device", "cpu", "--protocol", "long", "--json", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    training = json.loads((tmp_path / "r.json").read_text())["mlp"]["training"]
+    assert (training["optimizer"], training["lr"], training["cutmix_prob"]) == ("adamw", 0.001, 0.5)
