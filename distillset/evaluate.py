@@ -65,6 +65,7 @@ class EvalResult:
 # lr schedules: (fractions of the epochs at which the lr is multiplied, the factor)
 SCHEDULES = {"half": ((0.5,), 0.1),  # the standard protocol: x0.1 at half the epochs
              "fifths": ((0.2, 0.4, 0.6, 0.8), 0.5),  # NCFM's: x0.5 at 400, 800, 1200, 1600 of 2000
+             "idc": ((2 / 3, 5 / 6), 0.2),  # IDC's and DANCE's: x0.2 at 2/3 and 5/6 of the epochs
              "constant": ((), 1.0)}
 # Evaluator settings by name; "long" is NCFM's released evaluation (its configs; IDC's and DANCE's are alike)
 PROTOCOLS = {
@@ -253,8 +254,9 @@ class Evaluator:
     batch_size, momentum, weight_decay : protocol SGD settings (256, 0.9, 5e-4).
     optimizer : {"sgd", "adamw"}, default="sgd"
         AdamW ignores ``momentum``.
-    schedule : {"half", "fifths", "constant"}, default="half"
-        lr x0.1 at half the epochs; x0.5 at each fifth (NCFM); constant (:data:`SCHEDULES`).
+    schedule : {"half", "fifths", "idc", "constant"}, default="half"
+        lr x0.1 at half the epochs; x0.5 at each fifth (NCFM); x0.2 at 2/3 and 5/6 (IDC, DANCE); constant
+        (:data:`SCHEDULES`).
     cutmix_prob : float, default=0.0
         Probability of CutMix per batch, after augmentation (:func:`cutmix`; IDC, DANCE and NCFM use 0.5).
         ``PROTOCOLS["long"]`` holds NCFM's whole evaluation: ``Evaluator(**PROTOCOLS["long"])``.
