@@ -75,10 +75,12 @@ PROTOCOLS = {
 }
 
 
-def cutmix(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+def cutmix(x: torch.Tensor, generator: torch.Generator, box: Sequence[float] | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """CutMix (Yun et al., 2019): paste a box of area ~(1 - lam), lam ~ U(0, 1), from a permutation of the batch
     (one box per batch, as the papers' code does). Returns the images, the permutation and the share of each
-    image that is its own; the loss is ``kept * loss(y) + (1 - kept) * loss(y[perm])``.
+    image that is its own; the loss is ``kept * loss(y) + (1 - kept) * loss(y[perm])``. ``box`` = (lam, centre
+    row, centre column) as fractions, drawn here if not given (one host read).
 
     >>> xm, perm, kept = cutmix(torch.rand(4, 3, 8, 8), torch.Generator().manual_seed(0))
     >>> xm.shape, sorted(perm.tolist()), 0 <= kept <= 1
@@ -86,12 +88,12 @@ def cutmix(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, t
     """
     n, _, h, w = x.shape
     dev = generator.device
-    lam, cy, cx = torch.rand(3, generator=generator, device=dev).tolist()  # one host read per mixed batch
+    lam, cy, cx = torch.rand(3, generator=generator, device=dev).tolist() if box is None else box
     perm = torch.randperm(n, generator=generator, device=dev).to(x.device)
     rh, rw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
     y0, x0 = int(cy * h), int(cx * w)
     top, bottom, left, right = max(y0 - rh // 2, 0), min(y0 + rh // 2, h), max(x0 - rw // 2, 0), min(x0 + rw // 2, w)
-    x = x.clone()
+    x = x.clone()  # the caller's batch stays as it was
     x[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
     return x, perm, 1 - (bottom - top) * (right - left) / (h * w)
 
@@ -141,15 +143,17 @@ def train_network(
     net.train()
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=generator, device=generator.device).to(images.device)
+        if cutmix_prob:  # (coin, lam, centre row, centre column) per batch: one host read per epoch
+            mixing = torch.rand(-(-n // batch_size), 4, generator=generator, device=generator.device).tolist()
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]
             xb, yb = images[idx], targets[idx]
             if augment:
                 xb = dsa(xb, augment, generator=generator)
             mix = None
-            if cutmix_prob and float(torch.rand((), generator=generator, device=generator.device)) < cutmix_prob:
-                xb, perm, kept = cutmix(xb, generator)
-                mix = (yb[perm], kept)
+            if cutmix_prob and mixing[start // batch_size][0] < cutmix_prob:
+                xb, partner, kept = cutmix(xb, generator, mixing[start // batch_size][1:])
+                mix = (yb[partner], kept)
             def batch_loss():
                 with autocast(images.device, dtype):
                     out = net(xb).float()
@@ -258,7 +262,8 @@ class Evaluator:
         lr x0.1 at half the epochs; x0.5 at each fifth (NCFM); x0.2 at 2/3 and 5/6 (IDC, DANCE); constant
         (:data:`SCHEDULES`).
     cutmix_prob : float, default=0.0
-        Probability of CutMix per batch, after augmentation (:func:`cutmix`; IDC, DANCE and NCFM use 0.5).
+        Probability of CutMix per batch, after augmentation (:func:`cutmix`; IDC, DANCE and NCFM use 0.5). With
+        ``augment="auto"`` it replaces the strategy's cutout, as they do.
         ``PROTOCOLS["long"]`` holds NCFM's whole evaluation: ``Evaluator(**PROTOCOLS["long"])``.
     loss : {"ce", "mse"} or None, default=None
         None trains on each set with the loss its labels need (``SyntheticSet.loss``: cross-entropy for hard
@@ -340,7 +345,10 @@ class Evaluator:
     def _strategy(self, dataset_name: str) -> str | None:
         from .augment import resolve_strategy
 
-        return resolve_strategy(self.augment, dataset_name)
+        strategy = resolve_strategy(self.augment, dataset_name)
+        if strategy and self.augment == "auto" and self.cutmix_prob > 0:  # CutMix replaces cutout (IDC, DANCE, NCFM)
+            strategy = "_".join(f for f in strategy.split("_") if f != "cutout") or None
+        return strategy
 
     def score(self, synthetic: SyntheticSet, data: ImageDataset) -> dict[str, EvalResult]:
         """Evaluate ``synthetic`` on ``data.test``; returns ``{model_name: EvalResult}``."""

@@ -58,7 +58,8 @@ EXPERT_CONSTRAINTS = {
 
 @dataclass
 class Experts:
-    """Trajectories (E, train_epochs + 1, P) of E experts, their test accuracy (%) and the recipe."""
+    """Trajectories (E, T, P) of E experts (T = train_epochs + 1, or 2 with ``keep="ends"``), their test
+    accuracy (%) and the recipe."""
 
     trajectories: torch.Tensor
     test_accuracy: list[float]

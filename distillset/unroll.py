@@ -65,6 +65,14 @@ class FlatNet:
         module = self.module if module is None else module
         return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
+    @torch.no_grad()
+    def load_(self, theta: torch.Tensor, module: nn.Module | None = None) -> nn.Module:
+        """Copy ``theta`` (P,) into the parameters of ``module`` (default: the template), in place; returns it."""
+        module = self.module if module is None else module
+        for p, part in zip(module.parameters(), torch.split(theta, self.numels)):
+            p.copy_(part.view_as(p))
+        return module
+
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(theta, self.numels)
         params = {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes)}

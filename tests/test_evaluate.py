@@ -113,16 +113,33 @@ def test_a_bad_lr_in_a_list_is_one_clear_error(digits):
 
 
 def test_the_long_protocol_trains_with_adamw_cutmix_and_fifths_and_records_its_recipe(digits):
-    from distillset.evaluate import PROTOCOLS, cutmix
+    from distillset.evaluate import PROTOCOLS
 
     syn = RandomSubset(ipc=5, random_state=0).fit(digits).synthetic_
     long = Evaluator("mlp", **{**PROTOCOLS["long"], "epochs": 30}, n_models=2, augment=None, device="cpu")
     res = long.score(syn, digits)["mlp"]
     assert res.training["optimizer"] == "adamw" and res.training["cutmix_prob"] == 0.5 and res.training["lr"] == 0.001
     assert res.training["schedule"] == "fifths" and res.training["momentum"] is None and res.mean > 30
-    no_mix = Evaluator("mlp", **{**PROTOCOLS["long"], "epochs": 30, "cutmix_prob": 0.0}, n_models=2, augment=None,
-                       device="cpu").score(syn, digits)["mlp"]
-    assert no_mix.accuracies != res.accuracies  # CutMix is applied
+    assert Evaluator(**PROTOCOLS["long"])._strategy("mnist") == "color_crop_scale_rotate"  # CutMix replaces cutout
+
+
+def test_cutmix_is_applied_to_about_its_share_of_batches(monkeypatch):
+    import distillset.evaluate as E
+
+    calls = []
+    monkeypatch.setattr(E, "cutmix", lambda x, g, box: calls.append(box) or (x, torch.arange(len(x)), 1.0))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
+    E.train_network(net, x, y, epochs=50, batch_size=20, generator=torch.Generator().manual_seed(0), cutmix_prob=0.3)
+    assert 15 <= len(calls) <= 45 and all(0 <= v <= 1 for box in calls for v in box)  # 100 batches, p = 0.3
+    calls.clear()
+    E.train_network(net, x, y, epochs=5, batch_size=20, generator=torch.Generator().manual_seed(0))
+    assert calls == []
+
+
+def test_cutmix_pastes_a_box_from_each_images_partner():
+    from distillset.evaluate import cutmix
+
     # a pasted box: each image keeps `kept` of its own pixels, the rest comes from its partner
     x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 16, 16)
     xm, perm, kept = cutmix(x, torch.Generator().manual_seed(3))

@@ -355,12 +355,12 @@ class DistillMethod:
         device = resolve_device(getattr(self, "device", None))
         self.seed_ = resolve_seed(self.random_state)
         generator = make_generator(self.seed_, device)
-        real = RealData(data, device)
-        self.prepared_ = self._prepared(data, device)  # before the run's stream is touched, as a resume needs it
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
         if resume and ckpt_dir is None:
             raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
-        record = self._resume_record(data) if resume else None  # refused before any set-up
+        record = self._resume_record(data) if resume else None  # refused before any set-up or preparation
+        real = RealData(data, device)
+        self.prepared_ = self._prepared(data, device)  # before the run's stream is touched, as a resume needs it
         if resume and record is None:
             warnings.warn(f"No checkpoint in {ckpt_dir}; starting from scratch.", stacklevel=2)
             resume = False

@@ -23,6 +23,17 @@ def fresh_network(method, state) -> torch.nn.Module:
     return state.cache["redraw"](state.generator)
 
 
+def frozen_template(method, state, key: str = "template") -> torch.nn.Module:
+    """A frozen network of the run's model, built once per run (``state.cache[key]``), whose weights a method
+    overwrites (pool members: IDM, DANCE, NCFM); also sets the run's autocast dtype (``state.cache["dtype"]``)."""
+    if key not in state.cache:
+        data = state.data
+        state.cache[key] = get_model(method.model, data.image_shape, data.num_classes, seed=0,
+                                     device=state.device).requires_grad_(False)
+        state.cache["dtype"] = resolve_precision(method.precision, state.device)
+    return state.cache[key]
+
+
 def class_labels(num_classes: int, ipc: int, device) -> torch.Tensor:
     """Class-major hard labels ``[0]*ipc + [1]*ipc + ...`` (K * ipc,)."""
     return torch.arange(num_classes, device=device).repeat_interleave(ipc)
@@ -41,11 +52,3 @@ def init_images(real: RealData, ipc: int, init: str, generator: torch.Generator,
         images = torch.randn(shape, generator=generator, device=generator.device).to(real.raw.device)
     return images.requires_grad_(True)
 
-
-@torch.no_grad()
-def load_flat_(net: torch.nn.Module, theta: torch.Tensor) -> torch.nn.Module:
-    """Copy a flat parameter vector (P,) into ``net``'s parameters, in place (a pool member into a template)."""
-    sizes = [p.numel() for p in net.parameters()]
-    for p, chunk in zip(net.parameters(), theta.split(sizes)):
-        p.copy_(chunk.view_as(p))
-    return net

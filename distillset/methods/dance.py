@@ -5,33 +5,37 @@ networks trained on the real data (``distillset.experts``, cached and shared; ``
 initial and final weights). One iteration:
   1. pick an expert e and lambda ~ U(0, 1); the "middle" encoder has weights
      lambda * theta_e(init) + (1 - lambda) * theta_e(trained);
-  2. draw ``batch_real`` real images per class and decode the synthetic set (multi-formation ``factor``,
-     2 as in the paper), one DSA transformation per class shared by both sides;
-  3. inner-class view: loss = sum_c || mean psi_mid(A(x_real_c)) - mean psi_mid(A(x_syn_c)) ||^2 ; one update;
-  4. inter-class view (calibration): loss = ``calibration_weight`` * sum_c CE(f_trained(A'(x_syn_c)), c), the
-     trained encoder's cross-entropy on freshly augmented synthetic images (a mean per class); one update.
-The images are SGD-updated (``lr_img``, momentum 0.5) and clamped to the valid pixel range [0, 1].
+  2. draw ``batch_real`` real images per class and one DSA transformation per class, shared with the
+     class's decoded synthetic images (multi-formation ``factor``, 2 as in the paper);
+  3. inner-class view, for each class c, one update:
+     loss_c = || mean psi_mid(A(x_real_c)) - mean psi_mid(A(x_syn_c)) ||^2;
+  4. inter-class view (calibration), for each class c, one update:
+     loss_c = ``calibration_weight`` * CE(f_trained(A'(x_syn_c)), c), the trained encoder's cross-entropy on
+     the class's images under a fresh transformation A' shared by the class.
+The images are SGD-updated (``lr_img``, momentum 0.5) and clamped to the valid pixel range [0, 1]. As in
+the reference, each class takes its own step per view (2K steps per iteration).
 
-Deviations: the reference takes one image step per class for each view (2K steps per iteration); we take
-one step per view on the sum over classes, which gives each image the same gradient (its loss involves
-only its own class) and differs only in how often momentum ticks. The experts follow our shared recipe
-(SGD 0.01, momentum 0.9, weight decay 5e-4, batch 256, DSA, constant lr) where DANCE's use batch 64,
-lr x0.2 at epochs 40 and 50, and CutMix. DANCE's images live in [0, 1] pixels, ours normalised: an lr in
-pixel space is ``lr / std**2`` here (CIFAR-10: about x16).
+Deviations: the experts follow our shared recipe (SGD 0.01, momentum 0.9, weight decay 5e-4, batch 256,
+``augment``'s DSA, constant lr) where DANCE's use batch 64, lr x0.2 at epochs 40 and 50, color/crop and
+CutMix. A real start tiles distinct random images of the class, area-downsampled (the reference: the
+first ipc * f**2 images of the class, nearest-neighbour). DSA draws one family per transformation (the
+reference applies color, crop and cutout together). DANCE's images live in [0, 1] pixels, ours
+normalised: an SGD lr in pixel space is ``lr / std**2`` here (its 0.01 * ipc is 0.16 * ipc on CIFAR-10,
+0.1 * ipc on MNIST); the default 1.0 is DM's.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..augment import augment, resolve_strategy
+from ..augment import apply, resolve_strategy, sample_params
 from ..experts import check_expert_model, train_experts
-from ..formation import decode, decode_labels
-from ..models import get_model
-from ..precision import autocast, resolve_precision
+from ..formation import decode
+from ..precision import autocast, chunk_size, frozen_embed
+from ..unroll import FlatNet
 from ..utils import Interval
 from .base import State, register_method
-from .common import load_flat_
+from .common import frozen_template
 from .dm import DM
 
 
@@ -46,7 +50,7 @@ class DANCE(DM):
     model : str, default="convnet"
     batch_real : int, default=128
     lr_img : float, default=1.0
-        SGD on the (normalised) images, momentum ``momentum``.
+        SGD on the (normalised) images, momentum ``momentum`` (DANCE: 0.01 * ipc on [0, 1] pixels, see above).
     momentum : float, default=0.5
     image_init : {"real", "noise"}, default="real"
     factor : int, default=2
@@ -59,7 +63,9 @@ class DANCE(DM):
         Epochs each encoder is trained on the real data.
     expert_seed : int, default=0
         Seed of the pool (shared by every distillation seed, as the paper's pre-trained encoders are).
-    augment, precision, random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DM``.
+    augment : str or None, default="auto"
+        DSA strategy while matching, and while training the pool.
+    precision, random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DM``.
 
     Examples
     --------
@@ -105,38 +111,57 @@ class DANCE(DM):
         return {}
 
     def _step(self, state: State, it: int):
+        data, g, k = state.data, state.generator, state.data.num_classes
         clamp_pixels(state)
         # 1. an encoder pair from the pool: the middle encoder and the trained one
         middle, trained = self._encoders(state)
-        # 2. a real batch per class and the decoded synthetic images, one shared augmentation per class
-        x_real, x_syn, _ = self._siamese_batch(state)
-        # 3. inner-class view: match the per-class means through the middle encoder
-        match = self._match(state, *self._embed_pair(state, middle, x_real, x_syn))
-        yield match
-        # 4. inter-class view: the trained encoder's cross-entropy on the (updated) synthetic images
-        calibration = match.new_zeros(())
-        if self.calibration_weight > 0:
-            calibration = self.calibration_weight * calibration_loss(self, state, trained)
-            yield calibration
-        return {"loss": match.detach(), "calibration": calibration.detach()}
+        # 2. a real batch per class, one DSA transformation per class (shared with the synthetic images)
+        strategy = resolve_strategy(self.augment, data.name)
+        x_real, y_real = state.real.sample(self.batch_real, g)  # (K*n, C, H, W), class-major
+        params = sample_params(strategy, k, data.image_shape, generator=g, device=state.device) if strategy else None
+        if params is not None:
+            x_real = apply(x_real, params, y_real)
+        f_real = frozen_embed(middle, x_real, dtype=state.cache["dtype"], chunk=chunk_size(data.image_shape))
+        f_real = f_real.view(k, -1, f_real.shape[-1])  # (K, n, F)
+        # 3. inner-class view: per class, match through the middle encoder; one step each
+        match = f_real.new_zeros(())
+        for c in range(k):
+            with autocast(state.device, state.cache["dtype"]):
+                f_syn = middle.embed(self._class_images(state, c, params)).float()  # (m, F)
+            loss = self._match(state, f_real[c:c + 1], f_syn[None])
+            yield loss
+            match = match + loss.detach()
+        # 4. inter-class view: per class, the trained encoder's cross-entropy on its (updated) images; one step each
+        calibration = f_real.new_zeros(())
+        for c in range(k) if self.calibration_weight > 0 else ():
+            one = sample_params(strategy, 1, data.image_shape, generator=g, device=state.device) if strategy else None
+            x = self._class_images(state, c, one, row=0)
+            with autocast(state.device, state.cache["dtype"]):
+                logits = trained(x).float()
+            loss = self.calibration_weight * F.cross_entropy(logits, torch.full_like(logits[:, 0], c, dtype=torch.long))
+            yield loss
+            calibration = calibration + loss.detach()
+        return {"loss": match, "calibration": calibration}
 
-    def _match(self, state: State, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
-        """DM's distance: sum over classes of the squared distance between mean embeddings (K, n, F), (K, m, F)."""
-        return ((f_real.mean(1) - f_syn.mean(1)) ** 2).sum()
+    def _class_images(self, state: State, c: int, params, row: int | None = None) -> torch.Tensor:
+        """Class ``c``'s decoded synthetic images (m, C, H, W), transformed with ``params`` row ``row`` (default c)."""
+        x = decode(state.tensors["images"][c * self.ipc:(c + 1) * self.ipc], self.factor)
+        if params is None:
+            return x
+        return apply(x, params, torch.full((x.shape[0],), c if row is None else row, device=x.device))
 
     def _encoders(self, state: State) -> tuple[torch.nn.Module, torch.nn.Module]:
         """(middle, trained) networks of a random pool member, lambda ~ U(0, 1); frozen, weights set in place."""
-        if "encoders" not in state.cache:  # two templates and the pool on the device, once per run
-            data = state.data
-            state.cache["encoders"] = [get_model(self.model, data.image_shape, data.num_classes, seed=0,
-                                                 device=state.device).requires_grad_(False) for _ in range(2)]
+        middle, trained = frozen_template(self, state, "middle"), frozen_template(self, state, "trained")
+        if "pool" not in state.cache:
             state.cache["pool"] = self.experts_.trajectories.to(state.device)  # (E, 2, P): initial, trained
-            state.cache["dtype"] = resolve_precision(self.precision, state.device)
-        middle, trained = state.cache["encoders"]
+            state.cache["flat"] = FlatNet(middle)
         g = state.generator
-        pair = state.cache["pool"][torch.randint(self.num_experts, (), generator=g, device=g.device)]  # (2, P), no sync
-        lam = torch.rand((), generator=g, device=g.device)
-        return load_flat_(middle, torch.lerp(pair[1], pair[0], lam)), load_flat_(trained, pair[1])
+        e = torch.randint(self.num_experts, (1,), generator=g, device=g.device).to(state.device)
+        pair = state.cache["pool"].index_select(0, e)[0]  # (2, P); a 1-element index: no host sync
+        lam = torch.rand((), generator=g, device=g.device).to(state.device)
+        f = state.cache["flat"]
+        return f.load_(torch.lerp(pair[1], pair[0], lam), middle), f.load_(pair[1], trained)
 
 
 def clamp_pixels(state: State) -> None:
@@ -146,19 +171,6 @@ def clamp_pixels(state: State) -> None:
         mean = torch.tensor(data.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(data.std, device=images.device).view(1, -1, 1, 1)
         state.cache["pixel_range"] = (-mean / std, (1 - mean) / std)
+    low, high = state.cache["pixel_range"]
     with torch.no_grad():
-        images.copy_(torch.maximum(torch.minimum(images, state.cache["pixel_range"][1]), state.cache["pixel_range"][0]))
-
-
-def calibration_loss(method, state: State, net: torch.nn.Module) -> torch.Tensor:
-    """sum_c mean_{i in c} CE(net(A(x_syn_i)), c): ``net``'s cross-entropy on the decoded synthetic images,
-    each augmented with its own DSA draw (IDM, DANCE, NCFM)."""
-    data, g = state.data, state.generator
-    x = decode(state.tensors["images"], method.factor)
-    y = decode_labels(state.tensors["labels"], method.factor)
-    strategy = resolve_strategy(method.augment, data.name)
-    if strategy:
-        x = augment(x, strategy, generator=g)
-    with autocast(state.device, state.cache["dtype"]):
-        logits = net(x).float()
-    return F.cross_entropy(logits, y, reduction="none").view(data.num_classes, -1).mean(1).sum()
+        images.copy_(torch.maximum(torch.minimum(images, high), low))

@@ -117,9 +117,12 @@ class DM(DistillMethod):
         # 2. a real batch per class, one shared augmentation per class
         x_real, x_syn, _ = self._siamese_batch(state)
         # 3. match the per-class mean embeddings
-        f_real, f_syn = self._embed_pair(state, net, x_real, x_syn)  # (K, n, F), (K, m, F)
-        loss = ((f_real.mean(1) - f_syn.mean(1)) ** 2).sum()
+        loss = self._match(state, *self._embed_pair(state, net, x_real, x_syn))
         return {"loss": loss}  # 4. the loop updates the synthetic images
+
+    def _match(self, state: State, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
+        """Sum over classes of the squared distance between mean embeddings, (K, n, F) and (K, m, F)."""
+        return ((f_real.mean(1) - f_syn.mean(1)) ** 2).sum()
 
     # the pieces the DM family (IDM, DANCE, NCFM) shares
     def _siamese_batch(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

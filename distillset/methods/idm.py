@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from ..models import get_model
-from ..precision import autocast, resolve_precision
+from ..precision import autocast
 from ..unroll import FlatNet
 from ..utils import Interval
 from .base import State, register_method
-from .common import fresh_network, load_flat_
+from .common import fresh_network, frozen_template
 from .dm import DM
 
 INITIAL_NETS = 3  # the queue's size before the first push (the reference's)
@@ -125,7 +125,7 @@ class IDM(DM):
 
     def _step(self, state: State, it: int):
         t, g, k = state.tensors, state.generator, state.data.num_classes
-        template = self._template(state)
+        net = frozen_template(self, state)
         # 1. new networks join the queue (a ring: push p fills slot p % net_num, the oldest)
         before = 0 if it == 0 else self._queue_size(it - 1)[1]
         size, pushes = self._queue_size(it)
@@ -133,18 +133,18 @@ class IDM(DM):
             t["pool.weights"][p % self.net_num] = FlatNet(fresh_network(self, state)).flatten()
             t["pool.momentum"][p % self.net_num] = 0
             t["pool.accuracy"][p % self.net_num] = 0
-        # 2. a queue member, frozen
-        j = torch.randint(size, (), generator=g, device=g.device)
-        net = load_flat_(template, t["pool.weights"][j])
+        # 2. a queue member, frozen (1-element indices throughout: no host sync)
+        j = torch.randint(size, (1,), generator=g, device=g.device).to(state.device)
+        FlatNet(net).load_(t["pool.weights"].index_select(0, j)[0])
         # 3. a real batch per class and the decoded synthetic images, one shared augmentation per class
         x_real, x_syn, y_syn = self._siamese_batch(state)
         # 4. mean matching + the accuracy-weighted cross-entropy on the synthetic images
         f_real, f_syn = self._embed_pair(state, net, x_real, x_syn)  # (K, n, F), (K, m, F)
-        match = ((f_real.mean(1) - f_syn.mean(1)) ** 2).sum()
+        match = self._match(state, f_real, f_syn)
         with autocast(state.device, state.cache["dtype"]):
             logits = net.classify(f_syn.flatten(0, 1)).float()
-        ce = F.cross_entropy(logits, y_syn, reduction="none").view(k, -1).mean(1).sum()
-        loss = match + self.ce_weight * t["pool.accuracy"][j] * ce
+        ce = F.cross_entropy(logits, y_syn, reduction="none").view(k, -1).mean(1).sum()  # a mean per class
+        loss = match + self.ce_weight * t["pool.accuracy"].index_select(0, j)[0] * ce
         yield loss
         # 5. train some queue members on real images
         self._train_members(state, size)
@@ -153,10 +153,13 @@ class IDM(DM):
     def _train_members(self, state: State, size: int) -> None:
         """``fetch_net_num`` distinct members take ``model_train_steps`` SGD steps on real batches (flat, in place)."""
         t, g, real = state.tensors, state.generator, state.real
-        f = FlatNet(self._template(state))
+        f = FlatNet(frozen_template(self, state))
         n = real.labels.shape[0]
-        for j in torch.randperm(size, generator=g, device=g.device)[:self.fetch_net_num]:
-            theta, buf, correct = t["pool.weights"][j], t["pool.momentum"][j], 0
+        members = torch.randperm(size, generator=g, device=g.device)[:self.fetch_net_num].to(state.device)
+        for i in range(len(members)):
+            j = members[i:i + 1]
+            theta, buf = t["pool.weights"].index_select(0, j)[0], t["pool.momentum"].index_select(0, j)[0]
+            correct = theta.new_zeros(())
             for _ in range(self.model_train_steps):
                 idx = torch.randperm(n, generator=g, device=g.device)[:self.batch_train].to(real.labels.device)
                 x, y = real.take(idx), real.labels[idx]
@@ -168,15 +171,7 @@ class IDM(DM):
                     buf = 0.9 * buf + grad + 5e-4 * theta
                     theta = theta - self.lr_net * buf
                     correct = correct + (logits.argmax(1) == y).sum()
-            t["pool.weights"][j], t["pool.momentum"][j] = theta.detach(), buf
+            t["pool.weights"].index_copy_(0, j, theta.detach()[None])
+            t["pool.momentum"].index_copy_(0, j, buf[None])
             if self.model_train_steps:
-                t["pool.accuracy"][j] = 100.0 * correct / (self.model_train_steps * len(idx))
-
-    def _template(self, state: State) -> torch.nn.Module:
-        """A frozen network built once per run: queue members are copied into it, or called through it (FlatNet)."""
-        if "template" not in state.cache:
-            data = state.data
-            state.cache["template"] = get_model(self.model, data.image_shape, data.num_classes, seed=0,
-                                                device=state.device).requires_grad_(False)
-            state.cache["dtype"] = resolve_precision(self.precision, state.device)  # also after a resume
-        return state.cache["template"]
+                t["pool.accuracy"].index_copy_(0, j, (100.0 * correct / (self.model_train_steps * len(idx)))[None])

@@ -10,10 +10,13 @@ phi(t) = mean_j exp(i t.f_j); per class c and frequency t (REFERENCE: NCFM eq. 8
              (= 2 |phi_real| |phi_syn| (1 - cos of the phase difference))
   CF distance = 300 * mean_t sqrt(amplitude_weight * a(t) + phase_weight * p(t)),
 summed over classes. With both weights 0.5 (the paper's configs) it is 300 / sqrt(2) * mean_t |phi_real - phi_syn|.
-The images are updated with AdamW (weight decay 5e-4) and clamped to the pixel range [0, 1].
+The images are updated with AdamW (weight decay 5e-4, which pulls normalised images towards the data
+set's mean, where the reference's pulls [0, 1] pixels towards black) and clamped to the pixel range [0, 1].
 
-Deviations: one draw of frequencies per iteration shared by the classes (the reference draws per class)
-and one image step per view on the sum over classes (the reference steps per class). The sqrt is taken
+As in the reference, each class takes its own AdamW step per view (2K steps per iteration), each with a
+fresh draw of frequencies; with AdamW that is not the same as one step on the sum over classes.
+
+Deviations: the sqrt is taken
 of the sum plus 1e-12, minus sqrt(1e-12) (the reference clamps the phase term at 1e-12), so the distance
 is exactly 0 for identical feature sets and its gradient finite there. The adversarial sampling network
 for t is not implemented (off in every released config; its released update cancels to zero). No
@@ -83,13 +86,13 @@ class NCFM(DANCE):
     batch_real : int, default=1024
     lr_img : float, default=0.004
         AdamW on the (normalised) images.
-    weight_decay : float, default=5e-4
+    weight_decay_img : float, default=5e-4
         AdamW's decoupled weight decay on the images.
     num_freqs : int, default=4096
         Frequencies t drawn from N(0, I) each iteration.
     amplitude_weight, phase_weight : float, default=0.5
         Weights of the amplitude and phase terms of the distance (the paper's alpha and beta).
-    image_init, factor, calibration_weight, num_experts, expert_seed : see :class:`DANCE`
+    image_init, factor, calibration_weight, num_experts, train_epochs, expert_seed : see :class:`DANCE`
         (NCFM: 20 encoders trained 60 epochs).
     augment, precision, random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DM``.
 
@@ -105,15 +108,15 @@ class NCFM(DANCE):
     name = "ncfm"
     _parameter_constraints = {
         **{k: v for k, v in DANCE._parameter_constraints.items() if k != "momentum"},
-        "weight_decay": [Interval(float, 0)],
+        "weight_decay_img": [Interval(float, 0)],
         "num_freqs": [Interval(int, 1)],
         "amplitude_weight": [Interval(float, 0)],
         "phase_weight": [Interval(float, 0)],
     }
 
-    def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=1024, lr_img=0.004, weight_decay=5e-4,
-                 num_freqs=4096, amplitude_weight=0.5, phase_weight=0.5, image_init="real", factor=2,
-                 calibration_weight=1.0, num_experts=20, train_epochs=60, expert_seed=0, augment="auto",
+    def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=1024, lr_img=0.004,
+                 weight_decay_img=5e-4, num_freqs=4096, amplitude_weight=0.5, phase_weight=0.5, image_init="real",
+                 factor=2, calibration_weight=1.0, num_experts=20, train_epochs=60, expert_seed=0, augment="auto",
                  precision="auto", random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None,
                  log_every=10, progress=True):
         self.ipc = ipc
@@ -121,7 +124,7 @@ class NCFM(DANCE):
         self.model = model
         self.batch_real = batch_real
         self.lr_img = lr_img
-        self.weight_decay = weight_decay
+        self.weight_decay_img = weight_decay_img
         self.num_freqs = num_freqs
         self.amplitude_weight = amplitude_weight
         self.phase_weight = phase_weight
@@ -141,7 +144,7 @@ class NCFM(DANCE):
         self.progress = progress
 
     def _make_optimizer(self, tensors):
-        return torch.optim.AdamW([tensors["images"]], lr=self.lr_img, weight_decay=self.weight_decay)
+        return torch.optim.AdamW([tensors["images"]], lr=self.lr_img, weight_decay=self.weight_decay_img)
 
     def _match(self, state, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
         """Sum over classes of the CF distance between unit-length embeddings (K, n, F) and (K, m, F)."""

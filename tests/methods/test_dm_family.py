@@ -65,6 +65,51 @@ def test_idm_queue_grows_then_replaces_its_oldest_member():
     assert idm._queue_size(10)[1] == 3 + 5 + 1  # pushes so far: push p sits in slot p % 5
 
 
+def test_idm_queue_writes_new_networks_over_the_oldest(digits, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    import distillset.methods.idm as idm_module
+
+    pushed = []
+    real_fresh = idm_module.fresh_network
+
+    def marked(method, state):  # each new network's weights all equal its push number
+        net = real_fresh(method, state)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(float(len(pushed)))
+        pushed.append(len(pushed))
+        return net
+
+    monkeypatch.setattr(idm_module, "fresh_network", marked)
+    IDM(ipc=1, iterations=4, batch_real=8, net_num=5, net_generate_interval=1, model_train_steps=0, model="mlp",
+        random_state=0, device="cpu", progress=False, checkpoint_dir=tmp_path).fit(digits)
+    assert pushed == list(range(7))  # 3 at the start, then one at each of the 4 iterations
+    ring = load_file(tmp_path / "checkpoint.safetensors")["tensor.pool.weights"]  # (5, P)
+    assert ring[:, 0].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]  # pushes 5 and 6 replaced the oldest: 0 and 1
+
+
+def test_dance_blends_a_pool_member_with_its_initial_weights(digits):
+    from distillset.data.real import RealData
+    from distillset.experts import Experts
+    from distillset.methods.base import State
+    from distillset.methods.dance import DANCE
+    from distillset.models import get_model
+
+    dance = DANCE(ipc=1, model="mlp", num_experts=1, device="cpu")
+    p = sum(q.numel() for q in get_model("mlp", digits.image_shape, digits.num_classes, seed=0).parameters())
+    dance.experts_ = Experts(torch.stack([torch.zeros(p), torch.ones(p)])[None], [0.0], {})
+    g = torch.Generator().manual_seed(0)
+    state = State({}, {}, g, RealData(digits, torch.device("cpu")), digits, torch.device("cpu"))
+    middle, trained = dance._encoders(state)
+    replay = torch.Generator().manual_seed(0)
+    torch.randint(1, (1,), generator=replay)
+    lam = float(torch.rand((), generator=replay))
+    # lambda * init (0) + (1 - lambda) * trained (1)
+    assert all(torch.allclose(q, torch.full_like(q, 1 - lam)) for q in middle.parameters())
+    assert all(torch.equal(q, torch.ones_like(q)) for q in trained.parameters())
+
+
 def test_idm_trains_its_queue_and_the_accuracy_weight_follows(digits):
     idm = IDM(ipc=1, iterations=6, batch_real=16, net_num=3, net_generate_interval=100, fetch_net_num=3,
               model_train_steps=5, batch_train=64, lr_net=0.05, model="mlp", random_state=0, device="cpu",
@@ -116,7 +161,12 @@ def test_the_real_start_tiles_distinct_real_images(digits):
     assert all(len({tuple(t.tolist()) for t in c}) == 4 for c in tiles)  # four different images per stored one
 
 
-def test_a_factor_too_large_for_the_smallest_class_is_refused_before_any_work(digits):
+def test_a_factor_too_large_for_the_smallest_class_is_refused_before_any_work(digits, monkeypatch):
+    import distillset.methods.dance as dance_module
+
+    monkeypatch.setattr(dance_module, "train_experts", lambda *a, **k: pytest.fail("the pool was trained first"))
+    with pytest.raises(InvalidParameterError, match="factor=3 does not divide the 8x8"):
+        dance_module.DANCE(ipc=1, factor=3, iterations=1, device="cpu", progress=False).fit(digits)
     with pytest.raises(InvalidParameterError, match=r"ipc=10 at factor=4 .* image_init='noise'"):
         DM(ipc=10, factor=4, iterations=1, device="cpu", progress=False).fit(digits)
     with pytest.raises(InvalidParameterError, match="factor=3 does not divide the 8x8"):
