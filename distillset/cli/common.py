@@ -20,7 +20,12 @@ from ..errors import InvalidParameterError, OutputError
 # quick: about a minute on 2 cores for DM (1000 iterations on digits; 300 left it within the spread of the
 # random subset on one seed of three), a few minutes for the costlier methods at 300
 PRESETS = {
-    "quick": {"ipc": 1, "iterations": {"dm": 1000, "*": 300}, "eval_epochs": 300, "eval_runs": 3},
+    # quick: minutes on 2 CPU cores, so the methods that train networks first (experts, pools) train few and short
+    "quick": {"ipc": 1, "iterations": {"dm": 1000, "*": 300}, "eval_epochs": 300, "eval_runs": 3,
+              "params": {"mtt": {"num_experts": 2, "train_epochs": 3, "max_start_epoch": 2, "syn_steps": 10},
+                         "datm": {"num_experts": 2, "train_epochs": 3, "max_start_epoch": 2, "syn_steps": 10},
+                         "dance": {"num_experts": 2, "train_epochs": 2},
+                         "ncfm": {"num_experts": 2, "train_epochs": 2}}},
     "paper": {"ipc": None, "iterations": None, "eval_epochs": 1000, "eval_runs": 5},  # None: the method's own
 }
 

@@ -125,7 +125,7 @@ def method_params(cls, args, preset: dict) -> dict:
             raise InvalidParameterError(f"{key!r} is given twice, as {flag} and as a method parameter "
                                         f"(--param or the config's params); give it once.")
     params.update({k: getattr(args, d) for k, d in FLAGGED.items() if k in names and getattr(args, d) is not None})
-    defaults = {**CLI_DEFAULTS, "ipc": preset["ipc"]}
+    defaults = {**CLI_DEFAULTS, "ipc": preset["ipc"], **preset.get("params", {}).get(cls.name, {})}
     if cls().iterations != 0:  # selection baselines have none
         budget = preset["iterations"]
         defaults["iterations"] = budget.get(cls.name, budget["*"]) if isinstance(budget, dict) else budget

@@ -179,3 +179,22 @@ def test_a_multi_formation_set_distils_and_evaluates_under_the_long_protocol(tmp
     assert main(args) == 0
     training = json.loads((tmp_path / "r.json").read_text())["mlp"]["training"]
     assert (training["optimizer"], training["lr"], training["cutmix_prob"]) == ("adamw", 0.001, 0.5)
+
+
+def test_the_quick_preset_keeps_pools_and_experts_small_unless_asked():
+    import argparse
+
+    from distillset.cli.common import PRESETS
+    from distillset.cli.distill import method_params
+    from distillset.methods import METHODS
+
+    def args(**params):
+        flags = {d: None for d in ("ipc", "iterations", "model", "seed", "device", "checkpoint_every")}
+        return argparse.Namespace(params_dict=params, quiet=True, **flags)
+
+    ncfm = method_params(METHODS.get("ncfm"), args(num_experts=3), PRESETS["quick"])
+    assert (ncfm["num_experts"], ncfm["train_epochs"]) == (3, 2)  # --param wins, the preset fills the rest
+    assert "num_experts" not in method_params(METHODS.get("ncfm"), args(), PRESETS["paper"])  # the paper's 20
+    mtt = METHODS.get("mtt")(**method_params(METHODS.get("mtt"), args(), PRESETS["quick"]))
+    mtt._validate_params()
+    assert (mtt.num_experts, mtt.train_epochs, mtt.max_start_epoch) == (2, 3, 2)
