@@ -16,12 +16,14 @@ set's mean, where the reference's pulls [0, 1] pixels towards black) and clamped
 As in the reference, each class takes its own AdamW step per view (2K steps per iteration), each with a
 fresh draw of frequencies; with AdamW that is not the same as one step on the sum over classes.
 
-Deviations: the sqrt is taken
-of the sum plus 1e-12, minus sqrt(1e-12) (the reference clamps the phase term at 1e-12), so the distance
-is exactly 0 for identical feature sets and its gradient finite there. The adversarial sampling network
-for t is not implemented (off in every released config; its released update cancels to zero). No
-plateau lr schedule (the reference halves the lr after 500 iterations without improvement). lr_img is in
-normalised units: NCFM's 1e-3 on [0, 1] pixels is about 1e-3 / std here (MNIST: 0.003, CIFAR-10: 0.004).
+Deviations: the sqrt is taken of the sum plus 1e-12, minus sqrt(1e-12) (the reference clamps the phase
+term at 1e-12), so the distance is exactly 0 for identical feature sets and its gradient finite there.
+The sampling network (``sampling_net``, off as in every released config) is the paper's min-max: its
+means are trained to raise the distance the images lower (gradient reversal, one update), and each of its
+num_freqs / 16 means spreads 16 frequencies as a unit Gaussian; the released code repeats each output 16
+times and its update cancels to zero (the gradients of loss and -loss are summed), so it never trains.
+No plateau lr schedule (the reference halves the lr after 500 iterations without improvement). lr_img is
+in normalised units: NCFM's 1e-3 on [0, 1] pixels is about 1e-3 / std here (MNIST: 0.003, CIFAR-10: 0.004).
 """
 from __future__ import annotations
 
@@ -30,10 +32,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..utils import Interval
+from ..models import Redraw, get_model
+from ..unroll import FlatNet
+from ..utils import Instance, Interval
 from .base import register_method
 from .dance import DANCE
 
+MIXTURE = 16  # frequencies per mixture component of the sampling network (the reference's num_freqs / 16)
 CF_SCALE = 300.0  # the reference multiplies the distance by 300 (matters for SGD, not for AdamW)
 EPS = 1e-12
 
@@ -92,6 +97,10 @@ class NCFM(DANCE):
         Frequencies t drawn from N(0, I) each iteration.
     amplitude_weight, phase_weight : float, default=0.5
         Weights of the amplitude and phase terms of the distance (the paper's alpha and beta).
+    sampling_net : bool, default=False
+        Draw the frequencies from a mixture whose means a network learns adversarially (see above).
+    lr_sampler : float, default=1e-3
+        SGD (momentum 0.5) on the sampling network.
     image_init, factor, calibration_weight, num_experts, train_epochs, expert_seed : see :class:`DANCE`
         (NCFM: 20 encoders trained 60 epochs).
     augment, precision, random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DM``.
@@ -112,10 +121,13 @@ class NCFM(DANCE):
         "num_freqs": [Interval(int, 1)],
         "amplitude_weight": [Interval(float, 0)],
         "phase_weight": [Interval(float, 0)],
+        "sampling_net": [Instance((bool,))],
+        "lr_sampler": [Interval(float, 0, closed="neither")],
     }
 
     def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=1024, lr_img=0.004,
-                 weight_decay_img=5e-4, num_freqs=4096, amplitude_weight=0.5, phase_weight=0.5, image_init="real",
+                 weight_decay_img=5e-4, num_freqs=4096, amplitude_weight=0.5, phase_weight=0.5, sampling_net=False,
+                 lr_sampler=1e-3, image_init="real",
                  factor=2, calibration_weight=1.0, num_experts=20, train_epochs=60, expert_seed=0, augment="auto",
                  precision="auto", random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None,
                  log_every=10, progress=True):
@@ -128,6 +140,8 @@ class NCFM(DANCE):
         self.num_freqs = num_freqs
         self.amplitude_weight = amplitude_weight
         self.phase_weight = phase_weight
+        self.sampling_net = sampling_net
+        self.lr_sampler = lr_sampler
         self.image_init = image_init
         self.factor = factor
         self.calibration_weight = calibration_weight
@@ -143,13 +157,49 @@ class NCFM(DANCE):
         self.log_every = log_every
         self.progress = progress
 
+    def _init_state(self, data, real, generator):
+        tensors = super()._init_state(data, real, generator)
+        if self.sampling_net:  # the sampler's weights are learnable state: checkpointed, resumed
+            sampler = _sampler(self, data, real.raw.device)
+            Redraw(sampler)(generator)
+            tensors["sampler"] = FlatNet(sampler).flatten().requires_grad_(True)
+        return tensors
+
     def _make_optimizer(self, tensors):
-        return torch.optim.AdamW([tensors["images"]], lr=self.lr_img, weight_decay=self.weight_decay_img)
+        images = torch.optim.AdamW([tensors["images"]], lr=self.lr_img, weight_decay=self.weight_decay_img)
+        if not self.sampling_net:
+            return images
+        return {"images": images, "sampler": torch.optim.SGD([tensors["sampler"]], lr=self.lr_sampler, momentum=0.5)}
+
+    def _frequencies(self, state, dim: int, device) -> torch.Tensor:
+        """(num_freqs, dim) frequencies: N(0, I), or (``sampling_net``) a mixture of unit Gaussians whose
+        num_freqs // 16 means the sampling network makes from noise. The means pass through a gradient
+        reversal (value mu, gradient -grad), so the one backward that lowers the distance for the images
+        raises it for the sampler: NCFM's min-max in a single update."""
+        g = state.generator
+        if not self.sampling_net:
+            return torch.randn(self.num_freqs, dim, generator=g, device=g.device).to(device)
+        if "sampler" not in state.cache:
+            state.cache["sampler"] = FlatNet(_sampler(self, state.data, device))
+        components = max(1, self.num_freqs // MIXTURE)
+        noise = torch.randn(components, dim, generator=g, device=g.device).to(device)
+        means = state.cache["sampler"](state.tensors["sampler"], noise)  # (C, dim) in [-1, 1]
+        means = 2 * means.detach() - means  # gradient reversal
+        spread = torch.randn(components * MIXTURE, dim, generator=g, device=g.device).to(device)
+        return means.repeat_interleave(MIXTURE, 0) + spread
 
     def _match(self, state, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
         """Sum over classes of the CF distance between unit-length embeddings (K, n, F) and (K, m, F)."""
-        g = state.generator
-        freqs = torch.randn(self.num_freqs, f_real.shape[-1], generator=g, device=g.device).to(f_real.device)
+        freqs = self._frequencies(state, f_real.shape[-1], f_real.device)
         d = cf_distance(F.normalize(f_real, dim=-1), F.normalize(f_syn, dim=-1), freqs, self.amplitude_weight,
                         self.phase_weight)  # (K,)
         return CF_SCALE * d.sum()
+
+
+def _sampler(method: NCFM, data, device) -> torch.nn.Module:
+    """NCFM's sampling network: three width-D layers, LeakyReLU(0.2) between them, Tanh out (D = embedding width)."""
+    net = get_model(method.model, data.image_shape, data.num_classes, seed=0)
+    dim = net.embed(torch.zeros(1, *data.image_shape)).shape[-1]
+    layers = [torch.nn.Linear(dim, dim), torch.nn.LeakyReLU(0.2), torch.nn.Linear(dim, dim), torch.nn.LeakyReLU(0.2),
+              torch.nn.Linear(dim, dim), torch.nn.Tanh()]
+    return torch.nn.Sequential(*layers).to(device)

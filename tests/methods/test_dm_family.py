@@ -171,3 +171,48 @@ def test_a_factor_too_large_for_the_smallest_class_is_refused_before_any_work(di
         DM(ipc=10, factor=4, iterations=1, device="cpu", progress=False).fit(digits)
     with pytest.raises(InvalidParameterError, match="factor=3 does not divide the 8x8"):
         DM(ipc=1, factor=3, iterations=1, device="cpu", progress=False).fit(digits)
+
+
+# ---------------------------------------------------------------- NCFM's sampling network
+SAMPLER = dict(ipc=1, batch_real=8, num_freqs=32, num_experts=1, train_epochs=1, model="mlp", sampling_net=True,
+               random_state=0, device="cpu", progress=False)
+
+
+def test_the_sampling_network_ascends_what_the_images_descend(digits):
+    """The frequencies' means pass through a gradient reversal: the sampler's gradient is minus the plain one."""
+    from distillset.data.real import RealData
+    from distillset.methods.base import State
+    from distillset.methods.ncfm import NCFM
+
+    ncfm = NCFM(**SAMPLER)
+    real = RealData(digits, torch.device("cpu"))
+    tensors = ncfm._init_state(digits, real, torch.Generator().manual_seed(0))
+    state = State(tensors, {}, torch.Generator().manual_seed(1), real, digits, torch.device("cpu"))
+    dim = 128  # the MLP's embedding width
+    freqs = ncfm._frequencies(state, dim, torch.device("cpu"))
+    weights = torch.randn_like(freqs)
+    (freqs * weights).sum().backward()
+    reversed_grad = tensors["sampler"].grad.clone()
+    tensors["sampler"].grad = None
+    noise = torch.randn(2, dim, generator=torch.Generator().manual_seed(1))  # replay the draw the means came from
+    means = state.cache["sampler"](tensors["sampler"], noise)
+    (means.repeat_interleave(16, 0) * weights).sum().backward()
+    assert freqs.shape == (32, dim) and torch.allclose(reversed_grad, -tensors["sampler"].grad)
+
+
+def test_ncfm_with_its_sampler_resumes_bit_identically(digits, tmp_path):
+    from distillset.methods.ncfm import NCFM
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(method, it, losses):
+        if it == 3:
+            raise Stop
+
+    straight = NCFM(iterations=5, **SAMPLER).fit(digits)
+    with pytest.raises(Stop):
+        NCFM(iterations=5, checkpoint_dir=str(tmp_path), checkpoint_every=2, **SAMPLER).fit(digits, callback=stop_at_3)
+    resumed = NCFM(iterations=5, checkpoint_dir=str(tmp_path), checkpoint_every=2, **SAMPLER).fit(digits, resume=True)
+    assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
+    assert straight.history_["loss"] == resumed.history_["loss"]
