@@ -17,7 +17,8 @@ RESULTS = HERE / "results"
 
 
 def load_records() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if not p.name.startswith("speed_")]
+    records = (json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if not p.name.startswith("speed_"))
+    return [r for r in records if "entry" in r]  # the runner's records (not e.g. mtt_memory.json's measurements)
 
 
 def protocol(r: dict) -> tuple:
