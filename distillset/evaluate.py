@@ -126,7 +126,8 @@ def train_network(
     ``schedule`` names a :data:`SCHEDULES` entry (``"constant"``: DC's inner loop); ``optimizer`` is ``"sgd"``
     (with ``momentum``) or ``"adamw"``; ``cutmix_prob`` applies :func:`cutmix` to a batch with that probability.
     ``on_epoch(epoch)`` is called after each epoch (1-based), e.g. to keep the checkpoint that does best on a
-    validation split. ``gsam=(rho, alpha)`` takes each step with adaptive GSAM (:func:`gsam_gradient`; FTD's flat experts): twice the passes.
+    validation split. ``gsam=(rho, alpha)`` takes each step with adaptive GSAM (:func:`gsam_gradient`; FTD's
+    flat experts): twice the passes.
     """
     from .augment import augment as dsa
 

@@ -26,8 +26,8 @@ def check_factor(factor: int, image_shape) -> None:
     h, w = image_shape[-2:]
     if h % factor or w % factor or min(h, w) // factor < 2:
         ok = [f for f in range(1, min(h, w) + 1) if h % f == 0 and w % f == 0 and min(h, w) // f >= 2]
-        raise InvalidParameterError(f"factor={factor} does not divide the {h}x{w} images into equal tiles of 2 x 2 pixels or more; "
-                                    f"use one of {ok}.")
+        raise InvalidParameterError(f"factor={factor} does not divide the {h}x{w} images into equal tiles of "
+                                    f"2 x 2 pixels or more; use one of {ok}.")
 
 
 def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
