@@ -110,10 +110,16 @@ def vs_paper(r: dict) -> str:
     return f"{paper}: {ours - value:+.1f}"
 
 
-def table_lines(records: list[dict]) -> list[str]:
+def references(records: list[dict]) -> tuple[list[dict], dict, dict]:
+    """The tables' method records, the full-data record per data set, the random record per (protocol, loss)."""
     tables = [r for r in records if r.get("profile") == "tables" and r["method"] != "full"]
     fulls = {r["dataset"]: r for r in records if r.get("profile") == "tables" and r["method"] == "full"}
     randoms = {(protocol(r), trained_loss(r)): r for r in tables if r["method"] == "random"}
+    return tables, fulls, randoms
+
+
+def table_lines(records: list[dict]) -> list[str]:
+    tables, fulls, randoms = references(records)
     lines = []
     for cell in sorted({(r["dataset"], r["ipc"]) for r in tables}):
         rows = [r for r in tables if (r["dataset"], r["ipc"]) == cell]
@@ -246,3 +252,54 @@ def report_lines() -> list[str]:
         "over the paper's 1000. Nothing was chosen on the test set: every setting is fixed in the profile.",
     ]
     return head + table_lines(records) + budget_lines(records) + other_lines(records)
+
+
+# ------------------------------------------------------------------------------------ the HTML report
+
+
+def record_views(records: list[dict]) -> list:
+    """Each record as a :class:`distillset.report.RunView`, with the scores of its table row."""
+    from distillset.report import RunView, memory_labels
+
+    _, fulls, randoms = references(records)
+    views = []
+    for r in records:
+        entry = r["entry"]
+        first = next(iter(r["results"][r["method"]].values()))
+        grid = RESULTS / "sets" / f"{r['name']}.png"
+        rnd = randoms.get((protocol(r), trained_loss(r))) if r["method"] not in ("full", "random") else None
+        view = RunView(
+            name=r["name"], dataset=r["dataset"], method=r["method"], ipc=r.get("ipc"),
+            status=f"all seeds together; {len(r['seeds'])} root seed(s) x {len(first['accuracies']) // len(r['seeds'])} networks; "
+                   f"commit {r.get('commit')}{' (dirty)' if r.get('dirty') else ''}; {r.get('date', '')}",
+            settings={"command": r.get("command"), **{f"params.{k}": v for k, v in entry.get("params", {}).items()},
+                      **{f"eval.{k}": v for k, v in entry.get("eval", {}).items()},
+                      **{f"versions.{k}": v for k, v in r.get("versions", {}).items()},
+                      **{f"hardware.{k}": v for k, v in r.get("hardware", {}).items()}},
+            iterations=entry.get("params", {}).get("iterations"), grid_png=grid.read_bytes() if grid.is_file() else None,
+            results={label: _cells(per_model) for label, per_model in r["results"].items()},
+            scores={k: v for k, v in scores_of(r, rnd, fulls.get(r["dataset"])).items() if v != "-"}
+            if r["method"] != "full" else {},
+            measurements={"paper": r.get("paper") or "-", "ours - paper": vs_paper(r),
+                          **{k: v for k, v in (r.get("extra") or {}).items() if not isinstance(v, (dict, list))}},
+            timings={"distillation": r.get("distill_seconds"), "wall clock, evaluation included": r.get("wall_seconds")},
+            memory=memory_labels({k: r.get(k) for k in ("peak_rss_mib", "peak_gpu_mib")}))
+        if rnd is not None:  # the random subset under the same protocol, as the table's "random, same loss"
+            view.results["random"], view.baseline = _cells(rnd["results"]["random"]), "random"
+        view.budget = {int(n): (v["mean"], v["std"]) for n, res in (r.get("budget") or {}).items()
+                       for v in [next(iter(res[r["method"]].values()))]}
+        views.append(view)
+    return views
+
+
+def _cells(per_model: dict) -> dict:
+    return {m: {"mean": c["mean"], "std": c["std"], "n": len(c["accuracies"]), "epochs": c.get("epochs")}
+            for m, c in per_model.items()}
+
+
+def write_html(path: Path) -> Path:
+    """``benchmarks/report.html``: every record's page section and the comparison across them."""
+    from distillset.report import render_report
+
+    render_report(record_views(load_records()), path, title="distillset benchmarks")
+    return path

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -208,6 +207,7 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
     import torch
 
     from distillset import load_dataset
+    from distillset.utils import peak_memory
 
     t_start = time.perf_counter()
     data = load_dataset(entry["dataset"], root=data_root())
@@ -252,8 +252,7 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
         "data_sha256": data_checksums(data), "data_root": data_root(),
         "distill_seconds": sum(r.get("distill_seconds", 0.0) for r in per_seed),
         "wall_seconds": time.perf_counter() - t_start, "commit": git_commit(), "dirty": dirty,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        **peak_memory(),
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -281,9 +280,11 @@ def pool_seeds(per_seed: list[dict], key: str = "results") -> dict:
 
 
 def write_report() -> Path:
+    """``RESULTS.md`` (and ``report.html``, the same records as one HTML page) from every record."""
     sys.path.insert(0, str(HERE))
-    from report import report_lines
+    from report import report_lines, write_html
 
+    print(f"wrote {write_html(HERE / 'report.html')}")
     lines = report_lines() + speed_section()
     notes = HERE / "NOTES.md"
     if notes.is_file():

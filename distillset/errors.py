@@ -68,3 +68,7 @@ class DivergenceError(DistillsetError, FloatingPointError):
 
 class NumericalError(DistillsetError, ArithmeticError):
     """A linear-algebra step failed (e.g. a kernel matrix that is not positive definite)."""
+
+
+class MissingDependencyError(DistillsetError, ImportError):
+    """An optional package a feature needs is not installed (the message names the pip command)."""

@@ -165,3 +165,11 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, I
         if not ok:
             desc = " or ".join("None" if c is None else "a callable" if c is callable else str(c) for c in allowed)
             raise InvalidParameterError(f"The {key!r} parameter of {owner} must be {desc}. Got {v!r} instead.")
+
+
+def peak_memory() -> dict[str, float | None]:
+    """The process's peak memory so far in MiB: resident set (all of it: data, models, Python) and GPU allocated."""
+    import resource  # POSIX only, hence here
+
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None}

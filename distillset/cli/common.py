@@ -146,7 +146,7 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
     if path.exists() and folder != path.is_dir():
         want = "a folder" if folder else "a file"
         raise OutputError(f"{flag} {path} exists and is not {want}; choose another {flag}.")
-    anchor = path if path.exists() else path.parent
+    anchor = path if path.exists() and folder else path.parent  # a file is replaced by a rename in its folder
     while not anchor.exists():  # the nearest existing ancestor decides whether we can create the rest
         anchor = anchor.parent
     if not anchor.is_dir():

@@ -13,8 +13,8 @@ import yaml
 
 from .._io import atomic_write
 from ..errors import InvalidParameterError, UnknownNameError
-from .common import (PRESETS, apply_config, check_evaluator, check_run_folder, format_own, format_table, given_dests, result_rows,
-                     run_folder)
+from .common import (PRESETS, apply_config, check_evaluator, check_run_folder, check_writable, format_own, format_table,
+                     given_dests, result_rows, run_folder)
 
 # method parameters with a flag of their own: --param may set one only when its flag is not given
 FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_state": "seed", "device": "device",
@@ -23,7 +23,7 @@ MANAGED = {"checkpoint_dir": "--out", "progress": "--quiet"}  # set by the CLI o
 CLI_DEFAULTS = {"random_state": 0, "checkpoint_every": 100}
 # what a run writes into --out (--overwrite deletes exactly these)
 RUN_FILES = ("synthetic.safetensors", "synthetic.json", "grid.png", "loss.png", "step_sizes.png", "result.json",
-             "config.yaml", "checkpoint")
+             "config.yaml", "report.html", "checkpoint")
 
 
 def add_parser(sub) -> None:
@@ -54,27 +54,50 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default="random", help="baseline method evaluated alongside ('none' to skip)")
     p.add_argument("--no-eval", action="store_true", help="skip evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also log losses, image grids, evaluation and settings for TensorBoard into DIR "
+                        "(needs pip install 'distillset[tensorboard]')")
+    p.add_argument("--image-every", type=int, default=100, help="iterations between TensorBoard image grids (default 100)")
     p.set_defaults(func=run, _parser=p)
 
 
 def run(args) -> int:
+    from ..report import load_run, render_report
+    from ..utils import peak_memory
+
     method, evaluator, out, data, resume = _prepare(args)
-    with run_folder(out, previous=RUN_FILES if args.overwrite else ()):
+    with _logger(args) as logger, run_folder(out, previous=RUN_FILES if args.overwrite else ()):
         atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
         print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "
               f"{method.iterations} iterations -> {out}", flush=True)
         t0 = time.perf_counter()
-        method.fit(data, resume=resume)
-    seconds = time.perf_counter() - t0
-    artefacts = _save_artefacts(method, data, out)
-    report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": method.ipc,
-              "images_per_class": method.synthetic_.ipc, "distill_seconds": seconds, "params": method._json_params(),
-              "seed": method.seed_, "final_loss": (method.history_.get("loss") or [None])[-1], "results": {}}
-    if evaluator is not None:
-        _evaluate(args, evaluator, method, data, report)
-    atomic_write(out / "result.json", json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {out}/{', '.join(artefacts + ['result.json', 'config.yaml'])}")
+        method.fit(data, resume=resume, logger=logger)
+        seconds = time.perf_counter() - t0
+        artefacts = _save_artefacts(method, data, out)
+        report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": method.ipc,
+                  "images_per_class": method.synthetic_.ipc, "distill_seconds": seconds, "params": method._json_params(),
+                  "seed": method.seed_, "final_loss": (method.history_.get("loss") or [None])[-1], "results": {},
+                  "history": method.history_}
+        if evaluator is not None:
+            _evaluate(args, evaluator, method, data, report)
+            if logger is not None:
+                logger.evaluation(report["results"], method.iterations)
+        report["memory"] = peak_memory()
+        atomic_write(out / "result.json", json.dumps(report, indent=2, default=str))
+        render_report([load_run(out)], out / "report.html", title=f"distillset: {out.name}")
+    print(f"\nwrote {out}/{', '.join(artefacts + ['result.json', 'config.yaml', 'report.html'])}")
+    if args.tensorboard:
+        print(f"TensorBoard logs in {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
     return 0
+
+
+def _logger(args):
+    """A TensorBoard logger for --tensorboard, else a context that yields None."""
+    import contextlib
+
+    from ..tensorboard import TensorBoardLogger
+
+    return TensorBoardLogger(args.tensorboard, args.image_every) if args.tensorboard else contextlib.nullcontext()
 
 
 def _prepare(args):
@@ -98,6 +121,8 @@ def _prepare(args):
     if args.baseline not in (None, "none"):
         METHODS.get(args.baseline)
     check_run_folder(out, args.resume, args.overwrite)
+    if args.tensorboard:
+        _check_tensorboard(args)
     # 2. the data, and what depends on it: ipc vs class sizes, the model on these images, the checkpoint
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
     method._validate(data)
@@ -105,6 +130,15 @@ def _prepare(args):
     if args.resume and not resume:
         print(f"(no checkpoint in {out / 'checkpoint'} yet: starting from the beginning)", flush=True)
     return method, evaluator, out, data, resume
+
+
+def _check_tensorboard(args) -> None:
+    from ..tensorboard import require_tensorboard
+
+    require_tensorboard()
+    check_writable(Path(args.tensorboard), "--tensorboard", folder=True)
+    if args.image_every < 1:
+        raise InvalidParameterError(f"--image-every must be >= 1 iterations; got {args.image_every}.")
 
 
 def method_params(cls, args, preset: dict) -> dict:

@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from ..errors import DistillsetError, DivergenceError
-from . import cache, distill, env, evaluate, experts, listing, show
+from . import cache, distill, env, evaluate, experts, listing, report, show
 
-COMMANDS = (distill, evaluate, experts, show, listing, env, cache)
+COMMANDS = (distill, evaluate, experts, show, report, listing, env, cache)
 
 # what Ctrl-C leaves behind differs: distill has checkpoints, the others start again
 INTERRUPTED = {"distill": "interrupted; rerun the same command with --resume to continue from the last checkpoint",

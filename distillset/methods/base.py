@@ -330,7 +330,7 @@ class DistillMethod:
                 f"than the smallest class of {data.name!r} ({smallest}). Lower ipc or factor, or use image_init='noise'.")
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, data: ImageDataset, *, resume: bool = False, callback=None, snapshots=()) -> "DistillMethod":
+    def fit(self, data: ImageDataset, *, resume: bool = False, callback=None, snapshots=(), logger=None) -> "DistillMethod":
         """Distill ``data`` (its training split) into ``self.synthetic_``.
 
         Parameters
@@ -345,6 +345,9 @@ class DistillMethod:
             Iteration counts at which to keep a copy of the set in ``self.snapshots_`` ({count: SyntheticSet}):
             the accuracy-vs-budget curve of one run. With a constant learning rate the snapshot at ``n`` is the
             set a run of ``n`` iterations makes (same seed), bit for bit.
+        logger : TensorBoardLogger, optional
+            Gets the losses at each log flush and the set every ``logger.image_every`` iterations
+            (``distillset.tensorboard``); the caller closes it.
 
         Returns
         -------
@@ -369,9 +372,11 @@ class DistillMethod:
         state = State(tensors, optimizers, generator, real, data, device, schedules=self._make_schedule(optimizers))
         if record is not None:
             self._load_checkpoint(state, ckpt_dir / CHECKPOINT, record)
+        if logger is not None:
+            logger.open(self, state.iteration, state.history)
         t0 = time.perf_counter()
         self.snapshots_ = {}
-        self._run_loop(state, ckpt_dir, callback, snapshots)
+        self._run_loop(state, ckpt_dir, callback, snapshots, logger)
         if ckpt_dir is not None:
             self._save_checkpoint(state, ckpt_dir)
         self.history_ = state.history
@@ -386,7 +391,7 @@ class DistillMethod:
                                         f"iterations). Got {bad!r}.")
         return set(snapshots)
 
-    def _run_loop(self, state: State, ckpt_dir: Path | None, callback, snapshots: set[int]) -> None:
+    def _run_loop(self, state: State, ckpt_dir: Path | None, callback, snapshots: set[int], logger=None) -> None:
         # note for methods: anything drawn from state.generator must be drawn inside _step or _init_state,
         # never lazily into state.cache, or resume stops being bit-identical
         from tqdm.auto import tqdm
@@ -407,11 +412,19 @@ class DistillMethod:
                 self._flush_logs(state, pending, bar)  # also checks the state: a diverged one is never saved
                 pending = []
                 self._save_checkpoint(state, ckpt_dir)
+            if logger is not None:
+                self._feed(logger, state)
             if state.iteration in snapshots:
                 self.snapshots_[state.iteration] = self._build_synthetic(state)
             if callback is not None:
                 callback(self, it, losses)
         bar.close()
+
+    def _feed(self, logger, state: State) -> None:
+        """Hand the logger the values flushed so far, and the set when one is due (or the run ends)."""
+        logger.scalars(state.history)
+        if state.iteration % logger.image_every == 0 or state.iteration == self.iterations:
+            logger.synthetic(state.iteration, self._build_synthetic(state))
 
     def _run_step(self, state: State, it: int) -> dict[str, torch.Tensor]:
         """Run ``_step`` and make the update(s) it asks for; returns the losses to log."""
