@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import augment, resolve_strategy
-from ..kernels import centered_one_hot, is_random_kernel, krr_predict, label_solve, make_kernel, parse_kernel_spec
+from ..kernels import (centered_one_hot, is_random_kernel, kernel_accuracy, krr_predict, label_solve, make_kernel,
+                       parse_kernel_spec)
 from ..utils import Instance, Interval, Options, draw_seed
 from ..zca import ZCA
 from .base import DistillMethod, State, register_method
@@ -52,6 +53,35 @@ def _build_kernel(spec, state: State, model: str):
     data = state.data
     return make_kernel(spec, in_shape=data.image_shape, num_classes=data.num_classes, seed=seed,
                        device=state.device, model=model)
+
+
+def kernel_protocol(synthetic, data, *, n_models: int = 10, random_state: int = 0, device=None) -> dict:
+    """KIP's and LS's own evaluation: kernel accuracy, the test accuracy (%) of kernel ridge regression
+    from the set under the kernel it was made with (its first family member), on the whole test set.
+
+    A closed-form kernel gives one number; a random-feature kernel is drawn ``n_models`` times (seeds
+    derived from ``random_state``). This is never a network's accuracy: report the two apart.
+    """
+    from ..utils import derive_seed, resolve_device
+    from ..zca import apply_zca
+
+    params = synthetic.meta["params"]
+    spec = params["kernel"] if isinstance(params["kernel"], str) else params["kernel"][0]
+    device = resolve_device(device)
+    x_test = data.normalize(data.test.images).to(device)
+    if "zca" in synthetic.extra:  # the set lives in whitened space: so must the test images
+        x_test = apply_zca(x_test, synthetic.extra["zca"].to(device), synthetic.extra.get("zca_mean"))
+    draws = n_models if is_random_kernel(spec) else 1
+    accuracies = [kernel_accuracy(make_kernel(spec, in_shape=data.image_shape, num_classes=data.num_classes,
+                                              seed=derive_seed(random_state, f"kernel/{i}"), device=device,
+                                              model=params.get("model", "convnet")),
+                                  synthetic.images.to(device).float(), synthetic.labels.to(device), x_test,
+                                  data.test.labels, num_classes=data.num_classes, reg=params.get("reg", 1e-6))
+                  for i in range(draws)]
+    mean = sum(accuracies) / len(accuracies)
+    std = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
+    return {"protocol": f"kernel accuracy, KRR under {spec}" + (f", {draws} kernel draws" if draws > 1 else ""),
+            "mean": mean, "std": std, "accuracies": accuracies}
 
 
 @register_method
@@ -174,6 +204,11 @@ class KIP(DistillMethod):
         t = state.tensors
         return t["images"], t["labels"], None
 
+    @classmethod
+    def own_protocol(cls, synthetic, data, *, n_models=10, random_state=0, device=None):
+        """Kernel accuracy (:func:`kernel_protocol`)."""
+        return kernel_protocol(synthetic, data, n_models=n_models, random_state=random_state, device=device)
+
 
 @register_method
 class LS(DistillMethod):
@@ -252,6 +287,8 @@ class LS(DistillMethod):
                           ls_reg=self.ls_reg, chunk=self.chunk)
         tensors.update(images=images, labels=y_s.float())
         return tensors
+
+    own_protocol = KIP.own_protocol
 
     def _step(self, state, it):  # never called: iterations is 0
         raise AssertionError("LS has no iterations")

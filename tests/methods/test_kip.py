@@ -77,3 +77,22 @@ def test_ls_labels_are_the_least_squares_solution(digits):
 def test_ls_has_no_iterations(digits):
     with pytest.raises(InvalidParameterError, match="'iterations' parameter of LS"):
         get_method("ls", ipc=1, iterations=5, device="cpu").fit(digits)
+
+
+def test_own_protocol_is_kernel_accuracy_of_the_set(digits):
+    """KIP's and LS's own evaluation is KRR accuracy under their kernel, in the set's (whitened) space."""
+    from distillset.kernels import kernel_accuracy, make_kernel
+    from distillset.zca import apply_zca
+
+    for name, kw in (("kip", dict(iterations=3, zca=True)), ("ls", {})):
+        syn = get_method(name, ipc=1, random_state=0, device="cpu", progress=False, **kw).fit(digits).synthetic_
+        own = type(get_method(name)).own_protocol(syn, digits, n_models=3)
+        x_test = digits.normalize(digits.test.images)
+        if "zca" in syn.extra:
+            x_test = apply_zca(x_test, syn.extra["zca"], syn.extra.get("zca_mean"))
+        expected = kernel_accuracy(make_kernel("fc_ntk"), syn.images, syn.labels, x_test, digits.test.labels)
+        assert own["accuracies"] == [expected] and own["std"] == 0.0  # a closed-form kernel: one number
+        assert "kernel accuracy" in own["protocol"]
+    rf = get_method("kip", ipc=1, iterations=2, kernel="rf_nngp(n_models=2)", random_state=0, device="cpu",
+                    progress=False).fit(digits).synthetic_
+    assert len(get_method("kip").own_protocol(rf, digits, n_models=3)["accuracies"]) == 3  # one per kernel draw
