@@ -3,8 +3,11 @@
     python benchmarks/speed.py                          # every setting at fp32 and bf16 -> results/speed_cpu.json
     python benchmarks/speed.py --device cuda            # -> results/speed_cuda.json
     python benchmarks/speed.py --only dm_ipc10 --precision bf16 --no-write
+    python benchmarks/speed.py --world-size 2           # 1 and 2 processes (torchrun) -> results/speed_cpu_processes.json
 
-Each (setting, precision) runs in its own process, so its peak RSS is its own. A method setting runs
+Each (setting, precision) runs in its own process, so its peak RSS is its own. With ``--world-size N`` each
+setting that splits across processes runs at 1 and at N processes (``torchrun``, the cores shared evenly:
+each process gets cores // N torch threads) and rank 0 reports; its peak RSS is one process's. A method setting runs
 ``warmup + iterations`` iterations of ``fit`` on MNIST and reports the median of the last ``iterations``
 (per-iteration timestamps from the fit callback; the median keeps one disturbed step out); an evaluation setting times whole evaluations and divides by the
 epochs. The convolution FLOPs of one iteration are counted with ``torch.utils.flop_counter`` and
@@ -157,8 +160,8 @@ def report_lines(record: dict) -> list[str]:
     lines = [f"## Speed ({record['device']}: {where})", "",
              f"`{record['command']}` at commit {record['commit']}, {record['date']}, torch {record['versions']['torch']}. "
              f"Reference: {REFERENCE} (cited). Per iteration for methods, per training epoch for evaluations.", "",
-             "| setting | precision | s / it | images / s | peak RSS MiB | conv GFLOP/s (share of fp32 peak) | reference s / it | speed-up | reference RSS MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| setting | precision | processes | s / it | images / s | peak RSS MiB | conv GFLOP/s (share of fp32 peak) | reference s / it | speed-up | reference RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
         cfg = SETTINGS[r["setting"]]
         ref = cfg["ref_s"]
@@ -167,12 +170,36 @@ def report_lines(record: dict) -> list[str]:
         ref_rss = f"{cfg['ref_rss_gib'] * 1024:.0f}" if cfg["ref_rss_gib"] else "-"
         note = f" ({cfg['ref_note']})" if cfg.get("ref_note") else ""
         speedup = f"{ref / r['seconds']:.2f}x" if ref else "-"
-        lines.append(f"| {r['setting']} | {r['precision']} | {r['seconds']:.3f} | {ips} | {r['peak_rss_mib']:.0f} | {share} "
+        lines.append(f"| {r['setting']} | {r['precision']} | {r.get('processes', 1)} | {r['seconds']:.3f} | {ips} | {r['peak_rss_mib']:.0f} | {share} "
                      f"| {ref if ref else '-'}{note} | {speedup} | {ref_rss} |")
     peak = statistics.fmean(r["conv_gflops_fp32_peak"] for r in record["runs"])
     lines += ["", f"This device's measured float32 convolution throughput: {peak:.0f} GFLOP/s (ConvNet-3's 128->128 "
               "3x3 layer, batch 64, mean over the runs)."]
     return lines
+
+
+def splits(name: str) -> bool:
+    """Whether the setting's work spreads across processes (an evaluation's networks always do)."""
+    from distillset import get_method
+
+    method = SETTINGS[name].get("method")
+    return method is None or type(get_method(method))._distributed is True
+
+
+def run_child(name: str, precision: str, world: int, args) -> dict:
+    """One measurement in a fresh process (``world`` > 1: under torchrun, each with its share of the cores)."""
+    one = [__file__, "--one", "--only", name, "--precision", precision, "--device", args.device,
+           "--warmup", str(args.warmup), "--iterations", str(args.iterations)]
+    launcher = [sys.executable] if world == 1 and args.world_size == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world), "--master-addr", "127.0.0.1",
+         "--master-port", str(29500 + os.getpid() % 1000)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if args.world_size > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // world))
+    out = subprocess.run(launcher + one, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise SystemExit(f"{name} {precision} x{world} failed:\n{out.stderr[-2000:]}")
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "threads_per_process": env.get("OMP_NUM_THREADS")}
 
 
 def main(argv=None) -> int:
@@ -184,30 +211,38 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=7)
     p.add_argument("--no-write", action="store_true", help="print, do not write results/speed_<device>.json")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one setting, JSON out
+    p.add_argument("--world-size", type=int, default=1,
+                   help="also run each setting that splits across processes at this many processes (torchrun)")
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(measure_one(args.only[0], args.precision[0], args.device, args.warmup, args.iterations)))
+        from distillset import distributed
+
+        distributed.init_from_env(args.device)
+        result = measure_one(args.only[0], args.precision[0], args.device, args.warmup, args.iterations)
+        if distributed.is_main():
+            print(json.dumps({**result, "processes": distributed.world_size()}))
         return 0
+    worlds = [1] if args.world_size == 1 else [1, args.world_size]
     runs = []
     for name in args.only:
+        if args.world_size > 1 and not splits(name):
+            continue
         for precision in args.precision:
             if precision == "bf16" and SETTINGS[name].get("method") not in PRECISION_METHODS | {None}:
                 continue
-            cmd = [sys.executable, __file__, "--one", "--only", name, "--precision", precision, "--device", args.device,
-                   "--warmup", str(args.warmup), "--iterations", str(args.iterations)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            if out.returncode:
-                print(out.stderr[-2000:], file=sys.stderr)
-                return 1
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            r = runs[-1]
-            print(f"{name:11s} {precision}: {r['seconds']:.3f} s/it, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+            for world in worlds:
+                runs.append(run_child(name, precision, world, args))
+                r = runs[-1]
+                print(f"{name:11s} {precision} x{world}: {r['seconds']:.3f} s/it, peak RSS {r['peak_rss_mib']:.0f} MiB",
+                      flush=True)
+    command = "python benchmarks/speed.py" + ("" if args.device == "cpu" else f" --device {args.device}") + \
+        (f" --world-size {args.world_size}" if args.world_size > 1 else "")
     record = {"device": args.device, "runs": runs, "hardware": hardware(), "versions": versions(),
-              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
-              "command": "python benchmarks/speed.py" + ("" if args.device == "cpu" else f" --device {args.device}")}
+              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "command": command}
     print("\n".join(report_lines(record)))
     if not args.no_write:
-        path = HERE / "results" / f"speed_{args.device.split(':')[0]}.json"
+        suffix = "_processes" if args.world_size > 1 else ""
+        path = HERE / "results" / f"speed_{args.device.split(':')[0]}{suffix}.json"
         path.write_text(json.dumps(record, indent=2))
         print(f"wrote {path}")
     return 0

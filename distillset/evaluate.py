@@ -27,6 +27,7 @@ from .errors import InvalidParameterError
 from .models import get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
+from . import distributed
 from .utils import make_generator, resolve_device, resolve_seed, validate_params, Interval, Options, Instance
 from .zca import apply_zca
 
@@ -380,16 +381,21 @@ class Evaluator:
         models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
         precision = precision_name(resolve_precision(self.precision, device))
 
+        nets = {}  # (lr, i) -> the trained network i, on the process that trained it
+
         def train(job):
-            net, stream_seed, lr = job
+            i, net, stream_seed, lr = job
             keep = _BestOnValidation(net, val, precision, self.epochs) if self.checkpoint == "best_val" else None
             train_network(net, x_syn, y_syn, epochs=self.epochs, generator=make_generator(stream_seed, device),
                           lr=lr, batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
                           optimizer=self.optimizer, schedule=self.schedule, cutmix_prob=self.cutmix_prob,
                           augment=strategy, loss=loss, precision=precision, on_epoch=keep)
             if keep is not None:
-                return keep.restore()
-            return net, (test_accuracy(net, *val, precision=precision) if val is not None else None), self.epochs
+                net, val_acc, epochs = keep.restore()
+            else:
+                val_acc, epochs = (test_accuracy(net, *val, precision=precision) if val is not None else None), self.epochs
+            nets[lr, i] = net
+            return val_acc, epochs
 
         results = {}
         for m, spec in enumerate(models):
@@ -398,16 +404,19 @@ class Evaluator:
             trained = {}
             for lr in lrs:  # the same initialisations and streams for every lr: a like-for-like choice
                 # built here, one after another: get_model seeds torch's global RNG, which threads must not share
-                nets = [get_model(spec, data.image_shape, data.num_classes, seed=s, device=device) for s, _ in seeds]
-                trained[lr] = self._map(train, [(net, stream, lr) for net, (_, stream) in zip(nets, seeds)], device)
-            lr = max(lrs, key=lambda v: statistics.fmean(t[1] for t in trained[v])) if len(lrs) > 1 else lrs[0]
+                jobs = [(i, get_model(spec, data.image_shape, data.num_classes, seed=seeds[i][0], device=device),
+                         seeds[i][1], lr) for i in distributed.share(self.n_models)]
+                trained[lr] = self._map(train, jobs, device)
+            lr = max(lrs, key=lambda v: statistics.fmean(t[0] for t in trained[v])) if len(lrs) > 1 else lrs[0]
             # the test set, once per network of the chosen lr
-            accs = self._map(lambda t: test_accuracy(t[0], x_test, y_test, precision=precision), trained[lr], device)
+            accs = self._map(lambda i: test_accuracy(nets[lr, i], x_test, y_test, precision=precision),
+                             distributed.share(self.n_models), device)
+            nets.clear()
             name = model_spec_name(spec)
             extra = {} if val is None else {
                 "val_per_class": data.extra.get("val_per_class"), "lr": lr, "checkpoint": self.checkpoint,
-                "val_accuracies": [t[1] for t in trained[lr]], "epochs_kept": [t[2] for t in trained[lr]],
-                "val_mean_by_lr": {str(v): statistics.fmean(t[1] for t in trained[v]) for v in lrs}}
+                "val_accuracies": [t[0] for t in trained[lr]], "epochs_kept": [t[1] for t in trained[lr]],
+                "val_mean_by_lr": {str(v): statistics.fmean(t[0] for t in trained[v]) for v in lrs}}
             training = {"optimizer": self.optimizer, "lr": lr, "momentum": self.momentum if self.optimizer == "sgd" else None,
                         "weight_decay": self.weight_decay, "batch_size": self.batch_size, "schedule": self.schedule,
                         "cutmix_prob": self.cutmix_prob, "checkpoint": self.checkpoint}
@@ -439,8 +448,12 @@ class Evaluator:
                       f"loss={synthetic.loss!r}; leave loss unset to use the set's own.", stacklevel=3)
         return self.loss
 
-    def _map(self, fn, jobs: list, device: torch.device) -> list[float]:
-        """``[fn(job) for job in jobs]``; on CPU several at once, one torch thread each."""
+    def _map(self, fn, jobs: list, device: torch.device) -> list:
+        """``[fn(job) for job in jobs]`` for this process's share of the networks, gathered from every
+        process in network order (``distillset.distributed``); on CPU several at once, one torch thread each."""
+        return distributed.gather(self._map_here(fn, jobs, device), self.n_models)
+
+    def _map_here(self, fn, jobs: list, device: torch.device) -> list:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc="evaluate", unit="net", disable=not self.progress, dynamic_ncols=True)

@@ -5,12 +5,14 @@ against the random-subset baseline with the same protocol, in about a minute on 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import yaml
 
+from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError, UnknownNameError
 from .common import (PRESETS, apply_config, check_evaluator, check_run_folder, check_writable, format_own, format_table,
@@ -66,25 +68,30 @@ def run(args) -> int:
     from ..utils import peak_memory
 
     method, evaluator, out, data, resume = _prepare(args)
-    with _logger(args) as logger, run_folder(out, previous=RUN_FILES if args.overwrite else ()):
-        atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
+    main = distributed.is_main()  # under torchrun every process computes; rank 0 alone writes and prints
+    distributed.barrier()  # every process has checked everything before rank 0 writes a file
+    with _logger(args) as logger, run_folder(out, previous=RUN_FILES if args.overwrite else ()) if main else \
+            contextlib.nullcontext():
+        if main:
+            atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
         print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "
-              f"{method.iterations} iterations -> {out}", flush=True)
+              f"{method.iterations} iterations{_processes()} -> {out}", flush=True)
         t0 = time.perf_counter()
         method.fit(data, resume=resume, logger=logger)
         seconds = time.perf_counter() - t0
-        artefacts = _save_artefacts(method, data, out)
+        artefacts = _save_artefacts(method, data, out) if main else []
         report = {"dataset": data.name, "source": data.source, "method": args.method, "ipc": method.ipc,
                   "images_per_class": method.synthetic_.ipc, "distill_seconds": seconds, "params": method._json_params(),
                   "seed": method.seed_, "final_loss": (method.history_.get("loss") or [None])[-1], "results": {},
-                  "history": method.history_}
+                  "history": method.history_, "processes": distributed.world_size()}
         if evaluator is not None:
             _evaluate(args, evaluator, method, data, report)
             if logger is not None:
                 logger.evaluation(report["results"], method.iterations)
         report["memory"] = peak_memory()
-        atomic_write(out / "result.json", json.dumps(report, indent=2, default=str))
-        render_report([load_run(out)], out / "report.html", title=f"distillset: {out.name}")
+        if main:
+            atomic_write(out / "result.json", json.dumps(report, indent=2, default=str))
+            render_report([load_run(out)], out / "report.html", title=f"distillset: {out.name}")
     print(f"\nwrote {out}/{', '.join(artefacts + ['result.json', 'config.yaml', 'report.html'])}")
     if args.tensorboard:
         print(f"TensorBoard logs in {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
@@ -92,12 +99,16 @@ def run(args) -> int:
 
 
 def _logger(args):
-    """A TensorBoard logger for --tensorboard, else a context that yields None."""
-    import contextlib
-
+    """A TensorBoard logger for --tensorboard (on rank 0), else a context that yields None."""
     from ..tensorboard import TensorBoardLogger
 
-    return TensorBoardLogger(args.tensorboard, args.image_every) if args.tensorboard else contextlib.nullcontext()
+    wanted = args.tensorboard and distributed.is_main()
+    return TensorBoardLogger(args.tensorboard, args.image_every) if wanted else contextlib.nullcontext()
+
+
+def _processes() -> str:
+    n = distributed.world_size()
+    return f", split across {n} processes" if n > 1 else ""
 
 
 def _prepare(args):

@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError
 from .common import PRESETS, check_evaluator, check_writable, format_own, format_table, result_rows
@@ -83,7 +84,7 @@ def run(args) -> int:
         if r.extra:  # what the validation split chose: the test set played no part in it
             print(f"{name}: chose lr {r.extra['lr']} and the {r.extra['checkpoint']} checkpoint (epochs "
                   f"{r.extra['epochs_kept']}) on {r.extra['val_per_class']} validation images per class")
-    if args.json:
+    if args.json and distributed.is_main():  # under torchrun the networks are spread, the file written once
         atomic_write(args.json, json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
     return 0
 
@@ -99,7 +100,7 @@ def run_own(args, syn, data, runs: int) -> int:
     if own is None:
         raise InvalidParameterError(f"Method {method!r} has no own evaluation protocol; use --protocol standard.")
     print(format_own(method, own))
-    if args.json:
+    if args.json and distributed.is_main():
         atomic_write(args.json, json.dumps(own, indent=2))
     return 0
 

@@ -7,6 +7,8 @@ the traceback instead. Command modules import torch lazily, so ``--help`` is ins
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from ..errors import DistillsetError, DivergenceError
@@ -48,18 +50,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    where = ""
     try:
-        return int(args.func(args) or 0)
+        with processes(args) as where:
+            return int(args.func(args) or 0)
     except (DistillsetError, OSError) as e:
         if args.debug:
             raise
-        print(f"distillset {args.command}: error: {describe(e)}", file=sys.stderr)
+        print(f"distillset {args.command}: {where}error: {describe(e)}", file=sys.stderr)
         return 1 if isinstance(e, DivergenceError) else 2
     except KeyboardInterrupt:
         if args.debug:
             raise
         print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
         return 130
+    except RuntimeError as e:  # a collective that failed: another process died or stopped answering
+        if args.debug or not where:
+            raise
+        print(f"distillset {args.command}: {where}error: another process failed or stopped answering "
+              f"({' '.join(str(e).split())[:200]}); the last checkpoint is intact: rerun with --resume.", file=sys.stderr)
+        return 2
+
+
+@contextlib.contextmanager
+def processes(args):
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group for the command, let rank 0 alone print,
+    and yield the prefix of this process's error lines ("rank R: "); else yield ""."""
+    from .. import distributed
+
+    if not distributed.init_from_env(getattr(args, "device", None)):
+        yield ""
+        return
+    import torch.distributed as dist
+
+    quiet = None if distributed.is_main() else open(os.devnull, "w")
+    try:
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            yield f"rank {distributed.rank()}: "
+    finally:
+        if quiet:
+            quiet.close()
+        dist.destroy_process_group()
 
 
 def describe(e: BaseException) -> str:

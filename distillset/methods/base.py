@@ -39,6 +39,7 @@ from .._io import atomic_write
 from .._registry import Registry, parse_spec
 from ..data import ImageDataset
 from ..data.real import RealData
+from .. import distributed
 from ..errors import CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError
 from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, get_model
@@ -170,6 +171,9 @@ class DistillMethod:
     }
     # documented names renamed for one vocabulary, accepted with a DeprecationWarning for one release: old -> new
     _renamed_params: ClassVar[dict[str, str]] = {}
+    # True: runs across processes (torch.distributed), its iteration split by class or, if it has none,
+    # replicated; else the reason it cannot (``distributed.check_supported`` refuses with it)
+    _distributed: ClassVar[bool | str] = "its iteration is not split across processes yet"
     # parameters that may change between a checkpoint and a resume; any other change is refused
     _resumable_changes: ClassVar[tuple[str, ...]] = ("iterations", "progress", "log_every", "checkpoint_every",
                                                      "checkpoint_dir", "device")
@@ -287,6 +291,7 @@ class DistillMethod:
         """Check every parameter, the model name and the device; needs no data (the CLI calls it first)."""
         validate_params(type(self).__name__, self.get_params(),
                         {**self._common_constraints, **self._parameter_constraints})
+        distributed.check_supported(self)  # several processes: only where the method's work splits
         MODELS.get(canonical_model_name(parse_spec(self.model, "model")[0]))  # unknown: lists close matches
         resolve_device(getattr(self, "device", None))  # e.g. 'cuda' on a machine without CUDA
 
@@ -456,7 +461,22 @@ class DistillMethod:
             schedule.step()
 
     def _on_gradients(self, state: State) -> None:
-        """Hook between backward and the optimizer steps: where an all-reduce, unscaling or clipping goes."""
+        """Hook between backward and the optimizer steps (unscaling or clipping would go here): across
+        processes, each learnable tensor's gradient is summed over the ranks' shares of the classes."""
+        if distributed.active():
+            distributed.all_reduce_sum([p.grad for opt in state.optimizers.values() for g in opt.param_groups
+                                        for p in g["params"] if p.grad is not None])
+
+    def _classes_here(self, state: State) -> list[int]:
+        """The classes whose loss this process computes (all of them in a one-process run)."""
+        return distributed.share(state.data.num_classes)
+
+    @staticmethod
+    def _rows(x: torch.Tensor, classes: list[int], num_classes: int) -> torch.Tensor:
+        """The rows of a class-major batch (K * n, ...) that belong to ``classes`` (x itself when all)."""
+        if len(classes) == num_classes:
+            return x
+        return x.view(num_classes, -1, *x.shape[1:])[classes].flatten(0, 1)
 
     @staticmethod
     def _flush_logs(state: State, pending: list[dict[str, torch.Tensor]], bar) -> None:
@@ -467,9 +487,10 @@ class DistillMethod:
         """
         floats = {k: v for k, v in state.tensors.items() if v.is_floating_point()}
         finite = torch.stack([torch.isfinite(v).all() for v in floats.values()]).cpu().tolist() if floats else []
-        for key in pending[0] if pending else ():
-            values = torch.stack([p[key].float() for p in pending]).cpu().tolist()
-            state.history.setdefault(key, []).extend(values)
+        stacked = {key: torch.stack([p[key].float() for p in pending]) for key in (pending[0] if pending else ())}
+        distributed.all_reduce_sum(list(stacked.values()))  # each rank logged its classes' share: the sums
+        for key, values in stacked.items():
+            state.history.setdefault(key, []).extend(values.cpu().tolist())
         if not all(finite):
             losses = state.history.get("loss", [])
             since = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
@@ -508,7 +529,10 @@ class DistillMethod:
 
         Everything goes into one safetensors file (the JSON record in its header), written by
         :func:`atomic_write`: a kill at any instant leaves either the previous checkpoint or this one.
+        Across processes rank 0 writes it (every rank holds the same state).
         """
+        if not distributed.is_main():
+            return
         flat = {f"tensor.{k}": v.detach() for k, v in state.tensors.items()}
         flat["rng.generator"] = state.generator.get_state()
         opt_meta = None

@@ -35,6 +35,7 @@ class _Selection(DistillMethod):
     model, random_state, device, iterations, checkpoint_dir, checkpoint_every, log_every, progress :
         see ``DistillMethod``; ``iterations`` stays 0.
     """
+    _distributed = True  # no iterations: every process makes the same selection
 
     _parameter_constraints = {"features": [Instance((str,))], "feature_epochs": [Interval(int, 0)],
                               "iterations": [Interval(int, 0, 0)], "precision": [Options(PRECISIONS)]}

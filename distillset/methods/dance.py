@@ -77,6 +77,8 @@ class DANCE(DM):
     """
 
     name = "dance"
+    _distributed = ("it takes one optimizer step per class, each from the images the previous step left, a "
+                    "sequence that cannot be split")
     _parameter_constraints = {
         **DM._parameter_constraints,
         "calibration_weight": [Interval(float, 0)],

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed
 from ..augment import apply, resolve_strategy, sample_params
 from ..errors import InvalidParameterError
 from ..evaluate import train_network
@@ -119,6 +120,7 @@ class DC(DistillMethod):
     """
 
     name = "dc"
+    _distributed = True  # classes split across processes (distillset.distributed); the inner training repeats
     _renamed_params = {"init": "image_init"}
     _parameter_constraints = {
         "outer_loop": [None, Interval(int, 1)],
@@ -188,17 +190,19 @@ class DC(DistillMethod):
         net = self._network(state)
         net.train()
         total = syn.new_zeros(())
+        mine = self._classes_here(state)  # across processes: this one's share of the classes
         for step in range(outer):
-            # 2a. a real batch per class; DSA: one shared transformation per class
+            # 2a. a real batch per class; DSA: one shared transformation per class (drawn for every class)
             x_real, y_real = state.real.sample(self.batch_real, g)  # (K*n, C, H, W), class-major
             x_syn = syn
             if strategy:
                 params = sample_params(strategy, k, data.image_shape, generator=g, device=state.device)
                 x_real, x_syn = apply(x_real, params, y_real), apply(syn, params, syn_labels)
+            x_real, y_real, x_syn, y_syn = (self._rows(x, mine, k) for x in (x_real, y_real, x_syn, syn_labels))
             # 2b. per-class gradients, (K, *param_shape) per parameter
-            g_real = self._real_gradients(state, net, x_real, y_real)
-            g_syn = self._class_gradients(net, x_syn, syn_labels, k, create_graph=True)
-            # 2c. match; the loop updates the images
+            g_real = self._real_gradients(state, net, x_real, y_real, len(mine))
+            g_syn = self._class_gradients(net, x_syn, y_syn, len(mine), create_graph=True)
+            # 2c. match; the loop updates the images (gradients summed across processes)
             loss = match_distance(g_real, g_syn, self.distance)
             yield loss
             total = total + loss.detach()
@@ -208,6 +212,7 @@ class DC(DistillMethod):
             train_network(net, syn, syn_labels, epochs=inner, generator=g, lr=self.lr_net, batch_size=self.batch_syn,
                           momentum=0.0, weight_decay=0.0, augment=strategy, schedule="constant",
                           precision=precision_name(state.cache["dtype"]))
+            distributed.broadcast_module_(net)  # every process trained it alike; rank 0's copy rules
         return {"loss": total / (outer * k)}  # mean per class and matching step, as the reference logs
 
     def _network(self, state: State):
@@ -222,10 +227,9 @@ class DC(DistillMethod):
             return class_gradients_batched(net, x, y, k, create_graph=create_graph)
         return class_gradients_looped(net, x, y, k, create_graph=create_graph, **kw)
 
-    def _real_gradients(self, state: State, net, x_real, y_real):
-        """The real side: no graph kept, so it may run in chunks and in bf16."""
-        return self._class_gradients(net, x_real, y_real, state.data.num_classes,
-                                     chunk=state.cache["chunk"], dtype=state.cache["dtype"])
+    def _real_gradients(self, state: State, net, x_real, y_real, k: int):
+        """The real side (``k`` classes): no graph kept, so it may run in chunks and in bf16."""
+        return self._class_gradients(net, x_real, y_real, k, chunk=state.cache["chunk"], dtype=state.cache["dtype"])
 
 
 @register_method

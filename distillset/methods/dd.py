@@ -99,6 +99,7 @@ class DD(DistillMethod):
     """
 
     name = "dd"
+    _distributed = "its unrolled initialisations are not split across processes yet"
     _renamed_params = {"init": "net_init"}  # and net_init="xavier"/"default" -> weight_init, see _rename
     _parameter_constraints = {
         "steps": [Interval(int, 1)],

@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed
 from ..augment import apply, resolve_strategy, sample_params
+from ..errors import InvalidParameterError
+from ..models import get_model, has_batchnorm
 from ..precision import PRECISIONS, autocast, chunk_size, frozen_embed
 from ..utils import Instance, Interval, Options
 from .base import DistillMethod, State, register_method
@@ -72,6 +75,7 @@ class DM(DistillMethod):
     """
 
     name = "dm"
+    _distributed = True  # classes split across processes (distillset.distributed); BatchNorm nets refused
     _renamed_params = {"init": "image_init"}
     _parameter_constraints = {
         "batch_real": [Interval(int, 1)],
@@ -103,6 +107,13 @@ class DM(DistillMethod):
         self.log_every = log_every
         self.progress = progress
 
+    def _validate(self, data):
+        super()._validate(data)
+        if distributed.active() and has_batchnorm(get_model(self.model, data.image_shape, data.num_classes, seed=0)):
+            raise InvalidParameterError(
+                f"{self.model!r} has BatchNorm, whose statistics over the real batch would depend on how the classes "
+                f"are split across processes; use an instance-norm model (e.g. 'convnet') or one process.")
+
     def _init_state(self, data, real, generator):
         images = init_images(real, self.ipc, self.image_init, generator, self.factor)
         return {"images": images, "labels": class_labels(data.num_classes, self.ipc, images.device)}
@@ -114,11 +125,13 @@ class DM(DistillMethod):
         k = state.data.num_classes
         # 1. a fresh random network, frozen
         net = fresh_network(self, state).requires_grad_(False)
-        # 2. a real batch per class, one shared augmentation per class
+        # 2. a real batch per class, one shared augmentation per class (drawn for every class on every process)
         x_real, x_syn, _ = self._siamese_batch(state)
+        mine = self._classes_here(state)  # across processes: this one's share of the classes
+        x_real, x_syn = self._rows(x_real, mine, k), self._rows(x_syn, mine, k)
         # 3. match the per-class mean embeddings
-        loss = self._match(state, *self._embed_pair(state, net, x_real, x_syn))
-        return {"loss": loss}  # 4. the loop updates the synthetic images
+        loss = self._match(state, *self._embed_pair(state, net, x_real, x_syn, len(mine)))
+        return {"loss": loss}  # 4. the loop updates the synthetic images (gradients summed across processes)
 
     def _match(self, state: State, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
         """Sum over classes of the squared distance between mean embeddings, (K, n, F) and (K, m, F)."""
@@ -139,9 +152,10 @@ class DM(DistillMethod):
             x_real, x_syn = apply(x_real, params, y_real), apply(x_syn, params, y_syn)
         return x_real, x_syn, y_syn
 
-    def _embed_pair(self, state: State, net, x_real, x_syn) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class embeddings (K, n, F) of the real images (no graph, chunked) and (K, m, F) of the synthetic."""
-        k, dtype = state.data.num_classes, state.cache["dtype"]
+    def _embed_pair(self, state: State, net, x_real, x_syn, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class embeddings (K, n, F) of the real images (no graph, chunked) and (K, m, F) of the synthetic;
+        the batches hold ``k`` classes (default: all)."""
+        k, dtype = k or state.data.num_classes, state.cache["dtype"]
         f_real = frozen_embed(net, x_real, dtype=dtype, chunk=chunk_size(state.data.image_shape))
         with autocast(state.device, dtype):
             f_syn = net.embed(x_syn).float()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..models import get_model
 from ..precision import autocast
 from ..unroll import FlatNet
@@ -81,6 +82,7 @@ class IDM(DM):
     """
 
     name = "idm"
+    _distributed = True  # classes split across processes, as DM's; the queue is trained on every process
     _parameter_constraints = {
         **DM._parameter_constraints,
         "ce_weight": [Interval(float, 0)],
@@ -138,16 +140,20 @@ class IDM(DM):
         FlatNet(net).load_(t["pool.weights"].index_select(0, j)[0])
         # 3. a real batch per class and the decoded synthetic images, one shared augmentation per class
         x_real, x_syn, y_syn = self._siamese_batch(state)
+        mine = self._classes_here(state)  # across processes: this one's share of the classes
+        x_real, x_syn, y_syn = (self._rows(x, mine, k) for x in (x_real, x_syn, y_syn))
         # 4. mean matching + the accuracy-weighted cross-entropy on the synthetic images
-        f_real, f_syn = self._embed_pair(state, net, x_real, x_syn)  # (K, n, F), (K, m, F)
+        f_real, f_syn = self._embed_pair(state, net, x_real, x_syn, len(mine))  # (K, n, F), (K, m, F)
         match = self._match(state, f_real, f_syn)
         with autocast(state.device, state.cache["dtype"]):
             logits = net.classify(f_syn.flatten(0, 1)).float()
-        ce = F.cross_entropy(logits, y_syn, reduction="none").view(k, -1).mean(1).sum()  # a mean per class
+        ce = F.cross_entropy(logits, y_syn, reduction="none").view(len(mine), -1).mean(1).sum()  # a mean per class
         loss = match + self.ce_weight * t["pool.accuracy"].index_select(0, j)[0] * ce
         yield loss
-        # 5. train some queue members on real images
+        # 5. train some queue members on real images (the same draws on every process; rank 0's result kept,
+        # so a nondeterministic GPU kernel cannot make the processes' queues drift apart)
         self._train_members(state, size)
+        distributed.broadcast_([t["pool.weights"], t["pool.momentum"], t["pool.accuracy"]])
         return {"loss": loss.detach(), "match": match.detach(), "ce": ce.detach()}
 
     def _train_members(self, state: State, size: int) -> None:

@@ -123,6 +123,7 @@ class KIP(DistillMethod):
     """
 
     name = "kip"
+    _distributed = "its kernel regression couples every class in one solve, which is not split across processes yet"
     _renamed_params = {"init": "image_init"}
     _parameter_constraints = {
         "kernel": [Instance((str, list, tuple))],
@@ -241,6 +242,7 @@ class LS(DistillMethod):
     """
 
     name = "ls"
+    _distributed = True  # closed form, no iterations: every process solves the same
     _parameter_constraints = {
         "iterations": [Interval(int, 0, 0)],
         "kernel": [Instance((str,))],

@@ -117,6 +117,7 @@ class MTT(DistillMethod):
     """
 
     name = "mtt"
+    _distributed = "its student trains on batches mixing all classes, so its loss does not split by class"
     _parameter_constraints = {
         "num_experts": [Interval(int, 1)],
         "train_epochs": [Interval(int, 1)],

@@ -1,0 +1,135 @@
+"""Several processes, one run: the plumbing for ``torch.distributed`` (``torchrun``, or an initialised group).
+
+How a run splits (methods whose ``_distributed`` is True): every rank draws *every* random number of an
+iteration from the same replicated generator (the networks, every class's real batch, every
+augmentation), so the draws do not depend on the number of processes; each rank then computes the loss
+of its share of the classes only (class c goes to rank c mod world size), the gradients of the learnable
+tensors are summed across ranks before the one shared update (:func:`all_reduce_sum`), and every rank
+holds the identical synthetic set after every step. A class's loss reaches only its own images, so a
+row's summed gradient is its owner's gradient plus zeros: the result equals the one-process run up to
+the floating-point differences of smaller batches (measured: ``tests/test_distributed.py``).
+
+The evaluator spreads its networks the same way (network i on rank i mod world size) and gathers their
+accuracies (:func:`gather`). Checkpoints are written by rank 0 only (atomically, so a failing rank
+leaves the last good one) and read by every rank.
+
+Without an initialised process group every function here is the one-process identity.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+
+from .errors import InvalidParameterError
+
+
+def active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """True on the process that writes files and prints (rank 0, or the only process)."""
+    return rank() == 0
+
+
+def share(n: int) -> list[int]:
+    """This rank's items of ``range(n)``: every world-size-th, from its rank on."""
+    return list(range(rank(), n, world_size()))
+
+
+def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
+    """Sum each tensor across ranks, in place (one flat buffer: one collective call)."""
+    if not active() or not tensors:
+        return
+    import torch.distributed as dist
+
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    dist.all_reduce(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def gather(local: list, n: int) -> list:
+    """The results of all ranks' :func:`share` of ``range(n)``, in item order (``local`` is this rank's, in
+    order). Results must be picklable; small (numbers), since every rank receives all of them."""
+    if not active():
+        return local
+    import torch.distributed as dist
+
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, local)
+    out = [None] * n
+    for r, part in enumerate(parts):
+        out[r::world_size()] = part
+    return out
+
+
+def broadcast_(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values of ``tensors`` on every rank, in place: work every rank repeats with the same draws
+    stays identical even where a GPU kernel is nondeterministic."""
+    if not active():
+        return
+    import torch.distributed as dist
+
+    for t in tensors:
+        dist.broadcast(t.data, 0)
+
+
+def broadcast_module_(net: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers of ``net`` on every rank."""
+    broadcast_(list(net.parameters()) + list(net.buffers()))
+
+
+def barrier() -> None:
+    if active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def init_from_env(device: str | None = None, timeout_s: float = 600.0) -> bool:
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1); returns
+    True when it did. NCCL when this process has a GPU (``cuda:LOCAL_RANK``), gloo otherwise. A rank
+    that waits longer than ``timeout_s`` for the others fails with an error rather than hanging."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if key not in os.environ:
+            raise InvalidParameterError(f"WORLD_SIZE is set but {key} is not: start several processes with torchrun "
+                                        "(torchrun --nproc-per-node N -m distillset ...), which sets them.")
+    gpu = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    if gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return True
+
+
+def check_supported(method) -> None:
+    """Refuse, before any work, a method that cannot run across processes (its ``_distributed`` says why)."""
+    if not active():
+        return
+    reason = getattr(method, "_distributed", False)
+    if reason is not True:
+        raise InvalidParameterError(
+            f"{type(method).__name__} cannot split its work across {world_size()} processes: {reason or 'not supported'}. "
+            "Run it in one process (several seeds or data sets can run side by side).")
