@@ -352,8 +352,11 @@ class Evaluator:
             strategy = "_".join(f for f in strategy.split("_") if f != "cutout") or None
         return strategy
 
-    def score(self, synthetic: SyntheticSet, data: ImageDataset) -> dict[str, EvalResult]:
-        """Evaluate ``synthetic`` on ``data.test``; returns ``{model_name: EvalResult}``."""
+    def score(self, synthetic: SyntheticSet, data: ImageDataset, *, keep_networks: bool = False) -> dict[str, EvalResult]:
+        """Evaluate ``synthetic`` on ``data.test``; returns ``{model_name: EvalResult}``.
+
+        ``keep_networks`` keeps the trained networks in ``self.networks_`` ({model_name: [net, ...]}, this
+        process's share) for a closer look, e.g. a membership audit."""
         validate_params(type(self).__name__, vars(self), self._parameter_constraints)
         if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
@@ -382,6 +385,7 @@ class Evaluator:
         precision = precision_name(resolve_precision(self.precision, device))
 
         nets = {}  # (lr, i) -> the trained network i, on the process that trained it
+        self.networks_ = {}
 
         def train(job):
             i, net, stream_seed, lr = job
@@ -411,6 +415,8 @@ class Evaluator:
             # the test set, once per network of the chosen lr
             accs = self._map(lambda i: test_accuracy(nets[lr, i], x_test, y_test, precision=precision),
                              distributed.share(self.n_models), device)
+            if keep_networks:
+                self.networks_[model_spec_name(spec)] = [nets[lr, i] for i in distributed.share(self.n_models)]
             nets.clear()
             name = model_spec_name(spec)
             extra = {} if val is None else {

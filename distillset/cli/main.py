@@ -12,9 +12,9 @@ import os
 import sys
 
 from ..errors import DistillsetError, DivergenceError
-from . import cache, distill, env, evaluate, experts, listing, report, show
+from . import applications, cache, distill, env, evaluate, experts, listing, report, show
 
-COMMANDS = (distill, evaluate, experts, show, report, listing, env, cache)
+COMMANDS = (distill, evaluate, experts, show, report, applications, listing, env, cache)
 
 # what Ctrl-C leaves behind differs: distill has checkpoints, the others start again
 INTERRUPTED = {"distill": "interrupted; rerun the same command with --resume to continue from the last checkpoint",

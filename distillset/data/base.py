@@ -124,6 +124,23 @@ def default_root() -> Path:
     return Path(cache) / "distillset" / "data"
 
 
+def per_class_mask(labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0) -> torch.Tensor:
+    """A boolean mask choosing ``per_class`` items of each class (all of a smaller class), in a random
+    order within each class fixed by ``seed``: depends only on the labels, ``per_class`` and ``seed``.
+
+    >>> per_class_mask(torch.tensor([0, 0, 0, 1, 1]), 2, 1).tolist().count(True)
+    2
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    keys = torch.rand(len(labels), generator=g)  # a random order within each class, fixed by the seed
+    order = torch.argsort(labels.double() + keys.double() / 2)  # class-major, shuffled within a class
+    counts = torch.bincount(labels, minlength=num_classes)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return rank - first[labels] < per_class
+
+
 @dataclass
 class ImageDataset:
     """A loaded data set: train/test splits plus everything needed to use them.
@@ -193,17 +210,41 @@ class ImageDataset:
         if not isinstance(val_per_class, int) or isinstance(val_per_class, bool) or not 1 <= val_per_class < int(counts.min()):
             raise InvalidParameterError(f"val_per_class must be an int in [1, {int(counts.min()) - 1}] for {self.name!r} "
                                         f"(its smallest class has {int(counts.min())} training images). Got {val_per_class!r}.")
-        g = torch.Generator().manual_seed(int(seed))
         labels = self.train.labels
-        keys = torch.rand(len(labels), generator=g)  # a random order within each class, fixed by the seed
-        order = torch.argsort(labels.double() + keys.double() / 2)  # class-major, shuffled within a class
-        first = torch.cumsum(counts, 0) - counts
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(len(order))
-        is_val = rank - first[labels] < val_per_class
+        is_val = per_class_mask(labels, self.num_classes, val_per_class, seed)
         return dataclasses.replace(self, train=Split(self.train.images[~is_val], labels[~is_val]),
                                    val=Split(self.train.images[is_val], labels[is_val]),
                                    extra={**self.extra, "val_per_class": val_per_class, "val_seed": int(seed)})
+
+    def select_classes(self, classes: list[int]) -> "ImageDataset":
+        """A copy holding only ``classes`` (every split), relabelled 0..len(classes)-1 in the given order;
+        ``extra["class_ids"]`` maps the new labels back to the original ones.
+
+        >>> from distillset.data import load_dataset
+        >>> d = load_dataset("digits").select_classes([7, 2])
+        >>> d.classes, d.num_classes, sorted(d.train.labels.unique().tolist()), d.extra["class_ids"]
+        (['7', '2'], 2, [0, 1], [7, 2])
+        """
+        classes = [int(c) for c in classes]
+        if not classes or len(set(classes)) != len(classes) or not all(0 <= c < self.num_classes for c in classes):
+            raise InvalidParameterError(f"classes must be distinct class indices in [0, {self.num_classes - 1}] of "
+                                        f"{self.name!r}. Got {classes!r}.")
+        new = torch.full((self.num_classes,), -1, dtype=torch.long)
+        new[classes] = torch.arange(len(classes))
+
+        def keep(split: Split | None) -> Split | None:
+            if split is None:
+                return None
+            mine = new[split.labels] >= 0
+            return Split(split.images[mine], new[split.labels[mine]])
+
+        ids = [self.extra["class_ids"][c] for c in classes] if "class_ids" in self.extra else classes
+        return dataclasses.replace(self, train=keep(self.train), test=keep(self.test), val=keep(self.val),
+                                   classes=[self.classes[c] for c in classes], extra={**self.extra, "class_ids": ids})
+
+    def with_train(self, indices: torch.Tensor) -> "ImageDataset":
+        """A copy whose training split is ``train[indices]`` (test and validation unchanged)."""
+        return dataclasses.replace(self, train=Split(self.train.images[indices], self.train.labels[indices]))
 
     def class_counts(self, split: str = "train") -> torch.Tensor:
         return torch.bincount(getattr(self, split).labels, minlength=self.num_classes)

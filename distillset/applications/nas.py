@@ -1,0 +1,168 @@
+"""Distilled sets as a proxy for neural architecture search: does training on the set rank architectures
+the way training on the real data does?
+
+Every architecture of a grid of ConvNets (model specs) is trained on each proxy (distilled sets, a random
+subset of the same size) and on the real training data (all of it, or ``full_per_class`` images per class,
+stated in the record). Rankings use **validation** accuracy (a class-balanced hold-out of the training
+data, never the test set); the test set gives only the real accuracy of each proxy's pick. Reported per
+proxy: Spearman and Kendall rank correlation with the real ranking over all architectures and over the
+top 5 / 10 / 20 by real validation accuracy, the proxy's training time, and the architecture it picks
+with that architecture's real test accuracy. The real-data trainings are the expensive part and go into
+the preparation cache, shared by every proxy and every later search with the same settings.
+
+Examples
+--------
+>>> len(search_space("paper")), len(search_space("cpu"))
+(720, 24)
+>>> r = rank_correlations([1, 2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60], top=(5,))
+>>> round(r["all"]["spearman"], 12), round(r["top5"]["kendall"], 12)
+(1.0, 1.0)
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import torch
+
+from ..errors import InvalidParameterError
+from ..evaluate import Evaluator
+from ..synthetic import SyntheticSet
+
+GRIDS = {  # (depth, width, act, norm, pooling)
+    "paper": ((1, 2, 3, 4), (32, 64, 128, 256), ("sigmoid", "relu", "leakyrelu"),
+              ("none", "batchnorm", "layernorm", "instancenorm", "groupnorm"), ("none", "maxpool", "avgpool")),
+    "cpu": ((1, 2, 3), (16, 32), ("relu", "sigmoid"), ("instancenorm", "batchnorm"), ("avgpool",)),
+}
+
+
+def search_space(grid: str = "cpu") -> list[str]:
+    """The ConvNet specs of a grid: ``"paper"`` (the DC paper's 720) or ``"cpu"`` (24)."""
+    if grid not in GRIDS:
+        raise InvalidParameterError(f"Unknown grid {grid!r}; use one of {sorted(GRIDS)}.")
+    return [f"convnet(depth={d}, width={w}, act='{a}', norm='{n}', pooling='{p}')"
+            for d, w, a, n, p in itertools.product(*GRIDS[grid])]
+
+
+def rank_correlations(proxy, real, top=(5, 10, 20)) -> dict[str, dict[str, float]]:
+    """Spearman and Kendall (tau-b) correlation of two accuracy lists over all items and over the ``top``
+    k items by ``real`` (k below the number of items only)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    proxy, real = torch.as_tensor(proxy, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
+    subsets = {"all": torch.arange(len(real))}
+    order = torch.argsort(real, descending=True)
+    subsets.update({f"top{k}": order[:k] for k in top if k < len(real)})
+    out = {}
+    for name, idx in subsets.items():
+        p, r = proxy[idx].numpy(), real[idx].numpy()
+        out[name] = {"spearman": float(spearmanr(p, r).statistic), "kendall": float(kendalltau(p, r).statistic),
+                     "n": len(idx)}
+    return out
+
+
+class ArchitectureSearch:
+    """Rank a grid of architectures by training on proxies, against training on the real data.
+
+    Parameters
+    ----------
+    grid : str or list of str, default="cpu"
+        ``"cpu"`` (24 ConvNets), ``"paper"`` (720), or a list of model specs.
+    epochs : int, default=300
+        Training epochs on a proxy set.
+    full_epochs : int, default=10
+        Training epochs on the real data.
+    full_per_class : int or None, default=None
+        Real images per class for the reference training (None: the whole training split).
+    val_per_class : int, default=100
+        Validation images per class held out of the training data (skipped when the data holds some out).
+    n_models : int, default=1
+        Networks per architecture and proxy (their mean validation accuracy ranks it).
+    random_state : int, default=0
+    device : str, optional
+
+    Attributes
+    ----------
+    architectures_ : list of str
+    real_ : dict
+        Per architecture: ``val`` and ``test`` accuracy of the real-data training, and its ``seconds``.
+    proxies_ : dict
+        Per proxy: ``val`` accuracies (one per architecture), ``seconds``, ``correlations``, ``pick`` (its
+        top architecture) and ``pick_real_test`` (that architecture's real test accuracy).
+    best_real_ : dict
+        The architecture the real validation accuracy picks, and its test accuracy (the ceiling).
+    """
+
+    def __init__(self, grid="cpu", *, epochs: int = 300, full_epochs: int = 10, full_per_class: int | None = None,
+                 val_per_class: int = 100, n_models: int = 1, random_state: int = 0, device=None):
+        self.grid = grid
+        self.epochs = epochs
+        self.full_epochs = full_epochs
+        self.full_per_class = full_per_class
+        self.val_per_class = val_per_class
+        self.n_models = n_models
+        self.random_state = random_state
+        self.device = device
+
+    def fit(self, data, proxies: dict[str, SyntheticSet]) -> "ArchitectureSearch":
+        """Train every architecture on each proxy and on the real data; ``proxies`` maps a name to a set."""
+        specs = search_space(self.grid) if isinstance(self.grid, str) else list(self.grid)
+        if len(specs) < 3 or not proxies:
+            raise InvalidParameterError("An architecture search needs at least 3 architectures and one proxy set.")
+        data = data if data.val is not None else data.holdout(self.val_per_class)
+        self.architectures_ = specs
+        self.real_ = {s: self._real(data, s) for s in specs}
+        real_val = [self.real_[s]["val"] for s in specs]
+        best = max(specs, key=lambda s: self.real_[s]["val"])
+        self.best_real_ = {"architecture": best, "test": self.real_[best]["test"]}
+        self.proxies_ = {}
+        for name, syn in proxies.items():
+            t0 = time.perf_counter()
+            val = [self._val_accuracy(syn, data, s, self.epochs) for s in specs]
+            pick = specs[max(range(len(specs)), key=lambda i: val[i])]
+            self.proxies_[name] = {"images": len(syn), "val": val, "seconds": time.perf_counter() - t0,
+                                   "correlations": rank_correlations(val, real_val), "pick": pick,
+                                   "pick_real_test": self.real_[pick]["test"]}
+        return self
+
+    def _evaluator(self, spec: str, epochs: int, seed_label: str) -> Evaluator:
+        from ..utils import derive_seed
+
+        return Evaluator(spec, n_models=self.n_models, epochs=epochs, augment=None, progress=False, device=self.device,
+                         random_state=derive_seed(self.random_state, seed_label))
+
+    def _val_accuracy(self, syn: SyntheticSet, data, spec: str, epochs: int) -> float:
+        result = next(iter(self._evaluator(spec, epochs, f"nas/{spec}").score(syn, data).values()))
+        return sum(result.extra["val_accuracies"]) / len(result.extra["val_accuracies"])
+
+    def _real(self, data, spec: str) -> dict[str, float]:
+        """The reference training of one architecture (cached: it is shared by every proxy)."""
+        from ..cache import cached, fingerprint
+
+        def build():
+            t0 = time.perf_counter()
+            result = next(iter(self._evaluator(spec, self.full_epochs, f"nas/{spec}").score(self._full(data), data).values()))
+            return {"val": torch.tensor(result.extra["val_accuracies"]), "test": torch.tensor(result.accuracies),
+                    "seconds": torch.tensor(time.perf_counter() - t0)}
+
+        settings = {"spec": spec, "data": fingerprint(data), "val_per_class": data.extra.get("val_per_class"),
+                    "epochs": self.full_epochs, "per_class": self.full_per_class, "n_models": self.n_models,
+                    "seed": self.random_state}
+        out = cached("nas-real", settings, build)
+        return {"val": float(out["val"].mean()), "test": float(out["test"].mean()), "seconds": float(out["seconds"])}
+
+    def _full(self, data) -> SyntheticSet:
+        """The real training data as a set: all of it, or ``full_per_class`` seeded images of each class."""
+        from ..data.base import per_class_mask
+
+        x, y = data.train.images, data.train.labels
+        if self.full_per_class is not None:
+            keep = per_class_mask(y, data.num_classes, self.full_per_class, self.random_state)
+            x, y = x[keep], y[keep]
+        return SyntheticSet(data.normalize(x), y, {**data.meta(), "val_per_class": data.extra.get("val_per_class")})
+
+    def to_dict(self) -> dict:
+        return {"grid": self.grid if isinstance(self.grid, str) else "custom", "architectures": self.architectures_,
+                "epochs": self.epochs, "full_epochs": self.full_epochs, "full_per_class": self.full_per_class,
+                "val_per_class": self.val_per_class, "n_models": self.n_models, "random_state": self.random_state,
+                "real": self.real_, "best_real": self.best_real_, "proxies": self.proxies_}

@@ -1,0 +1,210 @@
+"""``distillset continual | nas | audit-mia``: what distilled sets are for (``distillset.applications``).
+
+Each writes a JSON record (settings, seeds, versions, the command) and a PNG plot into ``--out``; every
+setting and method parameter is checked before any work.
+
+    distillset continual --dataset mnist --methods dm random herding --steps 5 --ipc 10 --out runs/cl
+    distillset nas --dataset mnist --sets runs/dm/synthetic.json --random --grid cpu --out runs/nas
+    distillset audit-mia --dataset digits --pipelines dm random full --models 17 --out runs/audit
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .._io import atomic_write
+from ..errors import InvalidParameterError
+from .common import check_run_folder, format_table, parse_param, run_folder
+
+FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
+         "audit-mia": ("audit.json", "roc.png")}
+
+
+def add_parser(sub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("continual", help="class-incremental learning with a condensed memory", description=__doc__,
+                       formatter_class=fmt, allow_abbrev=False)
+    p.add_argument("--methods", nargs="+", default=["dm", "random", "herding"], help="methods or baselines to compare")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--orders", type=int, default=5, help="seeded class orders")
+    _common(p, runs=3, epochs=300)
+    p.set_defaults(func=run_continual)
+
+    p = sub.add_parser("nas", help="distilled sets as an architecture-search proxy", description=__doc__,
+                       formatter_class=fmt, allow_abbrev=False)
+    p.add_argument("--sets", nargs="*", default=[], help="saved sets (distilled with the same --val-per-class held out)")
+    p.add_argument("--random", action="store_true", help="add a random real subset as large as the first set")
+    p.add_argument("--grid", default="cpu", help="'cpu' (24 ConvNets) or 'paper' (720)")
+    p.add_argument("--full-epochs", type=int, default=10, help="epochs of the real-data trainings")
+    p.add_argument("--full-per-class", type=int, default=None, help="real images per class for them (default all)")
+    p.add_argument("--val-per-class", type=int, default=100, help="validation images per class (the rankings use them)")
+    _common(p, runs=1, epochs=300)
+    p.set_defaults(func=run_nas)
+
+    p = sub.add_parser("audit-mia", help="membership inference against networks trained on sets", description=__doc__,
+                       formatter_class=fmt, allow_abbrev=False)
+    p.add_argument("--pipelines", nargs="+", default=["dm", "random", "full"],
+                   help="'full' (the members themselves), 'random' or a method")
+    p.add_argument("--pool-size", type=int, default=500)
+    p.add_argument("--models", type=int, default=17, help="models, each the target once (>= 3; >= 16 advised)")
+    p.add_argument("--ipc", type=int, default=10)
+    _common(p, runs=None, epochs=300)
+    p.set_defaults(func=run_audit)
+
+
+def _common(p, runs: int | None, epochs: int) -> None:
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method's parameter, repeatable (e.g. dm.iterations=1000)")
+    if runs is not None:
+        p.add_argument("--eval-runs", type=int, default=runs, help=f"networks per evaluation (default {runs})")
+    p.add_argument("--eval-epochs", type=int, default=epochs, help=f"training epochs of each network (default {epochs})")
+    p.add_argument("--eval-model", default="convnet", help="the evaluated architecture")
+    p.add_argument("--eval-augment", default="auto", help="DSA strategy while training networks, 'none' to disable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace this command's files in --out")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--device", default=None)
+
+
+def _params(args, methods: list[str]) -> dict[str, dict]:
+    """``--param method.key=value`` -> {method: {key: value}}, for named methods only."""
+    from ..errors import UnknownNameError
+    from ..methods import METHODS
+
+    out = {m: {} for m in methods}
+    names = {m: METHODS.get(m)._get_param_names() for m in methods}  # an unknown method: listed close names
+    for text in args.param:
+        key, value = parse_param(text)
+        method, _, name = key.partition(".")
+        if not name or method not in out:
+            raise InvalidParameterError(f"--param {text!r} must name one of the methods ({', '.join(methods)}) as "
+                                        "METHOD.KEY=VALUE, e.g. dm.iterations=1000.")
+        if name not in names[method]:
+            raise UnknownNameError(f"{method} parameter", name, names[method])
+        out[method][name] = value
+    return out
+
+
+def _setup(args, command: str):
+    """The data and the output folder, checked before any work; returns (data, out)."""
+    from ..data import load_dataset
+
+    out = Path(args.out)
+    check_run_folder(out, resume=False, overwrite=args.overwrite)
+    return load_dataset(args.dataset, root=args.data_root), out
+
+
+def _record(args, command: str, body: dict) -> dict:
+    from .env import environment
+
+    return {"command": "distillset " + " ".join(args.argv), "dataset": args.dataset, "seed": args.seed,
+            "date": time.strftime("%Y-%m-%d"), "environment": environment(), **body}
+
+
+def _augment(args):
+    return None if args.eval_augment == "none" else args.eval_augment
+
+
+def run_continual(args) -> int:
+    from ..applications import ClassIncremental
+    from ..applications.continual import plot_curves
+
+    data, out = _setup(args, "continual")
+    params = _params(args, args.methods)
+    runs = [ClassIncremental(m, steps=args.steps, ipc=args.ipc, orders=args.orders, params=params[m] or None,
+                             n_models=args.eval_runs, epochs=args.eval_epochs, model=args.eval_model,
+                             augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
+    for r in runs:
+        r._validate(data)  # every method's settings before the first one works
+    with run_folder(out, previous=FILES["continual"] if args.overwrite else ()):
+        records = []
+        for r in runs:
+            print(f"{r.method}: {args.orders} orders x {args.steps} steps of {data.num_classes // args.steps} classes",
+                  flush=True)
+            records.append(r.fit(data).to_dict())
+        atomic_write(out / "continual.json", json.dumps(_record(args, "continual", {"runs": records}), indent=2))
+        plot_curves(records, out / "continual.png", f"{data.name}: class-incremental, {args.ipc} images per class")
+    rows = [{"method": r["method"], **{f"step {s + 1}": f"{m:.1f} ± {sd:.1f}" for s, (m, sd)
+                                        in enumerate(zip(r["step_means"], r["step_stds"]))},
+             "average": f"{r['average']:.2f}"} for r in records]
+    print(format_table(rows, list(rows[0])))
+    print(f"wrote {out}/continual.json, continual.png")
+    return 0
+
+
+def run_nas(args) -> int:
+    from ..applications import ArchitectureSearch, search_space
+    from ..methods import get_method
+    from ..synthetic import SyntheticSet
+
+    if args.grid not in ("cpu", "paper"):
+        search_space(args.grid)  # the one-line refusal naming the grids
+    if not args.sets and not args.random:
+        raise InvalidParameterError("Give proxy sets (--sets PATH ...) and/or --random.")
+    sets = {Path(p).parent.name or Path(p).stem: SyntheticSet.load(p) for p in args.sets}
+    data, out = _setup(args, "nas")
+    data = data.holdout(args.val_per_class)
+    if args.random:
+        ipc = next(iter(sets.values())).ipc if sets else 10
+        sets["random"] = get_method("random", ipc=ipc, random_state=args.seed).fit(data).synthetic_
+    nas = ArchitectureSearch(args.grid, epochs=args.eval_epochs, full_epochs=args.full_epochs,
+                             full_per_class=args.full_per_class, val_per_class=args.val_per_class,
+                             n_models=args.eval_runs, random_state=args.seed, device=args.device)
+    with run_folder(out, previous=FILES["nas"] if args.overwrite else ()):
+        record = nas.fit(data, sets).to_dict()
+        atomic_write(out / "nas.json", json.dumps(_record(args, "nas", record), indent=2))
+        _plot_nas(nas, out / "nas.png", data.name)
+    rows = [{"proxy": name, "images": p["images"], **{f"{k} rho/tau": f"{v['spearman']:.2f}/{v['kendall']:.2f}"
+                                                        for k, v in p["correlations"].items()},
+             "pick's real test acc": f"{p['pick_real_test']:.2f}", "seconds": f"{p['seconds']:.0f}"}
+            for name, p in record["proxies"].items()]
+    print(format_table(rows, list(rows[0])))
+    print(f"best architecture on the real data: {nas.best_real_['architecture']} ({nas.best_real_['test']:.2f} test)")
+    print(f"wrote {out}/nas.json, nas.png")
+    return 0
+
+
+def _plot_nas(nas, path, dataset: str) -> None:
+    from ..plots import _figure, _save
+
+    fig, ax = _figure((6, 4.5))
+    real = [nas.real_[s]["val"] for s in nas.architectures_]
+    for name, p in nas.proxies_.items():
+        ax.scatter(p["val"], real, s=12, label=f"{name} (Spearman {p['correlations']['all']['spearman']:.2f})")
+    ax.set(xlabel="validation accuracy after training on the proxy (%)",
+           ylabel="validation accuracy after training on real data (%)", title=f"{dataset}: architecture ranking")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def run_audit(args) -> int:
+    from ..applications import MembershipAudit
+    from ..applications.privacy import plot_roc
+
+    data, out = _setup(args, "audit-mia")
+    params = _params(args, [p for p in args.pipelines if p != "full"])
+    audits = {p: MembershipAudit(p, pool_size=args.pool_size, n_models=args.models, ipc=args.ipc,
+                                 params=params.get(p) or None, model=args.eval_model, epochs=args.eval_epochs,
+                                 augment=_augment(args), random_state=args.seed, device=args.device)
+              for p in args.pipelines}
+    for a in audits.values():
+        a._validate(data)
+    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else ()):
+        for name, a in audits.items():
+            print(f"{name}: {args.models} models on random halves of a {args.pool_size}-image pool", flush=True)
+            a.fit(data)
+        record = _record(args, "audit-mia", {"pipelines": {n: a.to_dict() for n, a in audits.items()}})
+        atomic_write(out / "audit.json", json.dumps(record, indent=2))
+        plot_roc(audits, out / "roc.png", f"{data.name}: membership inference, {args.models} models")
+    rows = [{"pipeline": n, "test acc": f"{a.results_['test_accuracy']:.1f}",
+             **{f"{k} {m}": f"{100 * a.results_[k][m]:.2f} %" if m != "auc" else f"{a.results_[k][m]:.3f}"
+                for k in ("lira", "loss") for m in ("tpr_at_0.1%", "tpr_at_1%", "auc")}} for n, a in audits.items()]
+    print(format_table(rows, list(rows[0])))
+    print(f"wrote {out}/audit.json, roc.png")
+    return 0

@@ -1,0 +1,42 @@
+"""The continual, nas and audit-mia commands: a record and a plot each; bad settings refused before work."""
+import json
+
+from distillset.cli import main
+
+
+def test_commands_write_a_record_and_a_plot(tmp_path, capsys):
+    assert main(["continual", "--methods", "random", "dm", "--steps", "2", "--ipc", "2", "--orders", "2", "--eval-runs",
+                 "1", "--eval-epochs", "2", "--param", "dm.iterations=2", "--out", str(tmp_path / "cl")]) == 0
+    cl = json.loads((tmp_path / "cl" / "continual.json").read_text())
+    assert [r["method"] for r in cl["runs"]] == ["random", "dm"] and cl["runs"][1]["params"] == {"iterations": 2}
+    assert "environment" in cl and cl["seed"] == 0 and (tmp_path / "cl" / "continual.png").stat().st_size > 1000
+    assert main(["audit-mia", "--pipelines", "random", "--pool-size", "60", "--models", "3", "--ipc", "2",
+                 "--eval-epochs", "2", "--eval-augment", "none", "--out", str(tmp_path / "mia")]) == 0
+    mia = json.loads((tmp_path / "mia" / "audit.json").read_text())
+    assert mia["pipelines"]["random"]["lira"]["auc"] >= 0 and (tmp_path / "mia" / "roc.png").is_file()
+    assert main(["nas", "--random", "--grid", "cpu", "--eval-epochs", "1", "--full-epochs", "1", "--full-per-class",
+                 "10", "--val-per-class", "5", "--out", str(tmp_path / "nas")]) == 0
+    nas = json.loads((tmp_path / "nas" / "nas.json").read_text())
+    assert len(nas["architectures"]) == 24 and "all" in nas["proxies"]["random"]["correlations"]
+    capsys.readouterr()
+
+
+def test_bad_settings_are_one_line_before_any_work(tmp_path, capsys):
+    cases = [
+        (["continual", "--methods", "random", "dm", "--param", "dm.nope=1"], "nope"),
+        (["continual", "--methods", "random", "--param", "iterations=1"], "METHOD.KEY=VALUE"),
+        (["continual", "--methods", "random", "--steps", "3"], "does not split the 10 classes"),
+        (["audit-mia", "--models", "2"], "n_models must be an int >= 3"),
+        (["nas"], "--sets PATH"),
+        (["nas", "--random", "--grid", "huge"], "Unknown grid"),
+    ]
+    for argv, message in cases:
+        out = tmp_path / "out"
+        assert main(argv + ["--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert not out.exists(), argv  # nothing written
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("a user's file")
+    assert main(["continual", "--methods", "random", "--out", str(tmp_path / "full")]) == 2
+    assert "already holds files" in capsys.readouterr().err
