@@ -166,3 +166,17 @@ class ArchitectureSearch:
                 "epochs": self.epochs, "full_epochs": self.full_epochs, "full_per_class": self.full_per_class,
                 "val_per_class": self.val_per_class, "n_models": self.n_models, "random_state": self.random_state,
                 "real": self.real_, "best_real": self.best_real_, "proxies": self.proxies_}
+
+
+def plot_ranking(search: ArchitectureSearch, path, dataset: str) -> None:
+    """Each architecture's validation accuracy after training on each proxy against after training on real data."""
+    from ..plots import _figure, _save
+
+    fig, ax = _figure((6, 4.5))
+    real = [search.real_[s]["val"] for s in search.architectures_]
+    for name, p in search.proxies_.items():
+        ax.scatter(p["val"], real, s=12, label=f"{name} (Spearman {p['correlations']['all']['spearman']:.2f})")
+    ax.set(xlabel="validation accuracy after training on the proxy (%)",
+           ylabel="validation accuracy after training on real data (%)", title=f"{dataset}: architecture ranking")
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -140,6 +140,7 @@ def run_continual(args) -> int:
 
 def run_nas(args) -> int:
     from ..applications import ArchitectureSearch, search_space
+    from ..applications.nas import plot_ranking
     from ..methods import get_method
     from ..synthetic import SyntheticSet
 
@@ -159,7 +160,7 @@ def run_nas(args) -> int:
     with run_folder(out, previous=FILES["nas"] if args.overwrite else ()):
         record = nas.fit(data, sets).to_dict()
         atomic_write(out / "nas.json", json.dumps(_record(args, "nas", record), indent=2))
-        _plot_nas(nas, out / "nas.png", data.name)
+        plot_ranking(nas, out / "nas.png", data.name)
     rows = [{"proxy": name, "images": p["images"], **{f"{k} rho/tau": f"{v['spearman']:.2f}/{v['kendall']:.2f}"
                                                         for k, v in p["correlations"].items()},
              "pick's real test acc": f"{p['pick_real_test']:.2f}", "seconds": f"{p['seconds']:.0f}"}
@@ -168,19 +169,6 @@ def run_nas(args) -> int:
     print(f"best architecture on the real data: {nas.best_real_['architecture']} ({nas.best_real_['test']:.2f} test)")
     print(f"wrote {out}/nas.json, nas.png")
     return 0
-
-
-def _plot_nas(nas, path, dataset: str) -> None:
-    from ..plots import _figure, _save
-
-    fig, ax = _figure((6, 4.5))
-    real = [nas.real_[s]["val"] for s in nas.architectures_]
-    for name, p in nas.proxies_.items():
-        ax.scatter(p["val"], real, s=12, label=f"{name} (Spearman {p['correlations']['all']['spearman']:.2f})")
-    ax.set(xlabel="validation accuracy after training on the proxy (%)",
-           ylabel="validation accuracy after training on real data (%)", title=f"{dataset}: architecture ranking")
-    ax.legend(fontsize=8)
-    _save(fig, path)
 
 
 def run_audit(args) -> int:
