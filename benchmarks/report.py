@@ -251,7 +251,77 @@ def report_lines() -> list[str]:
         "'budget vs paper' = our (iterations x real images per class) over the paper's, and our evaluation epochs",
         "over the paper's 1000. Nothing was chosen on the test set: every setting is fixed in the profile.",
     ]
-    return head + table_lines(records) + budget_lines(records) + other_lines(records)
+    return head + table_lines(records) + budget_lines(records) + other_lines(records) + application_lines()
+
+
+# ------------------------------------------------------------------------------------ applications
+
+
+def application_lines() -> list[str]:
+    """Continual learning, the NAS proxy and the membership audit (``results/app_*.json``)."""
+    records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("app_*.json"))]
+    if not records:
+        return []
+    lines = ["", "## Applications", "",
+             "From `python benchmarks/applications.py` (entries in `benchmarks/configs/applications.yaml`); each record "
+             "holds its settings, commit, command and hardware. CPU budgets, far below the papers': read them as such."]
+    for r in records:
+        lines += ["", f"### {r['name']} ({r['config']['dataset']}, commit {r['commit']}, {r['wall_seconds'] / 60:.0f} min)",
+                  ""] + APPLICATION_LINES[r["application"]](r) + ["", f"![{r['name']}](results/app_{r['name']}.png)"]
+    return lines
+
+
+def _continual_lines(r: dict) -> list[str]:
+    c, first = r["config"], r["runs"][0]
+    steps = len(first["step_means"])
+    lines = [f"Class-incremental: {steps} steps of {first['classes_seen'][0]} classes, {c['ipc']} images per class "
+             f"condensed per step, {c['orders']} class orders x {c['eval']['n_models']} fresh ConvNets x "
+             f"{c['eval']['epochs']} epochs (augment {c['eval']['augment']}) per step; test accuracy % on the classes "
+             f"seen, mean ± std over orders x networks. Method budgets: {c.get('params') or '-'}.", "",
+             "| method | " + " | ".join(f"{n} classes" for n in first["classes_seen"]) + " | final | average | "
+             "condense s | evaluate s |", "|---|" + "---|" * (steps + 4)]
+    for run in r["runs"]:
+        cells = " | ".join(f"{m:.2f} ± {sd:.2f}" for m, sd in zip(run["step_means"], run["step_stds"]))
+        lines.append(f"| {run['method']} | {cells} | {run['final']:.2f} | {run['average']:.2f} | "
+                     f"{run['seconds']['condense']:.0f} | {run['seconds']['evaluate']:.0f} |")
+    return lines
+
+
+def _nas_lines(r: dict) -> list[str]:
+    n = len(r["architectures"])
+    real = "all of it" if r["full_per_class"] is None else f"{r['full_per_class']} per class"
+    lines = [f"{n} architectures (grid '{r['grid']}'), each trained on every proxy ({r['epochs']} epochs) and on the "
+             f"real training data ({real}, "
+             f"{r['full_epochs']} epochs); rankings by validation accuracy ({r['val_per_class']} held-out images per "
+             f"class), the pick's accuracy on the test set. Best architecture on real data: "
+             f"`{r['best_real']['architecture']}`, {r['best_real']['test']:.2f} % test.", "",
+             "| proxy | images | Spearman / Kendall, all | top 5 | top 10 | top 20 | pick's real test % | proxy s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, p in r["proxies"].items():
+        cor = p["correlations"]
+        cell = lambda k: f"{cor[k]['spearman']:.2f} / {cor[k]['kendall']:.2f}" if k in cor else "-"
+        lines.append(f"| {name} | {p['images']} | {cell('all')} | {cell('top5')} | {cell('top10')} | {cell('top20')} | "
+                     f"{p['pick_real_test']:.2f} | {p['seconds']:.0f} |")
+    return lines
+
+
+def _audit_lines(r: dict) -> list[str]:
+    first = next(iter(r["pipelines"].values()))
+    lines = [f"Membership inference: a pool of {first['pool_size']} training images, {first['n_models']} models each "
+             f"trained on its pipeline's output from a random half of every class's pool images; each model the "
+             f"target once, the others its shadows. {first['non_member_pairs']} non-member pairs, so 0.1 % FPR is "
+             f"about {first['non_member_pairs'] / 1000:.0f} false positives.", "",
+             "| pipeline | test acc % | LiRA TPR @ 0.1 % FPR | @ 1 % | AUC | loss TPR @ 0.1 % | @ 1 % | AUC |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, a in r["pipelines"].items():
+        lira, loss = a["lira"], a["loss"]
+        lines.append(f"| {name} | {a['test_accuracy']:.2f} | {100 * lira['tpr_at_0.1%']:.2f} % | {100 * lira['tpr_at_1%']:.2f} % | "
+                     f"{lira['auc']:.3f} | {100 * loss['tpr_at_0.1%']:.2f} % | {100 * loss['tpr_at_1%']:.2f} % | "
+                     f"{loss['auc']:.3f} |")
+    return lines
+
+
+APPLICATION_LINES = {"continual": _continual_lines, "nas": _nas_lines, "audit": _audit_lines}
 
 
 # ------------------------------------------------------------------------------------ the HTML report
