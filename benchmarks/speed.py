@@ -172,6 +172,11 @@ def report_lines(record: dict) -> list[str]:
         speedup = f"{ref / r['seconds']:.2f}x" if ref else "-"
         lines.append(f"| {r['setting']} | {r['precision']} | {r.get('processes', 1)} | {r['seconds']:.3f} | {ips} | {r['peak_rss_mib']:.0f} | {share} "
                      f"| {ref if ref else '-'}{note} | {speedup} | {ref_rss} |")
+    if any(r.get("processes", 1) > 1 for r in record["runs"]):
+        lines += ["", "Processes > 1: torchrun on this machine, the cores shared evenly (torch threads per process: "
+                  f"{sorted({r.get('threads_per_process') for r in record['runs']})}); s / it and peak RSS are rank 0's, "
+                  "conv GFLOP/s counts rank 0's share of the classes, and its share of peak is against one process's "
+                  "own (fewer-thread) convolution rate."]
     peak = statistics.fmean(r["conv_gflops_fp32_peak"] for r in record["runs"])
     lines += ["", f"This device's measured float32 convolution throughput: {peak:.0f} GFLOP/s (ConvNet-3's 128->128 "
               "3x3 layer, batch 64, mean over the runs)."]
