@@ -82,9 +82,13 @@ def main(argv=None) -> int:
     import torch
 
     from distillset import load_dataset
+    from distillset._io import atomic_write
 
     torch.set_num_threads(args.threads)
     entries = {e["name"]: e for e in yaml.safe_load((HERE / "configs" / "applications.yaml").read_text())["entries"]}
+    unknown = [n for n in args.only if n not in entries]
+    if unknown:
+        raise SystemExit(f"unknown entries {unknown}; known: {', '.join(entries)}")
     for name in args.only:
         e = entries[name]
         if e.get("profile", "cpu") != args.profile:
@@ -95,11 +99,12 @@ def main(argv=None) -> int:
         from distillset.utils import peak_memory
 
         record = {"application": e["kind"], "name": name, "config": e, **body,
-                  "command": f"python benchmarks/applications.py --only {name} --threads {args.threads}",
+                  "command": f"python benchmarks/applications.py --only {name} --threads {args.threads}"
+                             + (f" --profile {args.profile}" if args.profile != "cpu" else ""),
                   "commit": git_commit(), "dirty": git_dirty(), "versions": versions(), "hardware": hardware(args.threads),
                   "data_sha256": data_checksums(data), "wall_seconds": time.perf_counter() - t0, **peak_memory(),
                   "date": time.strftime("%Y-%m-%d")}
-        (RESULTS / f"app_{name}.json").write_text(json.dumps(record, indent=2, default=str))
+        atomic_write(RESULTS / f"app_{name}.json", json.dumps(record, indent=2, default=str))
         plot(RESULTS / f"app_{name}.png")
         print(f"[{name}] wrote results/app_{name}.json ({record['wall_seconds']:.0f} s)", flush=True)
     return 0

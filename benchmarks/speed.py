@@ -191,13 +191,21 @@ def splits(name: str) -> bool:
     return method is None or type(get_method(method))._distributed is True
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_child(name: str, precision: str, world: int, args) -> dict:
     """One measurement in a fresh process (``world`` > 1: under torchrun, each with its share of the cores)."""
     one = [__file__, "--one", "--only", name, "--precision", precision, "--device", args.device,
            "--warmup", str(args.warmup), "--iterations", str(args.iterations)]
     launcher = [sys.executable] if world == 1 and args.world_size == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world), "--master-addr", "127.0.0.1",
-         "--master-port", str(29500 + os.getpid() % 1000)]
+         "--master-port", str(free_port())]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if args.world_size > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // world))

@@ -13,22 +13,44 @@ The evaluator spreads its networks the same way (network i on rank i mod world s
 accuracies (:func:`gather`). Checkpoints are written by rank 0 only (atomically, so a failing rank
 leaves the last good one) and read by every rank.
 
-Without an initialised process group every function here is the one-process identity.
+Splitting is opt-in: the functions here act only inside :func:`enabled` (the CLI enters it under
+``torchrun``), in a process group of more than one process. Elsewhere (no group, or a group the caller
+uses for something else, e.g. DDP training that calls ``fit`` or ``Evaluator.score`` on one rank) every
+function is the one-process identity.
+
+Examples
+--------
+>>> active(), share(3)
+(False, [0, 1, 2])
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 
-import torch
+from .errors import InvalidParameterError  # torch is imported where used: the CLI's --help stays instant
 
-from .errors import InvalidParameterError
+
+_ENABLED = False
+
+
+@contextlib.contextmanager
+def enabled():
+    """Split distillset's work across the processes of the initialised default group while inside."""
+    global _ENABLED
+    before, _ENABLED = _ENABLED, True
+    try:
+        yield
+    finally:
+        _ENABLED = before
 
 
 def active() -> bool:
+    """Inside :func:`enabled`, with an initialised group of more than one process."""
     import torch.distributed as dist
 
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return _ENABLED and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
@@ -57,6 +79,7 @@ def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
     """Sum each tensor across ranks, in place (one flat buffer: one collective call)."""
     if not active() or not tensors:
         return
+    import torch
     import torch.distributed as dist
 
     flat = torch.cat([t.reshape(-1).float() for t in tensors])
@@ -105,14 +128,19 @@ def barrier() -> None:
         dist.barrier()
 
 
-def init_from_env(device: str | None = None, timeout_s: float = 600.0) -> bool:
+def init_from_env(device: str | None = None) -> bool:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1); returns
     True when it did. NCCL when this process has a GPU (``cuda:LOCAL_RANK``), gloo otherwise. A rank
-    that waits longer than ``timeout_s`` for the others fails with an error rather than hanging."""
+    that waits longer than ``$DISTILLSET_TIMEOUT_S`` seconds (default 1800, as torch's) for the others
+    fails with an error rather than hanging: ranks with fewer evaluation networks wait for the others."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if dist.is_initialized():
         return False
+    timeout_s = float(os.environ.get("DISTILLSET_TIMEOUT_S", "1800"))
     for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
             raise InvalidParameterError(f"WORLD_SIZE is set but {key} is not: start several processes with torchrun "
@@ -124,12 +152,29 @@ def init_from_env(device: str | None = None, timeout_s: float = 600.0) -> bool:
     return True
 
 
-def check_supported(method) -> None:
-    """Refuse, before any work, a method that cannot run across processes (its ``_distributed`` says why)."""
+def check_supported(method, num_classes: int | None = None) -> None:
+    """Refuse, before any work, a method that cannot run across processes (its ``_distributed`` says why),
+    or more processes than the data set has classes to split."""
     if not active():
         return
+    if num_classes is not None and world_size() > num_classes:
+        raise InvalidParameterError(f"{world_size()} processes for {num_classes} classes would leave a process "
+                                    f"without work; start at most {num_classes} (torchrun --nproc-per-node).")
     reason = getattr(method, "_distributed", False)
     if reason is not True:
         raise InvalidParameterError(
             f"{type(method).__name__} cannot split its work across {world_size()} processes: {reason or 'not supported'}. "
             "Run it in one process (several seeds or data sets can run side by side).")
+
+
+def agree(value, what: str) -> None:
+    """Refuse to go on unless every process holds the same ``value`` (e.g. the checkpoint it resumes)."""
+    if not active():
+        return
+    import torch.distributed as dist
+
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        raise InvalidParameterError(f"The processes disagree on {what} ({values}); every process must see the same "
+                                    "files: put --out on a file system shared by all nodes.")

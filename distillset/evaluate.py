@@ -488,11 +488,16 @@ class Evaluator:
 
     @staticmethod
     def _preprocess(synthetic: SyntheticSet, data: ImageDataset, images: torch.Tensor, device) -> torch.Tensor:
-        """Real uint8 images normalised the way the synthetic set was made (incl. ZCA when the set carries one)."""
-        x = data.normalize(images.to(device))
-        if "zca" in synthetic.extra:  # (D, D) whitening matrix fit on the training set; the set is already whitened
-            x = apply_zca(x, synthetic.extra["zca"], synthetic.extra.get("zca_mean"))
-        return x
+        return real_inputs(synthetic, data, images, device)
+
+
+def real_inputs(synthetic: SyntheticSet, data: ImageDataset, images: torch.Tensor, device=None) -> torch.Tensor:
+    """Real uint8 images normalised the way the synthetic set was made (incl. ZCA when the set carries one):
+    what a network or kernel fit on the set must see."""
+    x = data.normalize(images.to(device) if device is not None else images)
+    if "zca" in synthetic.extra:  # (D, D) whitening matrix fit on the training set; the set is already whitened
+        x = apply_zca(x, synthetic.extra["zca"].to(x.device), synthetic.extra.get("zca_mean"))
+    return x
 
 
 def _learned_lr(synthetic: SyntheticSet) -> float:

@@ -12,7 +12,8 @@ Kernels (``make_kernel(spec)``, spec ``"name"`` or ``"name(key=value, ...)"``):
   frozen) of ``embed(x) . embed(x') / feature_dim`` (the RFAD approximation of a ConvNet NNGP);
 - ``rbf``: ``exp(-gamma ||x - x'||^2)``, gamma = 1 / D by default; ``linear``: ``x . x' / D``.
 
-The exact conv NNGP (O((HW)^2) per pair) is not implemented: see ``rf_nngp``.
+- ``conv_ntk`` / ``conv_nngp`` / ``myrtle_ntk`` / ``myrtle_nngp``: the exact infinite-width kernels of
+  ConvNet-D and Myrtle-5/7/10 (``distillset.conv_kernels``), O((HW)^2) per image pair.
 """
 from __future__ import annotations
 
@@ -237,6 +238,39 @@ def fc_ntk(ctx, **kw):
 @register_kernel
 def fc_nngp(ctx, **kw):
     return FCKernel(kind="nngp", **kw)
+
+
+@register_kernel
+def conv_ntk(ctx, **kw):
+    """NTK of ConvNet-D (conv3x3-ReLU-avgpool x D, flatten), exact; O((HW)^2) per image pair (conv_kernels)."""
+    from .conv_kernels import ConvKernel
+
+    return ConvKernel("convnet", kind="ntk", **kw)
+
+
+@register_kernel
+def conv_nngp(ctx, **kw):
+    """NNGP of ConvNet-D, exact; O((HW)^2) per image pair, about 2/3 of conv_ntk's time."""
+    from .conv_kernels import ConvKernel
+
+    return ConvKernel("convnet", kind="nngp", **kw)
+
+
+@register_kernel
+def myrtle_ntk(ctx, **kw):
+    """NTK of Myrtle-5/7/10 (depth=5 default; global average pool), exact; O((HW)^2) per pair at full resolution
+    for 2-3 conv layers: the costliest kernel here."""
+    from .conv_kernels import ConvKernel
+
+    return ConvKernel("myrtle", kind="ntk", **{"depth": 5, **kw})
+
+
+@register_kernel
+def myrtle_nngp(ctx, **kw):
+    """NNGP of Myrtle-5/7/10, exact; O((HW)^2) per image pair."""
+    from .conv_kernels import ConvKernel
+
+    return ConvKernel("myrtle", kind="nngp", **{"depth": 5, **kw})
 
 
 @register_kernel(random=True)

@@ -93,9 +93,9 @@ def load_run(folder: str | Path) -> RunView:
 
 
 def _running_view(folder: Path, settings: dict, checkpoint: Path) -> RunView:
-    from .methods.base import _read_checkpoint
+    from .methods.base import checkpoint_record
 
-    record, _ = _read_checkpoint(checkpoint)
+    record = checkpoint_record(checkpoint)
     total = record["params"].get("iterations")
     return RunView(name=folder.name, dataset=record["dataset"], method=record["method"], ipc=record["params"].get("ipc"),
                    status=f"in progress: iteration {record['iteration']} of {total} (last checkpoint)",

@@ -31,7 +31,8 @@ def require_tensorboard() -> None:
 
 
 class TensorBoardLogger:
-    """Writes one run's events into ``log_dir`` (created if absent; other runs' event files are kept).
+    """Writes one run's events into ``log_dir`` (created if absent). One folder per run (e.g. ``runs/tb/NAME``):
+    a run hides what an earlier run logged into the same folder from its first step on.
 
     Parameters
     ----------
@@ -61,8 +62,9 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.close()
-        # the checkpoint holds iterations 1..iteration: whatever the interrupted run logged after them goes
-        self.writer_ = SummaryWriter(str(self.log_dir), purge_step=iteration + 1 if iteration else None)
+        # the checkpoint holds iterations 1..iteration: whatever an earlier run logged after them goes (a fresh
+        # run purges from step 1: a rerun into the same folder replaces its curves rather than overlaying them)
+        self.writer_ = SummaryWriter(str(self.log_dir), purge_step=iteration + 1)
         self.written_ = {k: len(v) for k, v in history.items()}  # a resumed run's earlier values are in the log
         self.method_ = method
         if iteration == 0:

@@ -168,8 +168,14 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, I
 
 
 def peak_memory() -> dict[str, float | None]:
-    """The process's peak memory so far in MiB: resident set (all of it: data, models, Python) and GPU allocated."""
-    import resource  # POSIX only, hence here
+    """The process's peak memory so far in MiB: resident set (all of it: data, models, Python; None where the
+    platform has no ``resource`` module) and GPU allocated."""
+    import sys
 
-    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    try:
+        import resource  # POSIX only
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+    except ImportError:  # Windows
+        rss = None
+    return {"peak_rss_mib": rss,
             "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None}

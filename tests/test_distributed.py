@@ -24,8 +24,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, name, params, out, stop_at):
+def _worker(rank, world, port, name, params, out, stop_at, split=True):
+    import contextlib
+
     import torch.distributed as dist
+
+    from distillset import distributed
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -36,7 +40,8 @@ def _worker(rank, world, port, name, params, out, stop_at):
 
         method = get_method(name, **params)
         try:
-            method.fit(load_dataset("digits"), callback=stop)
+            with distributed.enabled() if split else contextlib.nullcontext():
+                method.fit(load_dataset("digits"), callback=stop)
         except KeyboardInterrupt:
             return
         torch.save({"images": method.synthetic_.images, "history": method.history_}, f"{out}.rank{rank}.pt")
@@ -44,10 +49,11 @@ def _worker(rank, world, port, name, params, out, stop_at):
         dist.destroy_process_group()
 
 
-def run_processes(name, params, tmp_path, world=2, stop_at=None) -> list[dict]:
-    """fit ``name`` in ``world`` processes; each process's images and history."""
+def run_processes(name, params, tmp_path, world=2, stop_at=None, split=True) -> list[dict]:
+    """fit ``name`` in ``world`` processes (work split across them unless ``split`` is False); each process's
+    images and history."""
     out = str(tmp_path / name)
-    mp.spawn(_worker, args=(world, free_port(), name, params, out, stop_at), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), name, params, out, stop_at, split), nprocs=world, join=True)
     if stop_at is not None:
         return []
     return [torch.load(f"{out}.rank{r}.pt") for r in range(world)]
@@ -73,6 +79,15 @@ def test_two_processes_make_the_one_process_set(name, tmp_path, digits):
     # the logged loss is the whole loss (the ranks' shares summed), as one process logs it
     torch.testing.assert_close(torch.tensor(ranks[0]["history"]["loss"]), torch.tensor(one.history_["loss"]),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_a_process_group_alone_changes_nothing(tmp_path, digits):
+    """Outside distributed.enabled() (e.g. DDP code calling fit on its ranks) each process runs the whole fit."""
+    params = dict(CASES["dm"], random_state=0, device="cpu", progress=False)
+    ranks = run_processes("dm", params, tmp_path, split=False)
+    one = get_method("dm", **params).fit(digits)
+    assert all(torch.equal(r["images"], one.synthetic_.images) for r in ranks)
+    assert ranks[0]["history"]["loss"] == one.history_["loss"]  # its own loss, not a sum across processes
 
 
 def test_a_two_process_checkpoint_resumes_in_one(tmp_path, digits):
@@ -151,3 +166,11 @@ def test_a_failed_process_ends_the_run_and_keeps_the_last_checkpoint(tmp_path):
                             timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert resume.returncode == 0, resume.stderr[-1000:]
     assert json.loads((out / "result.json").read_text())["params"]["iterations"] == 400
+
+
+def test_torchrun_refuses_commands_that_do_not_split(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                          "127.0.0.1", "--master-port", str(free_port()), "-m", "distillset", "continual", "--out",
+                          str(tmp_path / "cl")], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "runs in one process; under torchrun only distill and evaluate" in run.stderr
+    assert not (tmp_path / "cl").exists()

@@ -57,7 +57,7 @@ class ClassIncremental:
     per_step_ : list of list of list of float
         Test accuracies [order][step][network].
     step_means_, step_stds_ : list of float
-        Per step, over orders x networks (sample std).
+        Per step, over orders x networks (sample std, ddof 1; an EvalResult's own std is the population std).
     memory_sizes_ : list of int
         Images in the memory after each step.
     final_, average_ : float

@@ -28,6 +28,7 @@ import torch
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator
 from ..synthetic import SyntheticSet
+from ..utils import derive_seed
 
 GRIDS = {  # (depth, width, act, norm, pooling)
     "paper": ((1, 2, 3, 4), (32, 64, 128, 256), ("sigmoid", "relu", "leakyrelu"),
@@ -56,9 +57,24 @@ def rank_correlations(proxy, real, top=(5, 10, 20)) -> dict[str, dict[str, float
     out = {}
     for name, idx in subsets.items():
         p, r = proxy[idx].numpy(), real[idx].numpy()
-        out[name] = {"spearman": float(spearmanr(p, r).statistic), "kendall": float(kendalltau(p, r).statistic),
-                     "n": len(idx)}
+        out[name] = {"spearman": float(spearmanr(p, r)[0]), "kendall": float(kendalltau(p, r)[0]), "n": len(idx)}
     return out
+
+
+def check_proxies(proxies: dict[str, SyntheticSet], data) -> None:
+    """Refuse, before any training, a proxy made from other data or from images the validation split holds:
+    the rankings must come from images no proxy saw."""
+    held = data.extra.get("val_per_class")
+    for name, syn in proxies.items():
+        if syn.meta.get("dataset", data.name) != data.name or tuple(syn.images.shape[1:]) != tuple(data.image_shape):
+            raise InvalidParameterError(f"Proxy {name!r} was made from {syn.meta.get('dataset')!r} "
+                                        f"{tuple(syn.images.shape[1:])}, not {data.name!r} {tuple(data.image_shape)}.")
+        if syn.meta.get("val_per_class", held) != held or syn.meta.get("val_seed", data.extra.get("val_seed")) != \
+                data.extra.get("val_seed"):
+            raise InvalidParameterError(
+                f"Proxy {name!r} was distilled with val_per_class={syn.meta.get('val_per_class')!r} held out, but the "
+                f"search validates on {held} per class: it may hold validation images. Distil it with "
+                f"--val-per-class {held} (or data.holdout({held})).")
 
 
 class ArchitectureSearch:
@@ -110,6 +126,7 @@ class ArchitectureSearch:
         if len(specs) < 3 or not proxies:
             raise InvalidParameterError("An architecture search needs at least 3 architectures and one proxy set.")
         data = data if data.val is not None else data.holdout(self.val_per_class)
+        check_proxies(proxies, data)
         self.architectures_ = specs
         self.real_ = {s: self._real(data, s) for s in specs}
         real_val = [self.real_[s]["val"] for s in specs]
@@ -126,8 +143,6 @@ class ArchitectureSearch:
         return self
 
     def _evaluator(self, spec: str, epochs: int, seed_label: str) -> Evaluator:
-        from ..utils import derive_seed
-
         return Evaluator(spec, n_models=self.n_models, epochs=epochs, augment=None, progress=False, device=self.device,
                          random_state=derive_seed(self.random_state, seed_label))
 
@@ -157,7 +172,7 @@ class ArchitectureSearch:
 
         x, y = data.train.images, data.train.labels
         if self.full_per_class is not None:
-            keep = per_class_mask(y, data.num_classes, self.full_per_class, self.random_state)
+            keep = per_class_mask(y, data.num_classes, self.full_per_class, derive_seed(self.random_state, "nas/full"))
             x, y = x[keep], y[keep]
         return SyntheticSet(data.normalize(x), y, {**data.meta(), "val_per_class": data.extra.get("val_per_class")})
 

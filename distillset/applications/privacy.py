@@ -10,8 +10,10 @@ Every model then scores every pool image by LiRA's confidence ``log p_y - log(1 
 Two attacks, each model in turn the target and the others its shadows:
   * **LiRA** (Carlini et al., S&P 2022, online, global variances): the target's confidence on x is
     compared with the shadows that had x as a member and those that did not, as a likelihood ratio of
-    two Gaussians (means per image, variances pooled over the images, as the paper advises below 64
-    shadows);
+    two Gaussians (means per image, one variance each for IN and OUT, as the paper advises below 64
+    shadows). Deviation: the reference code's global variance is that of all raw IN (OUT) confidences;
+    ours is the pooled spread around each image's own mean, which leaves out the between-image spread
+    the per-image means already model;
   * **loss threshold**, the simple baseline: the target's confidence itself.
 Reported over all (target, image) pairs: TPR at 0.1 % and 1 % FPR, the AUC and the ROC. With P pool
 images and M models there are M P / 2 non-member pairs, so an FPR of 0.1 % is resolved by about
@@ -33,7 +35,7 @@ import time
 import torch
 
 from ..errors import InvalidParameterError
-from ..evaluate import Evaluator
+from ..evaluate import Evaluator, real_inputs
 from ..utils import derive_seed
 
 
@@ -187,7 +189,7 @@ class MembershipAudit:
         result = next(iter(ev.score(syn, data, keep_networks=True).values()))
         net = next(iter(ev.networks_.values()))[0].eval()
         with torch.no_grad():
-            x = ev._preprocess(syn, data, data.train.images[pool], next(net.parameters()).device)
+            x = real_inputs(syn, data, data.train.images[pool], next(net.parameters()).device)
             logits = net(x).float().cpu()
         return confidence(logits, data.train.labels[pool]), result.mean
 

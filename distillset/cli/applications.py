@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("nas", help="distilled sets as an architecture-search proxy", description=__doc__,
                        formatter_class=fmt, allow_abbrev=False)
-    p.add_argument("--sets", nargs="*", default=[], help="saved sets (distilled with the same --val-per-class held out)")
+    p.add_argument("--sets", nargs="*", default=[],
+                   help="saved sets, distilled with the same --val-per-class held out (distillset distill --val-per-class)")
     p.add_argument("--random", action="store_true", help="add a random real subset as large as the first set")
     p.add_argument("--grid", default="cpu", help="'cpu' (24 ConvNets) or 'paper' (720)")
     p.add_argument("--full-epochs", type=int, default=10, help="epochs of the real-data trainings")
@@ -85,22 +86,41 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
         if not name or method not in out:
             raise InvalidParameterError(f"--param {text!r} must name one of the methods ({', '.join(methods)}) as "
                                         "METHOD.KEY=VALUE, e.g. dm.iterations=1000.")
+        if name in OWN_FLAGS:
+            raise InvalidParameterError(f"--param {text!r}: set {name} with {OWN_FLAGS[name]}, for every method.")
         if name not in names[method]:
             raise UnknownNameError(f"{method} parameter", name, names[method])
         out[method][name] = value
     return out
 
 
-def _setup(args, command: str):
+OWN_FLAGS = {"ipc": "--ipc", "random_state": "--seed", "device": "--device", "progress": "(always off here)"}
+
+
+def _check_evaluation(args) -> None:
+    """The networks' settings, before any work (a typo in --eval-model costs nothing)."""
+    from ..evaluate import Evaluator
+    from .common import check_evaluator
+
+    check_evaluator(Evaluator(args.eval_model, n_models=getattr(args, "eval_runs", 1), epochs=args.eval_epochs,
+                              augment=_augment(args), device=args.device))
+
+
+def _write(out: Path, name: str, record: dict) -> None:
+    atomic_write(out / name, json.dumps(record, indent=2))
+
+
+def _setup(args):
     """The data and the output folder, checked before any work; returns (data, out)."""
     from ..data import load_dataset
 
     out = Path(args.out)
     check_run_folder(out, resume=False, overwrite=args.overwrite)
+    _check_evaluation(args)
     return load_dataset(args.dataset, root=args.data_root), out
 
 
-def _record(args, command: str, body: dict) -> dict:
+def _record(args, body: dict) -> dict:
     from .env import environment
 
     return {"command": "distillset " + " ".join(args.argv), "dataset": args.dataset, "seed": args.seed,
@@ -115,20 +135,20 @@ def run_continual(args) -> int:
     from ..applications import ClassIncremental
     from ..applications.continual import plot_curves
 
-    data, out = _setup(args, "continual")
+    data, out = _setup(args)
     params = _params(args, args.methods)
     runs = [ClassIncremental(m, steps=args.steps, ipc=args.ipc, orders=args.orders, params=params[m] or None,
                              n_models=args.eval_runs, epochs=args.eval_epochs, model=args.eval_model,
                              augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
     for r in runs:
         r._validate(data)  # every method's settings before the first one works
-    with run_folder(out, previous=FILES["continual"] if args.overwrite else ()):
+    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), keep="continual.json"):
         records = []
         for r in runs:
             print(f"{r.method}: {args.orders} orders x {args.steps} steps of {data.num_classes // args.steps} classes",
                   flush=True)
             records.append(r.fit(data).to_dict())
-        atomic_write(out / "continual.json", json.dumps(_record(args, "continual", {"runs": records}), indent=2))
+            _write(out, "continual.json", _record(args, {"runs": records}))  # kept if a later one fails
         plot_curves(records, out / "continual.png", f"{data.name}: class-incremental, {args.ipc} images per class")
     rows = [{"method": r["method"], **{f"step {s + 1}": f"{m:.1f} ± {sd:.1f}" for s, (m, sd)
                                         in enumerate(zip(r["step_means"], r["step_stds"]))},
@@ -140,7 +160,7 @@ def run_continual(args) -> int:
 
 def run_nas(args) -> int:
     from ..applications import ArchitectureSearch, search_space
-    from ..applications.nas import plot_ranking
+    from ..applications.nas import check_proxies, plot_ranking
     from ..methods import get_method
     from ..synthetic import SyntheticSet
 
@@ -148,18 +168,22 @@ def run_nas(args) -> int:
         search_space(args.grid)  # the one-line refusal naming the grids
     if not args.sets and not args.random:
         raise InvalidParameterError("Give proxy sets (--sets PATH ...) and/or --random.")
-    sets = {Path(p).parent.name or Path(p).stem: SyntheticSet.load(p) for p in args.sets}
-    data, out = _setup(args, "nas")
+    names = [Path(p).parent.name or Path(p).stem for p in args.sets] + (["random"] if args.random else [])
+    if len(set(names)) != len(names):
+        raise InvalidParameterError(f"The proxies need distinct names (their folders): {names}; rename a folder.")
+    sets = {name: SyntheticSet.load(p) for name, p in zip(names, args.sets)}
+    data, out = _setup(args)
     data = data.holdout(args.val_per_class)
+    check_proxies(sets, data)  # before any training
     if args.random:
         ipc = next(iter(sets.values())).ipc if sets else 10
         sets["random"] = get_method("random", ipc=ipc, random_state=args.seed).fit(data).synthetic_
     nas = ArchitectureSearch(args.grid, epochs=args.eval_epochs, full_epochs=args.full_epochs,
                              full_per_class=args.full_per_class, val_per_class=args.val_per_class,
                              n_models=args.eval_runs, random_state=args.seed, device=args.device)
-    with run_folder(out, previous=FILES["nas"] if args.overwrite else ()):
+    with run_folder(out, previous=FILES["nas"] if args.overwrite else (), keep="nas.json"):
         record = nas.fit(data, sets).to_dict()
-        atomic_write(out / "nas.json", json.dumps(_record(args, "nas", record), indent=2))
+        _write(out, "nas.json", _record(args, record))
         plot_ranking(nas, out / "nas.png", data.name)
     rows = [{"proxy": name, "images": p["images"], **{f"{k} rho/tau": f"{v['spearman']:.2f}/{v['kendall']:.2f}"
                                                         for k, v in p["correlations"].items()},
@@ -175,7 +199,7 @@ def run_audit(args) -> int:
     from ..applications import MembershipAudit
     from ..applications.privacy import plot_roc
 
-    data, out = _setup(args, "audit-mia")
+    data, out = _setup(args)
     params = _params(args, [p for p in args.pipelines if p != "full"])
     audits = {p: MembershipAudit(p, pool_size=args.pool_size, n_models=args.models, ipc=args.ipc,
                                  params=params.get(p) or None, model=args.eval_model, epochs=args.eval_epochs,
@@ -183,12 +207,12 @@ def run_audit(args) -> int:
               for p in args.pipelines}
     for a in audits.values():
         a._validate(data)
-    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else ()):
+    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else (), keep="audit.json"):
+        done = {}
         for name, a in audits.items():
             print(f"{name}: {args.models} models on random halves of a {args.pool_size}-image pool", flush=True)
-            a.fit(data)
-        record = _record(args, "audit-mia", {"pipelines": {n: a.to_dict() for n, a in audits.items()}})
-        atomic_write(out / "audit.json", json.dumps(record, indent=2))
+            done[name] = a.fit(data).to_dict()
+            _write(out, "audit.json", _record(args, {"pipelines": done}))  # kept if a later one fails
         plot_roc(audits, out / "roc.png", f"{data.name}: membership inference, {args.models} models")
     rows = [{"pipeline": n, "test acc": f"{a.results_['test_accuracy']:.1f}",
              **{f"{k} {m}": f"{100 * a.results_[k][m]:.2f} %" if m != "auc" else f"{a.results_[k][m]:.3f}"

@@ -166,11 +166,12 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def run_folder(out: Path, previous: tuple[str, ...] = ()):
+def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoint/checkpoint*"):
     """Create ``out``; ``previous`` names the old run's files to delete (``--overwrite``).
 
-    If the command then fails before it has written a checkpoint, the folders it created are removed
-    again: a failed command leaves nothing behind, a failed *run* keeps its checkpoint for --resume.
+    If the command then fails before it has written a file matching ``keep`` (a checkpoint; an
+    application's record), the folders it created are removed again: a failed command leaves nothing
+    behind, a failed *run* keeps what it made (the checkpoint for --resume, the results so far).
     """
     created = out
     while not created.parent.exists():
@@ -183,7 +184,7 @@ def run_folder(out: Path, previous: tuple[str, ...] = ()):
     try:
         yield out
     except BaseException:
-        if created is not None and not any((out / "checkpoint").glob("checkpoint*")):
+        if created is not None and not any(out.glob(keep)):
             shutil.rmtree(created, ignore_errors=True)
         raise
 

@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="iteration/evaluation budget (default quick)")
     p.add_argument("--data-root", default=None, help="data root (default $DISTILLSET_DATA or ~/.cache/distillset/data)")
     p.add_argument("--download", action="store_true", help="download missing data files")
+    p.add_argument("--val-per-class", type=int, default=None,
+                   help="hold this many training images per class out of distillation as a validation split "
+                        "(recorded in the set; what e.g. distillset nas ranks architectures on)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
@@ -130,12 +133,14 @@ def _prepare(args):
                                     "give --iterations >= 1.")
     evaluator = None if args.no_eval else _evaluator(args, preset, params)
     if args.baseline not in (None, "none"):
-        METHODS.get(args.baseline)
+        distributed.check_supported(METHODS.get(args.baseline)())  # e.g. under torchrun, before the run
     check_run_folder(out, args.resume, args.overwrite)
     if args.tensorboard:
         _check_tensorboard(args)
     # 2. the data, and what depends on it: ipc vs class sizes, the model on these images, the checkpoint
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    if args.val_per_class is not None:
+        data = data.holdout(args.val_per_class)
     method._validate(data)
     resume = args.resume and method._resume_record(data) is not None  # a refused resume stops here
     if args.resume and not resume:
@@ -175,7 +180,7 @@ def method_params(cls, args, preset: dict) -> dict:
         budget = preset["iterations"]
         defaults["iterations"] = budget.get(cls.name, budget["*"]) if isinstance(budget, dict) else budget
     params.update({k: v for k, v in defaults.items() if k in names and k not in params and v is not None})
-    params["progress"] = not args.quiet
+    params["progress"] = not args.quiet and distributed.is_main()  # one progress bar under torchrun
     return params
 
 
@@ -195,7 +200,8 @@ def _evaluator(args, preset, params):
     ev = Evaluator(args.eval_models, n_models=args.eval_runs if args.eval_runs is not None else preset["eval_runs"],
                    epochs=args.eval_epochs if args.eval_epochs is not None else preset["eval_epochs"],
                    augment=None if args.eval_augment == "none" else args.eval_augment,
-                   random_state=params.get("random_state", 0), device=params.get("device"), progress=not args.quiet)
+                   random_state=params.get("random_state", 0), device=params.get("device"),
+                   progress=not args.quiet and distributed.is_main())
     check_evaluator(ev)
     return ev
 

@@ -62,7 +62,7 @@ def run(args) -> int:
     epochs = recipe["epochs"]
     ev = Evaluator(args.models, n_models=runs, augment=None if args.augment == "none" else args.augment,
                    loss=args.loss, val_per_class=args.val_per_class, checkpoint=args.checkpoint,
-                   random_state=args.seed, device=args.device, progress=not args.quiet, **recipe)
+                   random_state=args.seed, device=args.device, progress=not args.quiet and distributed.is_main(), **recipe)
     check_evaluator(ev)  # before reading anything: a typo costs no training
     if args.json:
         check_writable(Path(args.json), "--json", folder=False)

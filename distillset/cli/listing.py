@@ -1,10 +1,10 @@
-"""``distillset list {datasets,methods,models}``."""
+"""``distillset list {datasets,methods,models,kernels}``."""
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("list", help="list registered data sets, methods or models")
-    p.add_argument("what", choices=["datasets", "methods", "models"])
+    p = sub.add_parser("list", help="list registered data sets, methods, models or kernels")
+    p.add_argument("what", choices=["datasets", "methods", "models", "kernels"])
     p.set_defaults(func=run)
 
 
@@ -21,6 +21,12 @@ def run(args) -> int:
         for name in METHODS.names():
             doc = ((METHODS.get(name).__doc__ or "").strip().splitlines() or [""])[0]
             print(f"{name:10s} {doc}")
+    elif args.what == "kernels":
+        from ..kernels import KERNELS
+
+        for name in KERNELS.names():
+            doc = " ".join((KERNELS.get(name).__doc__ or "").split())
+            print(f"{name:12s} {doc}")
     else:
         from ..models import list_models
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 
-from ..errors import DistillsetError, DivergenceError
+from ..errors import DistillsetError, DivergenceError, InvalidParameterError
 from . import applications, cache, distill, env, evaluate, experts, listing, report, show
 
 COMMANDS = (distill, evaluate, experts, show, report, applications, listing, env, cache)
@@ -65,11 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
         return 130
     except RuntimeError as e:  # a collective that failed: another process died or stopped answering
-        if args.debug or not where:
+        if args.debug or not where or not _collective_failure(e):
             raise
         print(f"distillset {args.command}: {where}error: another process failed or stopped answering "
-              f"({' '.join(str(e).split())[:200]}); the last checkpoint is intact: rerun with --resume.", file=sys.stderr)
+              f"({' '.join(str(e).split())[:200]}); {AFTER_FAILURE[args.command]}", file=sys.stderr)
         return 2
+
+
+# what a user does after a process of a torchrun run failed
+AFTER_FAILURE = {"distill": "the last checkpoint is intact: rerun with --resume.",
+                 "evaluate": "evaluation keeps no checkpoints: rerun the command."}
+
+
+def _collective_failure(e: RuntimeError) -> bool:
+    """An error of torch.distributed itself (not e.g. CUDA out of memory inside one process)."""
+    import torch.distributed as dist
+
+    return isinstance(e, dist.DistError) or any(w in str(e) for w in ("gloo", "NCCL", "Connection closed", "timed out"))
 
 
 @contextlib.contextmanager
@@ -78,14 +90,17 @@ def processes(args):
     and yield the prefix of this process's error lines ("rank R: "); else yield ""."""
     from .. import distributed
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in AFTER_FAILURE:
+        raise InvalidParameterError(f"'distillset {args.command}' runs in one process; under torchrun only "
+                                    f"{' and '.join(AFTER_FAILURE)} split their work. Run it without torchrun.")
     if not distributed.init_from_env(getattr(args, "device", None)):
         yield ""
         return
     import torch.distributed as dist
 
-    quiet = None if distributed.is_main() else open(os.devnull, "w")
+    quiet = None if dist.get_rank() == 0 else open(os.devnull, "w")
     try:
-        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext(), distributed.enabled():
             yield f"rank {distributed.rank()}: "
     finally:
         if quiet:

@@ -172,7 +172,8 @@ class DistillMethod:
     # documented names renamed for one vocabulary, accepted with a DeprecationWarning for one release: old -> new
     _renamed_params: ClassVar[dict[str, str]] = {}
     # True: runs across processes (torch.distributed), its iteration split by class or, if it has none,
-    # replicated; else the reason it cannot (``distributed.check_supported`` refuses with it)
+    # replicated; else the reason it cannot (``distributed.check_supported`` refuses with it). A splitting
+    # method's logged values must be sums over classes: the loop sums them across processes.
     _distributed: ClassVar[bool | str] = "its iteration is not split across processes yet"
     # parameters that may change between a checkpoint and a resume; any other change is refused
     _resumable_changes: ClassVar[tuple[str, ...]] = ("iterations", "progress", "log_every", "checkpoint_every",
@@ -301,6 +302,7 @@ class DistillMethod:
         if self.iterations == 0 and type(self)().iterations != 0:
             warnings.warn(f"{type(self).__name__}(iterations=0) returns its initialisation, not a distilled set.",
                           stacklevel=3)
+        distributed.check_supported(self, data.num_classes)
         counts = data.class_counts()
         if int(counts.min()) == 0:
             empty = [data.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
@@ -367,6 +369,7 @@ class DistillMethod:
         if resume and ckpt_dir is None:
             raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
         record = self._resume_record(data) if resume else None  # refused before any set-up or preparation
+        distributed.agree(record and record["iteration"], "the checkpoint to resume")
         real = RealData(data, device)
         self.prepared_ = self._prepared(data, device)  # before the run's stream is touched, as a resume needs it
         if resume and record is None:
@@ -514,6 +517,7 @@ class DistillMethod:
             "torch": torch.__version__,
             "device": str(state.device),
             "val_per_class": state.data.extra.get("val_per_class"),  # images held out of what was distilled
+            "val_seed": state.data.extra.get("val_seed"),
             "factor": self.get_params().get("factor", 1),  # multi-formation: the evaluator decodes the tiles
         }
         meta["label_kind"] = infer_label_kind(labels)
@@ -623,6 +627,17 @@ class DistillMethod:
 # the record's keys and their JSON types: a record that parses but lacks one is as damaged as a truncated file
 _RECORD_SCHEMA = {"method": str, "params": dict, "seed": int, "dataset": str, "iteration": int, "history": dict,
                   "optimizer": (dict, type(None)), "device": str}
+
+
+def checkpoint_record(path: Path) -> dict:
+    """The JSON record of a checkpoint, read from its header only (no tensors): for a look at a running run."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            return json.loads(json.loads(f.read(size))["__metadata__"]["record"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptFileError(f"Checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is damaged or not a "
+                               "distillset checkpoint.") from None
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

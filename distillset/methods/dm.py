@@ -155,7 +155,7 @@ class DM(DistillMethod):
     def _embed_pair(self, state: State, net, x_real, x_syn, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-class embeddings (K, n, F) of the real images (no graph, chunked) and (K, m, F) of the synthetic;
         the batches hold ``k`` classes (default: all)."""
-        k, dtype = k or state.data.num_classes, state.cache["dtype"]
+        k, dtype = k if k is not None else state.data.num_classes, state.cache["dtype"]
         f_real = frozen_embed(net, x_real, dtype=dtype, chunk=chunk_size(state.data.image_shape))
         with autocast(state.device, dtype):
             f_syn = net.embed(x_syn).float()

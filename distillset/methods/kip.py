@@ -62,15 +62,13 @@ def kernel_protocol(synthetic, data, *, n_models: int = 10, random_state: int = 
     A closed-form kernel gives one number; a random-feature kernel is drawn ``n_models`` times (seeds
     derived from ``random_state``). This is never a network's accuracy: report the two apart.
     """
+    from ..evaluate import real_inputs
     from ..utils import derive_seed, resolve_device
-    from ..zca import apply_zca
 
     params = synthetic.meta["params"]
     spec = params["kernel"] if isinstance(params["kernel"], str) else params["kernel"][0]
     device = resolve_device(device)
-    x_test = data.normalize(data.test.images).to(device)
-    if "zca" in synthetic.extra:  # the set lives in whitened space: so must the test images
-        x_test = apply_zca(x_test, synthetic.extra["zca"].to(device), synthetic.extra.get("zca_mean"))
+    x_test = real_inputs(synthetic, data, data.test.images, device)  # whitened when the set is
     draws = n_models if is_random_kernel(spec) else 1
     accuracies = [kernel_accuracy(make_kernel(spec, in_shape=data.image_shape, num_classes=data.num_classes,
                                               seed=derive_seed(random_state, f"kernel/{i}"), device=device,
@@ -290,7 +288,7 @@ class LS(DistillMethod):
         tensors.update(images=images, labels=y_s.float())
         return tensors
 
-    own_protocol = KIP.own_protocol
+    own_protocol = KIP.__dict__["own_protocol"]  # the same classmethod, bound to LS
 
     def _step(self, state, it):  # never called: iterations is 0
         raise AssertionError("LS has no iterations")

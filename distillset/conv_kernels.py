@@ -1,0 +1,217 @@
+"""Exact infinite-width kernels of convolutional ReLU networks: NNGP and NTK (NTK parameterisation).
+
+The architectures the KIP papers use, as data (``ARCHITECTURES``): ConvNet-D (D x [conv3x3 -> ReLU ->
+avg-pool 2x2], then a dense readout of the flattened map) and Myrtle-5/7/10 (stages of conv3x3 -> ReLU
+with 2x2 average pools between them, then a global average pool and a dense readout); ``readout`` picks
+"flatten" or "gap" (global average pool) for any of them.
+
+The recursion over pixel pairs (Novak et al. 2019, Arora et al. 2019), for two images x, x' with pixels
+p, p' (every quantity is a (H, W, H, W) tensor per image pair, "same" zero padding, weights W_std, biases
+b_std, C input channels, q x q filters):
+  input  S0[p, p'] = x[:, p] . x'[:, p'] / C
+  conv   K[p, p'] = W_std^2 mean_d S[p + d, p' + d] + b_std^2   (d over the q x q offsets; out of range: 0)
+         T[p, p'] = K[p, p'] + W_std^2 mean_d (S' * T)[p + d, p' + d]   (NTK; S' = 0 before the first conv)
+  ReLU   S = sqrt(v v') (sin t + (pi - t) cos t) / (2 pi),  S' = (pi - t) / (2 pi),  t = arccos(K / sqrt(v v'))
+         with v = K(x, x)[p, p], v' = K(x', x')[p', p'] (each image's own pixel variances)
+  pool   the mean over 2 x 2 blocks of p and of p' (of S and of S' * T)
+  readout  K = W_std^2 R(S) + b_std^2, T = K + W_std^2 R(S' * T), R = mean over p = p' (flatten) or over
+           all pairs (gap).
+The per-image variances need each image's own pair tensor (pooling mixes neighbouring pixels), computed
+once per image. Cost: O((HW)^2 q^2) per image pair at the first layer (MNIST: 784^2 x 9), so pairs are
+processed in tiles of bounded memory (``max_pair_mib``); the result does not depend on the tiling.
+
+Examples
+--------
+>>> k = ConvKernel("convnet", depth=2, kind="ntk")
+>>> x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+>>> g = k(x)
+>>> torch.allclose(g, g.T), torch.allclose(g.diagonal(), k.diag(x)), bool(torch.linalg.eigvalsh(g).min() > 0)
+(True, True, True)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidParameterError
+from .kernels import Kernel, _safe_sqrt_gap
+
+
+def convnet_layers(depth: int) -> list[str]:
+    """ConvNet-D: D x [conv, relu, pool]."""
+    return ["conv", "relu", "pool"] * depth
+
+
+def myrtle_layers(depth: int) -> list[str]:
+    """Myrtle-5/7/10: three stages of [conv, relu] (2-1-1, 2-2-2, 3-3-3 of them), pools between stages."""
+    if depth not in (5, 7, 10):
+        raise InvalidParameterError(f"Myrtle networks have depth 5, 7 or 10. Got {depth!r}.")
+    per_stage = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}[depth]
+    layers = ["conv", "relu"] * per_stage[0] + ["pool"] + ["conv", "relu"] * per_stage[1] + ["pool"]
+    return layers + ["conv", "relu"] * per_stage[2]
+
+
+ARCHITECTURES = {"convnet": (convnet_layers, "flatten"), "myrtle": (myrtle_layers, "gap")}
+
+
+class ConvKernel(Kernel):
+    """The NNGP or NTK of an infinitely wide convolutional ReLU network (see the module docstring).
+
+    Parameters
+    ----------
+    architecture : {"convnet", "myrtle"} or list of {"conv", "relu", "pool"}, default="convnet"
+        A named architecture, or the layers themselves (readout default "gap").
+    depth : int, default=3
+        ConvNet blocks, or the Myrtle depth (5, 7, 10).
+    kind : {"ntk", "nngp"}, default="ntk"
+    readout : {"flatten", "gap", None}, default=None
+        None: the architecture's own (ConvNet: flatten, Myrtle: gap).
+    w_std, b_std : float, default=sqrt(2), 0.1
+    filter_size : int, default=3
+    max_pair_mib : float, default=512
+        Memory bound of one tile of image pairs.
+    """
+
+    name = "conv"
+
+    def __init__(self, architecture: str = "convnet", depth: int = 3, kind: str = "ntk", readout: str | None = None,
+                 w_std: float = math.sqrt(2.0), b_std: float = 0.1, filter_size: int = 3, max_pair_mib: float = 512):
+        if isinstance(architecture, str) and architecture not in ARCHITECTURES:
+            raise InvalidParameterError(f"The 'architecture' parameter of ConvKernel must be one of "
+                                        f"{sorted(ARCHITECTURES)} or a list of layers. Got {architecture!r} instead.")
+        if kind not in ("ntk", "nngp"):
+            raise InvalidParameterError(f"The 'kind' parameter of ConvKernel must be 'ntk' or 'nngp'. Got {kind!r}.")
+        if readout not in (None, "flatten", "gap"):
+            raise InvalidParameterError(f"The 'readout' parameter of ConvKernel must be 'flatten' or 'gap'. Got {readout!r}.")
+        if not isinstance(filter_size, int) or filter_size < 1 or filter_size % 2 == 0:
+            raise InvalidParameterError(f"filter_size must be an odd int >= 1. Got {filter_size!r}.")
+        if isinstance(architecture, str):
+            build, default_readout = ARCHITECTURES[architecture]
+            layers = build(int(depth))
+        else:
+            layers, default_readout = list(architecture), "gap"
+            if not layers or any(layer not in ("conv", "relu", "pool") for layer in layers):
+                raise InvalidParameterError(f"Layers must be 'conv', 'relu' or 'pool'. Got {layers!r}.")
+        if layers[0] != "conv":
+            raise InvalidParameterError(f"The network must start with a conv layer. Got {layers!r}.")
+        self.architecture, self.depth, self.kind = architecture, int(depth), kind
+        self.readout = readout or default_readout
+        self.w_std, self.b_std, self.filter_size, self.max_pair_mib = float(w_std), float(b_std), filter_size, max_pair_mib
+        self.layers = layers
+        self.name = f"{architecture if isinstance(architecture, str) else 'conv'}_{kind}"
+
+    # ---------------------------------------------------------------- the layer maps on pair tensors
+    def _conv(self, s: torch.Tensor) -> torch.Tensor:
+        """W_std^2 mean_d s[..., p + d, p' + d] over the filter's offsets, zero outside (no bias)."""
+        r, q = self.filter_size // 2, self.filter_size
+        h, w = s.shape[-4], s.shape[-3]
+        padded = F.pad(s, (r,) * 8)  # zeros around both pixels' grids
+        out = torch.zeros_like(s)
+        for a in range(q):
+            for b in range(q):
+                out += padded[..., a:a + h, b:b + w, a:a + h, b:b + w]
+        return out * (self.w_std ** 2 / q ** 2)
+
+    @staticmethod
+    def _pool(s: torch.Tensor) -> torch.Tensor:
+        """The mean over 2 x 2 blocks of p and of p' (an odd last row or column is dropped, as AvgPool2d does)."""
+        *lead, h, w, h2, w2 = s.shape
+        s = s[..., :h // 2 * 2, :w // 2 * 2, :h2 // 2 * 2, :w2 // 2 * 2]
+        s = s.reshape(*lead, h // 2, 2, w // 2, 2, h2 // 2, 2, w2 // 2, 2)
+        return s.mean(dim=(-7, -5, -3, -1))
+
+    @staticmethod
+    def _relu(k: torch.Tensor, prod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, S') of a ReLU from pre-activation covariances k (..., H, W, H, W) and the products of the two
+        pixels' variances v(p) v'(p'), broadcastable to k."""
+        r = _safe_sqrt_gap(prod, k)  # sqrt(v v') sin(theta)
+        theta = torch.atan2(r, k)
+        return (r + (math.pi - theta) * k) / (2 * math.pi), (math.pi - theta) / (2 * math.pi)
+
+    def _readout(self, s: torch.Tensor) -> torch.Tensor:
+        if self.readout == "gap":
+            return s.mean(dim=(-4, -3, -2, -1))
+        h, w = s.shape[-4], s.shape[-3]
+        return s.reshape(*s.shape[:-4], h * w, h * w).diagonal(dim1=-2, dim2=-1).mean(-1)
+
+    def _first_conv(self, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
+        """The first conv layer's covariance straight from the images' patches (one matrix product, the
+        same as the conv map on the input covariance x . x' / C): (n1, n2, H, W, H, W), or (n, H, W, H, W)
+        for each image with itself when ``x2`` is None."""
+        q, (n1, c, h, w) = self.filter_size, x1.shape
+        p1 = F.unfold(x1, q, padding=q // 2)  # (n1, C q^2, HW), zero-padded patches
+        scale = self.w_std ** 2 / (c * q * q)
+        if x2 is None:
+            k = torch.einsum("acp,acr->apr", p1, p1)
+            return (scale * k + self.b_std ** 2).reshape(n1, h, w, h, w)
+        k = torch.einsum("acp,bcr->abpr", p1, F.unfold(x2, q, padding=q // 2))
+        return (scale * k + self.b_std ** 2).reshape(n1, x2.shape[0], h, w, h, w)
+
+    # ---------------------------------------------------------------- the recursion
+    def _pairs(self, x1: torch.Tensor, x2: torch.Tensor, var1: list, var2: list) -> torch.Tensor:
+        """The kernel (n1, n2) of two image batches; ``var1``/``var2`` are their pixel variances before each ReLU."""
+        b2, w2 = self.b_std ** 2, self.w_std ** 2
+        s = self._first_conv(x1, x2)
+        t = s if self.kind == "ntk" else None  # the first layer's NTK is its NNGP: inputs carry no parameters
+        relus = 0
+        for layer in self.layers[1:]:
+            if layer == "conv":
+                k = self._conv(s) + b2
+                t = k + self._conv(t) if t is not None else None  # t holds S' * T of the layer below (or 0)
+                s = k
+            elif layer == "relu":
+                s, ds = self._relu(s, var1[relus][:, None, :, :, None, None] * var2[relus][None, :, None, None, :, :])
+                t = t * ds if t is not None else None
+                relus += 1
+            else:
+                s = self._pool(s)
+                t = self._pool(t) if t is not None else None
+        k = w2 * self._readout(s) + b2
+        return k + w2 * self._readout(t) if t is not None else k
+
+    def _variances(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each image's pixel variances (n, H, W) before each ReLU, from its own pair tensor, in tiles."""
+        out = []
+        for part in torch.split(x, self._tile(x.shape[-2] * x.shape[-1], x.element_size())):
+            s = self._first_conv(part, None)
+            vs = []
+            for layer in self.layers[1:]:
+                if layer == "conv":
+                    s = self._conv(s) + self.b_std ** 2
+                elif layer == "relu":
+                    v = s.flatten(-4, -3).flatten(-2, -1).diagonal(dim1=-2, dim2=-1).reshape(s.shape[:-2])
+                    vs.append(v)
+                    s, _ = self._relu(s, v[:, :, :, None, None] * v[:, None, None, :, :])
+                else:
+                    s = self._pool(s)
+            out.append(vs)
+        return [torch.cat(layer) for layer in zip(*out)] if out else []
+
+    def _tile(self, pixels: int, itemsize: int) -> int:
+        """Image pairs per tile: ~6 live pair tensors of pixels^2 values within ``max_pair_mib``."""
+        return max(1, int(self.max_pair_mib * 2 ** 20 // (6 * pixels ** 2 * itemsize)))
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        same = x2 is None
+        x2 = x1 if same else x2
+        if x1.dim() != 4 or x2.dim() != 4:
+            raise InvalidParameterError(f"{self.name} takes images (N, C, H, W); got shapes {tuple(x1.shape)} and "
+                                        f"{tuple(x2.shape)}.")
+        var1 = self._variances(x1)
+        var2 = var1 if same else self._variances(x2)
+        per_tile = self._tile(x1.shape[-2] * x1.shape[-1], x1.element_size())
+        cols = max(1, min(x2.shape[0], per_tile))
+        rows = max(1, per_tile // cols)
+        blocks = []
+        for i in range(0, x1.shape[0], rows):
+            row = [self._pairs(x1[i:i + rows], x2[j:j + cols], [v[i:i + rows] for v in var1],
+                               [v[j:j + cols] for v in var2]) for j in range(0, x2.shape[0], cols)]
+            blocks.append(torch.cat(row, 1))
+        return torch.cat(blocks, 0)
+
+    def diag(self, x: torch.Tensor) -> torch.Tensor:
+        var = self._variances(x)
+        return torch.cat([self._pairs(x[i:i + 1], x[i:i + 1], [v[i:i + 1] for v in var], [v[i:i + 1] for v in var])
+                          .reshape(1) for i in range(x.shape[0])])

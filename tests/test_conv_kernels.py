@@ -1,0 +1,100 @@
+"""The exact conv NNGP/NTK: a closed form through the FC kernel on patches, symmetry and PSD, Monte-Carlo
+agreement with wide random conv networks, and tiling that does not change the result."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillset.conv_kernels import ConvKernel
+from distillset.kernels import FCKernel, make_kernel
+
+W2, B2 = 2.0, 0.01  # the kernels' defaults: W_std = sqrt(2), b_std = 0.1
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_one_conv_layer_with_gap_is_the_fc_kernel_on_patches(kind):
+    """conv3x3 -> ReLU -> global average pool -> dense = the mean over pixel pairs of a one-hidden-layer FC
+    kernel on the two pixels' (zero-padded) 3x3 patches."""
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(3, 2, 5, 5, generator=g, dtype=torch.float64), torch.randn(2, 2, 5, 5, generator=g, dtype=torch.float64)
+    conv = ConvKernel(["conv", "relu"], kind=kind, readout="gap")(x1, x2)
+    p1 = F.unfold(x1, 3, padding=1).transpose(1, 2).reshape(-1, 18)  # (n1 * 25, C * 9) patches
+    p2 = F.unfold(x2, 3, padding=1).transpose(1, 2).reshape(-1, 18)
+    fc = FCKernel(depth=1, kind=kind)(p1, p2).reshape(3, 25, 2, 25).mean(dim=(1, 3))
+    torch.testing.assert_close(conv, fc, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["conv_ntk(depth=2)", "conv_nngp(depth=3)", "myrtle_ntk", "myrtle_nngp(depth=7)"])
+def test_registered_kernels_are_symmetric_psd_with_their_diagonal(spec):
+    x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    k = make_kernel(spec)
+    gram = k(x)
+    torch.testing.assert_close(gram, gram.T, rtol=1e-12, atol=1e-12)
+    assert torch.linalg.eigvalsh(gram).min() > 0
+    torch.testing.assert_close(gram.diagonal(), k.diag(x), rtol=1e-12, atol=1e-12)
+
+
+def test_tiles_do_not_change_the_kernel():
+    x1 = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x2 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    whole = ConvKernel("convnet", depth=2, max_pair_mib=1e6)(x1, x2)
+    one_pair = ConvKernel("convnet", depth=2, max_pair_mib=1e-6)  # one image pair per tile
+    assert one_pair._tile(64, 8) == 1
+    torch.testing.assert_close(one_pair(x1, x2), whole, rtol=1e-13, atol=1e-13)
+
+
+def conv_net(x, width, depth, seed, params=None):
+    """A random ConvNet-D (conv3x3-ReLU-avgpool) of ``width`` channels, NTK parameterisation (weights and biases
+    N(0, 1), scaled by W_std / sqrt(fan_in) and b_std), flatten readout to one output; and its parameters."""
+    g = torch.Generator().manual_seed(seed)
+    if params is None:
+        params, c = [], x.shape[1]
+        for _ in range(depth):
+            params += [torch.randn(width, c, 3, 3, generator=g, dtype=torch.float64),
+                       torch.randn(width, generator=g, dtype=torch.float64)]
+            c = width
+        pixels = (x.shape[-1] // 2 ** depth) ** 2
+        params += [torch.randn(1, width * pixels, generator=g, dtype=torch.float64),
+                   torch.randn(1, generator=g, dtype=torch.float64)]
+    h = x
+    for d in range(depth):
+        w, b = params[2 * d], params[2 * d + 1]
+        h = F.avg_pool2d(F.relu(math.sqrt(W2 / (w.shape[1] * 9)) * F.conv2d(h, w, padding=1) + math.sqrt(B2) * b.view(1, -1, 1, 1)), 2)
+    flat = h.flatten(1)
+    return math.sqrt(W2 / flat.shape[1]) * flat @ params[-2].T + math.sqrt(B2) * params[-1], params
+
+
+def test_nngp_matches_wide_random_networks():
+    """The readout's covariance given the last hidden layer, averaged over 4 networks of width 1024: within
+    5 % of the largest entry (measured: 1.4 %; a depth-3 kernel instead is off by 66 %)."""
+    x = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    exact = ConvKernel("convnet", depth=2, kind="nngp")(x)
+    estimates = []
+    for seed in range(4):
+        _, params = conv_net(x, 1024, 2, seed)
+        h = x
+        for d in range(2):
+            w, b = params[2 * d], params[2 * d + 1]
+            h = F.avg_pool2d(F.relu(math.sqrt(W2 / (w.shape[1] * 9)) * F.conv2d(h, w, padding=1) + math.sqrt(B2) * b.view(1, -1, 1, 1)), 2)
+        flat = h.flatten(1)
+        estimates.append(W2 * flat @ flat.T / flat.shape[1] + B2)
+    mc = torch.stack(estimates).mean(0)
+    assert ((mc - exact).abs() / exact.abs().max()).max() < 0.05
+
+
+def test_ntk_matches_wide_random_networks():
+    """The empirical NTK (Jacobian inner products) of networks of width 256, averaged over 3: within 10 % of
+    the largest entry (measured: 2.2 %; the finite-width fluctuation scales as 1/sqrt(width))."""
+    from torch.func import functional_call, jacrev  # noqa: F401
+
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    exact = ConvKernel("convnet", depth=2, kind="ntk")(x)
+    estimates = []
+    for seed in range(3):
+        _, params = conv_net(x, 256, 2, seed)
+        jac = jacrev(lambda *p: conv_net(x, 256, 2, seed, list(p))[0].squeeze(1), argnums=tuple(range(len(params))))(*params)
+        flat = torch.cat([j.reshape(3, -1) for j in jac], 1)
+        estimates.append(flat @ flat.T)
+    mc = torch.stack(estimates).mean(0)
+    assert ((mc - exact).abs() / exact.abs().max()).max() < 0.10
