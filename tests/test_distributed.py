@@ -61,6 +61,7 @@ def run_processes(name, params, tmp_path, world=2, stop_at=None, split=True) -> 
 
 CASES = {"dm": dict(ipc=2, iterations=4, batch_real=16),
          "dc": dict(ipc=1, iterations=2, batch_real=8, lr_img=0.01),
+         "dd": dict(ipc=1, iterations=2, steps=2, n_nets=4, net_init="random", batch_real=4, model="mlp"),
          "idm": dict(ipc=1, iterations=3, batch_real=8, net_num=2, net_generate_interval=2, fetch_net_num=1,
                      model_train_steps=1, batch_train=32)}
 

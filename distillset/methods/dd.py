@@ -34,6 +34,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import CheckpointMismatchError, InvalidParameterError
 from ..models import get_model, has_batchnorm
 from ..unroll import FlatNet, meta_grad
@@ -99,7 +100,7 @@ class DD(DistillMethod):
     """
 
     name = "dd"
-    _distributed = "its unrolled initialisations are not split across processes yet"
+    _distributed = True  # its initialisations split across processes (distillset.distributed)
     _renamed_params = {"init": "net_init"}  # and net_init="xavier"/"default" -> weight_init, see _rename
     _parameter_constraints = {
         "steps": [Interval(int, 1)],
@@ -256,17 +257,22 @@ class DD(DistillMethod):
             return F.cross_entropy(f(theta, x_real), y_real)
 
         # 2. exact meta-gradient, averaged over the initialisations whose unrolled steps stayed finite
+        #    (across processes each takes its share of the initialisations, all drawn on every process)
         loss = torch.zeros((), device=state.device)
         d_img, d_raw = torch.zeros_like(t["images"]), torch.zeros_like(t["lrs_raw"])
         kept, thetas = torch.zeros((), device=state.device), self._thetas(state)
-        for theta0 in thetas:
-            l, gi, gr = meta_grad(f, theta0, t["images"], t["labels"], t["lrs_raw"], self.steps, outer, self.backward)
+        mine = distributed.share(len(thetas))
+        for i in mine:
+            l, gi, gr = meta_grad(f, thetas[i], t["images"], t["labels"], t["lrs_raw"], self.steps, outer, self.backward)
             ok = torch.isfinite(l) & torch.isfinite(gi).all() & torch.isfinite(gr).all()  # on device: no sync
             loss, kept = loss + torch.where(ok, l, 0.0), kept + ok
             d_img, d_raw = d_img + torch.where(ok, gi, 0.0), d_raw + torch.where(ok, gr, 0.0)
-        # 3. the loop takes an Adam step on images and raw step sizes (lr halved every lr_decay_every iterations)
-        yield grad_surrogate({t["images"]: d_img / kept.clamp(min=1), t["lrs_raw"]: d_raw / kept.clamp(min=1)})
-        return {"loss": loss / kept, "dropped_inits": len(thetas) - kept}  # loss NaN when every init was dropped
+        kept_all = kept.clone()
+        distributed.all_reduce_sum([kept_all])  # the mean is over every process's kept initialisations
+        # 3. the loop takes an Adam step on images and raw step sizes (lr halved every lr_decay_every iterations);
+        #    across processes it sums these shares of the mean first
+        yield grad_surrogate({t["images"]: d_img / kept_all.clamp(min=1), t["lrs_raw"]: d_raw / kept_all.clamp(min=1)})
+        return {"loss": loss / kept_all, "dropped_inits": len(mine) - kept}  # loss NaN when every init was dropped
 
     @classmethod
     def own_protocol(cls, synthetic, data, *, n_models=10, random_state=0, device=None):

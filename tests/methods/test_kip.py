@@ -96,3 +96,12 @@ def test_own_protocol_is_kernel_accuracy_of_the_set(digits):
     rf = get_method("kip", ipc=1, iterations=2, kernel="rf_nngp(n_models=2)", random_state=0, device="cpu",
                     progress=False).fit(digits).synthetic_
     assert len(get_method("kip").own_protocol(rf, digits, n_models=3)["accuracies"]) == 3  # one per kernel draw
+
+
+def test_kip_with_the_exact_conv_kernel_lowers_its_loss(digits):
+    """KIP learns through the exact ConvNet NTK (autograd through the pixel-pair recursion)."""
+    m = kip(iterations=6, kernel="conv_ntk(depth=2)", batch_target=100, lr=0.01, log_every=1).fit(digits)
+    loss = m.history_["loss"]
+    assert all(map(torch.isfinite, map(torch.tensor, loss))) and loss[-1] < loss[0]
+    own = get_method("kip").own_protocol(m.synthetic_, digits)
+    assert own["protocol"].startswith("kernel accuracy, KRR under conv_ntk") and own["mean"] > 30
