@@ -1,5 +1,5 @@
 """Models: one registry, ``get_model(name, in_shape, num_classes)``; every model has ``embed``."""
-from . import classic, convnet, resnet, vgg  # noqa: F401  (fills the registry)
+from . import classic, convnet, ntk, resnet, vgg  # noqa: F401  (fills the registry)
 from .classic import MLP, AlexCifarNet, AlexNet, LeNet
 from .convnet import ConvNet
 from .init import Redraw, redraw_

@@ -1,0 +1,114 @@
+"""Finite networks in the NTK parameterisation, matching the infinite-width kernels layer for layer.
+
+Weights and biases are drawn N(0, 1) and scaled in the forward pass (W_std / sqrt(fan_in), b_std), as in the
+KIP papers' networks, so that ``ntk_fc(depth=d)`` is the finite counterpart of ``fc_ntk(depth=d)``, and
+``ntk_convnet`` / ``ntk_myrtle`` of ``conv_ntk`` / ``myrtle_ntk`` (the layer lists are shared with
+:mod:`distillset.conv_kernels`). Train them on KIP/LS sets with MSE on the set's labels (``loss="mse"``) to
+test how a kernel's images transfer to the network the kernel describes.
+
+Examples
+--------
+>>> net = get_model("ntk_convnet(width=16, depth=2)", (1, 8, 8), 10, seed=0)
+>>> net(torch.zeros(2, 1, 8, 8)).shape, net.feature_dim
+(torch.Size([2, 10]), 64)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidParameterError
+from .registry import EmbedClassifier, get_model, register_model  # noqa: F401  (get_model: the doctest)
+
+W_STD, B_STD = math.sqrt(2.0), 0.1  # the kernels' defaults
+
+
+class NTKLinear(nn.Module):
+    """``W_std / sqrt(in) x W^T + b_std b`` with W, b ~ N(0, 1)."""
+
+    def __init__(self, fan_in: int, out: int, w_std: float = W_STD, b_std: float = B_STD):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(out, fan_in)), nn.Parameter(torch.randn(out))
+        self.scale, self.b_std = w_std / math.sqrt(fan_in), b_std
+
+    def forward(self, x):
+        return self.scale * x @ self.weight.T + self.b_std * self.bias
+
+
+class NTKConv2d(nn.Module):
+    """A q x q "same" convolution, ``W_std / sqrt(in q^2) conv(x, W) + b_std b`` with W, b ~ N(0, 1)."""
+
+    def __init__(self, channels_in: int, channels_out: int, size: int = 3, w_std: float = W_STD, b_std: float = B_STD):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(channels_out, channels_in, size, size))
+        self.bias = nn.Parameter(torch.randn(channels_out))
+        self.scale, self.b_std, self.padding = w_std / math.sqrt(channels_in * size * size), b_std, size // 2
+
+    def forward(self, x):
+        return self.scale * F.conv2d(x, self.weight, padding=self.padding) + self.b_std * self.bias.view(1, -1, 1, 1)
+
+
+class NTKConvNet(EmbedClassifier):
+    """conv / ReLU / 2x2 average-pool layers (a ConvKernel architecture), then a flatten or global-average-pool
+    readout into an NTK-parameterised dense layer."""
+
+    def __init__(self, in_shape, num_classes, layers: list[str], readout: str, width: int = 256):
+        super().__init__()
+        if int(width) < 1:
+            raise InvalidParameterError(f"The 'width' parameter must be an int >= 1. Got {width!r} instead.")
+        c, h, w = in_shape
+        modules = []
+        for layer in layers:
+            if layer == "conv":
+                modules.append(NTKConv2d(c, int(width)))
+                c = int(width)
+            elif layer == "relu":
+                modules.append(nn.ReLU())
+            else:
+                modules.append(nn.AvgPool2d(2))
+                h, w = h // 2, w // 2
+        if readout == "gap":
+            modules.append(nn.AdaptiveAvgPool2d(1))
+            h = w = 1
+        self.features = nn.Sequential(*modules)
+        self.feature_dim = c * h * w
+        self.classifier = NTKLinear(self.feature_dim, num_classes)
+
+
+class NTKMLP(EmbedClassifier):
+    """``depth`` x [NTK dense(width) -> ReLU] -> NTK dense: the finite ``fc_ntk(depth=depth)``."""
+
+    def __init__(self, in_shape, num_classes, width: int = 1024, depth: int = 1):
+        super().__init__()
+        fan_in, modules = math.prod(in_shape), [nn.Flatten()]
+        for _ in range(int(depth)):
+            modules += [NTKLinear(fan_in, int(width)), nn.ReLU()]
+            fan_in = int(width)
+        self.features = nn.Sequential(*modules)
+        self.feature_dim = fan_in
+        self.classifier = NTKLinear(fan_in, num_classes)
+
+
+@register_model
+def ntk_convnet(in_shape, num_classes, width=256, depth=3, readout="flatten"):
+    """ConvNet-D in the NTK parameterisation: the finite ``conv_ntk``."""
+    from ..conv_kernels import convnet_layers
+
+    return NTKConvNet(in_shape, num_classes, convnet_layers(int(depth)), readout, width)
+
+
+@register_model
+def ntk_myrtle(in_shape, num_classes, width=256, depth=5, readout="gap"):
+    """Myrtle-5/7/10 in the NTK parameterisation: the finite ``myrtle_ntk``."""
+    from ..conv_kernels import myrtle_layers
+
+    return NTKConvNet(in_shape, num_classes, myrtle_layers(int(depth)), readout, width)
+
+
+@register_model
+def ntk_fc(in_shape, num_classes, width=1024, depth=1):
+    """A fully-connected ReLU network in the NTK parameterisation: the finite ``fc_ntk``."""
+    return NTKMLP(in_shape, num_classes, width, depth)
