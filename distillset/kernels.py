@@ -232,11 +232,13 @@ def list_kernels(pattern: str = "*") -> list[str]:
 
 @register_kernel
 def fc_ntk(ctx, **kw):
+    """NTK of an FC ReLU network (depth hidden layers), exact; O(D) per image pair."""
     return FCKernel(kind="ntk", **kw)
 
 
 @register_kernel
 def fc_nngp(ctx, **kw):
+    """NNGP of an FC ReLU network, exact; O(D) per image pair."""
     return FCKernel(kind="nngp", **kw)
 
 
@@ -275,17 +277,20 @@ def myrtle_nngp(ctx, **kw):
 
 @register_kernel(random=True)
 def rf_nngp(ctx, **kw):
+    """Random-feature NNGP of a registered network (n_models draws): a cheap approximation; one forward per image."""
     kw = {"model": ctx["model"], "seed": ctx["seed"], **kw}  # a seed or model in the spec wins
     return RandomFeatureKernel(ctx["in_shape"], ctx["num_classes"], device=ctx["device"], **kw)
 
 
 @register_kernel
 def rbf(ctx, **kw):
+    """exp(-gamma ||x - x'||^2); O(D) per pair."""
     return RBFKernel(**kw)
 
 
 @register_kernel
 def linear(ctx, **kw):
+    """x . x' / D; O(D) per pair."""
     return LinearKernel(**kw)
 
 
