@@ -103,6 +103,8 @@ def test_every_profile_entry_builds_its_method_and_evaluator():
     for path in sorted((Path(run.HERE) / "configs").glob("*.yaml")):
         for entry in yaml.safe_load(path.read_text())["entries"]:
             where = f"{path.name}: {entry['name']}"
+            if "kind" in entry:  # an application entry (benchmarks/applications.py): its own test below
+                continue
             if entry["method"] == "full":  # the runner's whole-training-set reference, not a method
                 continue
             params = {"progress": False, **entry.get("params", {}), "ipc": entry.get("ipc", 1), "random_state": 0}
@@ -113,3 +115,21 @@ def test_every_profile_entry_builds_its_method_and_evaluator():
                 validate_params("Evaluator", vars(evaluator), Evaluator._parameter_constraints)
             except Exception as e:  # noqa: BLE001 - report which entry
                 raise AssertionError(f"{where}: {e}") from None
+
+
+def test_every_application_entry_names_registered_methods_with_valid_parameters():
+    import yaml
+
+    from distillset.data import DATASETS
+
+    entries = yaml.safe_load((Path(run.HERE) / "configs" / "applications.yaml").read_text())["entries"]
+    for e in entries:
+        DATASETS.get(e["dataset"])
+        methods = e.get("methods") or e.get("pipelines") or list(e.get("proxies", {}))
+        params = e.get("params") or e.get("proxies") or {}
+        for m in methods:
+            if m == "full":
+                continue
+            kw = {"ipc": e.get("ipc", 1), **params.get(m, {})}
+            get_method(m, **kw)._validate_params()  # raises, naming the parameter, on a typo
+        assert e["kind"] in ("continual", "nas", "audit"), e["name"]
