@@ -28,8 +28,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from typing import TYPE_CHECKING
 
 from .errors import InvalidParameterError  # torch is imported where used: the CLI's --help stays instant
+
+if TYPE_CHECKING:
+    import torch
 
 
 _ENABLED = False

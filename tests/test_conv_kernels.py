@@ -1,7 +1,5 @@
 """The exact conv NNGP/NTK: a closed form through the FC kernel on patches, symmetry and PSD, Monte-Carlo
 agreement with wide random conv networks, and tiling that does not change the result."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F

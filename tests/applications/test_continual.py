@@ -1,6 +1,5 @@
 """Class-incremental learning: each class condensed exactly once, the memory growing by ipc x classes."""
 import pytest
-import torch
 
 from distillset.applications import ClassIncremental
 from distillset.errors import InvalidParameterError
