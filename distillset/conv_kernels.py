@@ -200,7 +200,10 @@ class ConvKernel(Kernel):
             raise InvalidParameterError(f"{self.name} takes images (N, C, H, W); got shapes {tuple(x1.shape)} and "
                                         f"{tuple(x2.shape)}.")
         var1 = self._variances(x1)
-        var2 = var1 if same else self._variances(x2)
+        return self._blocks(x1, x2, var1, var1 if same else self._variances(x2))
+
+    def _blocks(self, x1: torch.Tensor, x2: torch.Tensor, var1: list, var2: list) -> torch.Tensor:
+        """The (n1, n2) kernel from tiles of image pairs of bounded memory."""
         per_tile = self._tile(x1.shape[-2] * x1.shape[-1], x1.element_size())
         cols = max(1, min(x2.shape[0], per_tile))
         rows = max(1, per_tile // cols)
@@ -210,6 +213,11 @@ class ConvKernel(Kernel):
                                [v[j:j + cols] for v in var2]) for j in range(0, x2.shape[0], cols)]
             blocks.append(torch.cat(row, 1))
         return torch.cat(blocks, 0)
+
+    def pair(self, x_s: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(k(x_s, x_s), k(x_t, x_s))`` with the support's pixel variances computed once."""
+        var_s = self._variances(x_s)
+        return self._blocks(x_s, x_s, var_s, var_s), self._blocks(x_t, x_s, self._variances(x_t), var_s)
 
     def diag(self, x: torch.Tensor) -> torch.Tensor:
         var = self._variances(x)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -86,7 +87,8 @@ def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
     import torch
     import torch.distributed as dist
 
-    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))  # float64 stays float64
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
     dist.all_reduce(flat)
     offset = 0
     for t in tensors:

@@ -376,9 +376,9 @@ class Evaluator:
         x_syn, y_syn = synthetic.images.to(device).float(), synthetic.labels.to(device)
         if loss == "mse" and y_syn.dim() == 1:  # hard labels -> centred one-hot regression targets (KIP/LS)
             y_syn = F.one_hot(y_syn, data.num_classes).float() - 1.0 / data.num_classes
-        x_test = self._preprocess(synthetic, data, data.test.images, device)
+        x_test = real_inputs(synthetic, data, data.test.images, device)
         y_test = data.test.labels.to(device)
-        val = (self._preprocess(synthetic, data, data.val.images, device), data.val.labels.to(device)) \
+        val = (real_inputs(synthetic, data, data.val.images, device), data.val.labels.to(device)) \
             if data.val is not None else None
         strategy = self._strategy(data.name)
         models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
@@ -485,10 +485,6 @@ class Evaluator:
         finally:
             torch.set_num_threads(threads)  # the workers' setting is process-wide too: put it back
             bar.close()
-
-    @staticmethod
-    def _preprocess(synthetic: SyntheticSet, data: ImageDataset, images: torch.Tensor, device) -> torch.Tensor:
-        return real_inputs(synthetic, data, images, device)
 
 
 def real_inputs(synthetic: SyntheticSet, data: ImageDataset, images: torch.Tensor, device=None) -> torch.Tensor:

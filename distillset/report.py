@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from ._io import atomic_write
-from .errors import MissingDataError
+from .errors import CorruptFileError, MissingDataError
 
 
 @dataclass
@@ -73,10 +73,10 @@ def load_run(folder: str | Path) -> RunView:
     if not result.is_file() and not checkpoint.is_file():
         raise MissingDataError(f"{folder} is not a distillset run folder (no result.json and no checkpoint); give the "
                                "--out folder of a 'distillset distill' run.")
-    settings = yaml.safe_load(config.read_text()) if config.is_file() else {}
+    settings = _read(config, yaml.safe_load) if config.is_file() else {}
     if not result.is_file():
         return _running_view(folder, settings, checkpoint)
-    r = json.loads(result.read_text())
+    r = _read(result, json.loads)
     view = RunView(name=folder.name, dataset=r["dataset"], method=r["method"], ipc=r.get("ipc"),
                    settings={**_flat(settings), **_flat(r.get("params", {}), "params.")},
                    iterations=r.get("params", {}).get("iterations"), history=r.get("history", {}),
@@ -90,6 +90,18 @@ def load_run(folder: str | Path) -> RunView:
     view.measurements.update(r.get("measurements", {}))
     _read_set(view, folder / "synthetic", r.get("params", {}))
     return view
+
+
+def _read(path: Path, parse):
+    """A run file's contents; :class:`CorruptFileError` naming the file when it does not parse."""
+    try:
+        out = parse(path.read_text())
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:120]}); rerun "
+                               "the distill command that wrote it, or leave this folder out.") from None
+    if not isinstance(out, dict):
+        raise CorruptFileError(f"{path} does not hold a distillset record; leave this folder out.")
+    return out
 
 
 def _running_view(folder: Path, settings: dict, checkpoint: Path) -> RunView:

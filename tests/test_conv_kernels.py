@@ -40,6 +40,9 @@ def test_tiles_do_not_change_the_kernel():
     one_pair = ConvKernel("convnet", depth=2, max_pair_mib=1e-6)  # one image pair per tile
     assert one_pair._tile(64, 8) == 1
     torch.testing.assert_close(one_pair(x1, x2), whole, rtol=1e-13, atol=1e-13)
+    k_ss, k_ts = one_pair.pair(x2, x1)  # what KIP calls: the support's variances computed once
+    torch.testing.assert_close(k_ts, whole, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(k_ss, one_pair(x2), rtol=1e-13, atol=1e-13)
 
 
 def test_nngp_matches_wide_random_networks():

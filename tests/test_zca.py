@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from distillset.errors import InvalidParameterError
-from distillset.evaluate import Evaluator
+from distillset.evaluate import Evaluator, real_inputs
 from distillset.methods import get_method
 from distillset.synthetic import SyntheticSet
 from distillset.zca import ZCA
@@ -49,7 +49,7 @@ def test_evaluator_applies_the_stored_transform(digits):
     syn = kip.synthetic_
     z = ZCA(0.1).fit(digits.normalize(digits.train.images))
     assert torch.allclose(syn.extra["zca"], z.matrix_)
-    x_test = Evaluator._preprocess(syn, digits, digits.test.images, torch.device("cpu"))
+    x_test = real_inputs(syn, digits, digits.test.images, torch.device("cpu"))
     assert torch.allclose(x_test, z.transform(digits.normalize(digits.test.images)), atol=1e-5)
     # the set's images are whitened real images: undoing the transform gives training images back
     real = z.inverse_transform(syn.images).flatten(1)

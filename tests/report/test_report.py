@@ -78,6 +78,12 @@ def test_report_command_compares_runs(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not a distillset run folder" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "result.json").write_text("{not json")
+    assert main(["report", str(broken), "-o", str(tmp_path / "y.html")]) == 2
+    err = capsys.readouterr().err
+    assert "result.json is damaged" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "y.html").exists()
     assert main(["report", str(runs / "ipc1"), "-o", str(out), "--overwrite"]) == 0 and out.read_bytes() != before
 
 
