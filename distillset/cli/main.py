@@ -102,6 +102,7 @@ def processes(args):
     try:
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext(), distributed.enabled():
             yield f"rank {distributed.rank()}: "
+        dist.barrier()  # leave together: a rank that tears its group down while rank 0 still writes can abort
     finally:
         if quiet:
             quiet.close()
