@@ -36,7 +36,11 @@ def continual(e: dict, data) -> tuple[dict, callable]:
     for r in runs:
         records.append(r.fit(data).to_dict())
         print(f"[{e['name']}] {r.method}: final {r.final_:.2f}, average {r.average_:.2f}", flush=True)
-    return {"runs": records}, lambda path: plot_curves(records, path, f"{data.name}: class-incremental, IPC {e['ipc']}")
+    # an entry that adds a method to an earlier record plots the earlier runs beside its own
+    earlier = [run for name in e.get("compare_with", [])
+               for run in json.loads((RESULTS / f"app_{name}.json").read_text())["runs"]]
+    return {"runs": records}, lambda path: plot_curves(earlier + records, path,
+                                                       f"{data.name}: class-incremental, IPC {e['ipc']}")
 
 
 def nas(e: dict, data) -> tuple[dict, callable]:
