@@ -14,6 +14,7 @@ Examples
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -92,23 +93,55 @@ class NTKMLP(EmbedClassifier):
         self.classifier = NTKLinear(fan_in, num_classes)
 
 
+class Centred(EmbedClassifier):
+    """``f(x; theta) - f(x; theta_0)``: a network minus a frozen copy of itself at initialisation.
+
+    It starts as the zero function with the same tangent kernel, so trained with MSE in the kernel regime
+    it follows the kernel's mean prediction ``K_ts K_ss^-1 y`` (Lee et al. 2019, "Wide neural networks of
+    any depth evolve as linear models"), where a plain network adds the random function it was drawn with;
+    that term, not the training, is what a single finite network of a kernel's images mostly shows
+    (``benchmarks/kip_transfer_sweep.py``). ``embed`` / ``classify`` are the trained network's; the copy's
+    parameters have no gradient, so optimisers and weight decay leave them alone.
+    """
+
+    def __init__(self, net: EmbedClassifier):
+        super().__init__()
+        self.net, self.initial = net, copy.deepcopy(net).requires_grad_(False)
+        self.feature_dim, self.classifier = net.feature_dim, net.classifier
+
+    def embed(self, x):
+        return self.net.embed(x)
+
+    def forward(self, x):
+        with torch.no_grad():
+            offset = self.initial(x)
+        return self.net(x) - offset
+
+
+def _maybe_centred(net: EmbedClassifier, centred) -> EmbedClassifier:
+    if centred not in (True, False):
+        raise InvalidParameterError(f"The 'centred' parameter must be True or False. Got {centred!r} instead.")
+    return Centred(net) if centred else net
+
+
 @register_model
-def ntk_convnet(in_shape, num_classes, width=256, depth=3, readout="flatten"):
-    """ConvNet-D in the NTK parameterisation: the finite ``conv_ntk``."""
+def ntk_convnet(in_shape, num_classes, width=256, depth=3, readout="flatten", centred=False):
+    """ConvNet-D in the NTK parameterisation: the finite ``conv_ntk`` (``centred``: see :class:`Centred`)."""
     from ..conv_kernels import convnet_layers
 
-    return NTKConvNet(in_shape, num_classes, convnet_layers(int(depth)), readout, width)
+    return _maybe_centred(NTKConvNet(in_shape, num_classes, convnet_layers(int(depth)), readout, width), centred)
 
 
 @register_model
-def ntk_myrtle(in_shape, num_classes, width=256, depth=5, readout="gap"):
-    """Myrtle-5/7/10 in the NTK parameterisation: the finite ``myrtle_ntk``."""
+def ntk_myrtle(in_shape, num_classes, width=256, depth=5, readout="gap", centred=False):
+    """Myrtle-5/7/10 in the NTK parameterisation: the finite ``myrtle_ntk`` (``centred``: see :class:`Centred`)."""
     from ..conv_kernels import myrtle_layers
 
-    return NTKConvNet(in_shape, num_classes, myrtle_layers(int(depth)), readout, width)
+    return _maybe_centred(NTKConvNet(in_shape, num_classes, myrtle_layers(int(depth)), readout, width), centred)
 
 
 @register_model
-def ntk_fc(in_shape, num_classes, width=1024, depth=1):
-    """A fully-connected ReLU network in the NTK parameterisation: the finite ``fc_ntk``."""
-    return NTKMLP(in_shape, num_classes, width, depth)
+def ntk_fc(in_shape, num_classes, width=1024, depth=1, centred=False):
+    """A fully-connected ReLU network in the NTK parameterisation: the finite ``fc_ntk`` (``centred``: see
+    :class:`Centred`)."""
+    return _maybe_centred(NTKMLP(in_shape, num_classes, width, depth), centred)
