@@ -178,6 +178,7 @@ def test_method_smoke(name, digits, fast):
     else:  # learned soft labels (LS): their argmax need not be the class an image was drawn from
         assert s.labels.shape == (20, 10) and torch.isfinite(s.labels).all()
     assert s.meta["method"] == name and s.meta["seed"] == 0 and s.meta["dataset"] == "digits"
+    assert m.planned_output() == {"label_kind": s.label_kind, "zca": "zca" in s.extra}  # declared before the work
 
 
 @pytest.mark.parametrize("name", list_methods())

@@ -60,6 +60,8 @@ class ClassIncremental:
         Per step, over orders x networks (sample std, ddof 1; an EvalResult's own std is the population std).
     memory_sizes_ : list of int
         Images in the memory after each step.
+    seed_ : int
+        The root seed used (``random_state`` resolved once).
     final_, average_ : float
         Mean accuracy after the last step; mean over the steps of the step means.
     seconds_ : dict
@@ -94,11 +96,21 @@ class ClassIncremental:
             divisors = [d for d in range(1, k + 1) if k % d == 0]
             raise InvalidParameterError(f"steps={self.steps} does not split the {k} classes of {data.name!r} evenly; "
                                         f"use one of {divisors}.")
-        get_method(self.method, ipc=self.ipc, **(self.params or {}))._validate_params()
+        if "ipc" in (self.params or {}):
+            raise InvalidParameterError("Set the images per class with ClassIncremental(ipc=...), not in params.")
+        method = get_method(self.method, ipc=self.ipc, **(self.params or {}))
+        method._validate_params()
+        planned = method.planned_output()
+        if planned["label_kind"] != "hard" or planned["zca"]:
+            made = f"{planned['label_kind']} labels" + (" and ZCA-whitened images" if planned["zca"] else "")
+            raise InvalidParameterError(f"{self.method!r} with these parameters makes {made}; the memory keeps raw images "
+                                        "with hard labels across steps. Use a hard-label method or baseline, or turn "
+                                        "those options off (e.g. soft_labels=False, zca=False).")
 
-    def class_orders(self, num_classes: int) -> list[list[int]]:
-        """Order 0 is 0..K-1; order o > 0 a permutation from its own stream of the root seed."""
-        seed = resolve_seed(self.random_state)
+    def class_orders(self, num_classes: int, seed: int | None = None) -> list[list[int]]:
+        """Order 0 is 0..K-1; order o > 0 a permutation from its own stream of the root seed (``seed``, else
+        ``random_state`` resolved)."""
+        seed = resolve_seed(self.random_state) if seed is None else seed
         return [list(range(num_classes)) if o == 0 else
                 np.random.default_rng(derive_seed(seed, f"continual/order/{o}")).permutation(num_classes).tolist()
                 for o in range(self.orders)]
@@ -106,9 +118,9 @@ class ClassIncremental:
     def fit(self, data) -> "ClassIncremental":
         """Run every order; returns self."""
         self._validate(data)
-        seed = resolve_seed(self.random_state)
+        seed = self.seed_ = resolve_seed(self.random_state)  # once: random_state=None draws one root for everything
         per = data.num_classes // self.steps
-        self.orders_ = self.class_orders(data.num_classes)
+        self.orders_ = self.class_orders(data.num_classes, seed)
         self.per_step_, self.memory_sizes_ = [], []
         self.seconds_ = {"condense": 0.0, "evaluate": 0.0}
         for o, order in enumerate(self.orders_):
@@ -139,9 +151,9 @@ class ClassIncremental:
         params = {"progress": False, **(self.params or {}), "ipc": self.ipc, "random_state": seed, "device": self.device}
         syn = get_method(self.method, **params).fit(data.select_classes(new)).synthetic_.decoded()
         self.seconds_["condense"] += time.perf_counter() - t0
-        if syn.labels.dim() != 1:
-            raise InvalidParameterError(f"{self.method!r} makes {syn.label_kind} labels; the continual protocol keeps "
-                                        "hard-label memories (use a hard-label method or baseline).")
+        if syn.labels.dim() != 1 or syn.extra:  # _validate refuses these first; a method that misdeclares lands here
+            raise RuntimeError(f"{self.method!r} made {syn.label_kind} labels / extra tensors {sorted(syn.extra)} "
+                               "although planned_output() promised raw images with hard labels.")
         ids = torch.tensor(new)
         return syn.images.detach().cpu(), ids[syn.labels.cpu()]
 
@@ -162,7 +174,8 @@ class ClassIncremental:
         """The settings and results, JSON-able."""
         return {"method": self.method, "steps": self.steps, "ipc": self.ipc, "orders": self.orders_,
                 "params": self.params or {}, "n_models": self.n_models, "epochs": self.epochs, "model": self.model,
-                "augment": self.augment, "random_state": self.random_state, "memory_sizes": self.memory_sizes_,
+                "augment": self.augment, "random_state": self.random_state, "seed": self.seed_,
+                "memory_sizes": self.memory_sizes_,
                 "classes_seen": [len(self.orders_[0]) // self.steps * (s + 1) for s in range(self.steps)],
                 "per_step": self.per_step_, "step_means": self.step_means_, "step_stds": self.step_stds_,
                 "final": self.final_, "average": self.average_, "seconds": self.seconds_}

@@ -28,7 +28,7 @@ import torch
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator
 from ..synthetic import SyntheticSet
-from ..utils import derive_seed
+from ..utils import Instance, Interval, derive_seed, resolve_seed, validate_params
 
 GRIDS = {  # (depth, width, act, norm, pooling)
     "paper": ((1, 2, 3, 4), (32, 64, 128, 256), ("sigmoid", "relu", "leakyrelu"),
@@ -52,7 +52,7 @@ def rank_correlations(proxy, real, top=(5, 10, 20)) -> dict[str, dict[str, float
 
     proxy, real = torch.as_tensor(proxy, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
     subsets = {"all": torch.arange(len(real))}
-    order = torch.argsort(real, descending=True)
+    order = torch.argsort(real, descending=True, stable=True)  # ties at a cut-off: the earlier grid entry
     subsets.update({f"top{k}": order[:k] for k in top if k < len(real)})
     out = {}
     for name, idx in subsets.items():
@@ -66,6 +66,10 @@ def check_proxies(proxies: dict[str, SyntheticSet], data) -> None:
     the rankings must come from images no proxy saw."""
     held = data.extra.get("val_per_class")
     for name, syn in proxies.items():
+        if "val_per_class" not in syn.meta or "val_seed" not in syn.meta:
+            raise InvalidParameterError(f"Proxy {name!r} does not record which validation images it was distilled "
+                                        f"without (meta 'val_per_class' / 'val_seed'); distil it with distillset "
+                                        f"(--val-per-class {held}) so the search can check it saw none.")
         if syn.meta.get("dataset", data.name) != data.name or tuple(syn.images.shape[1:]) != tuple(data.image_shape):
             raise InvalidParameterError(f"Proxy {name!r} was made from {syn.meta.get('dataset')!r} "
                                         f"{tuple(syn.images.shape[1:])}, not {data.name!r} {tuple(data.image_shape)}.")
@@ -94,8 +98,13 @@ class ArchitectureSearch:
         Validation images per class held out of the training data (skipped when the data holds some out).
     n_models : int, default=1
         Networks per architecture and proxy (their mean validation accuracy ranks it).
-    random_state : int, default=0
+    random_state : int or None, default=0
+        Root of the networks' streams. An architecture starts from the same initial weights on every proxy
+        and on the real data (a paired design: proxies are compared on equal draws); an initialisation that
+        fails to train fails on both sides, which raises every proxy's correlation alike.
     device : str, optional
+
+    Networks train without augmentation on proxies and real data alike (one recipe for every set).
 
     Attributes
     ----------
@@ -120,13 +129,32 @@ class ArchitectureSearch:
         self.random_state = random_state
         self.device = device
 
+    _parameter_constraints = {
+        "grid": [Instance((str, list, tuple))], "epochs": [Interval(int, 1)], "full_epochs": [Interval(int, 1)],
+        "full_per_class": [None, Interval(int, 1)], "val_per_class": [Interval(int, 1)],
+        "n_models": [Interval(int, 1)], "random_state": [None, Interval(int, 0)],
+    }
+
+    def _validate(self) -> list[str]:
+        """Check every setting (the CLI calls this before any work); returns the architectures."""
+        validate_params(type(self).__name__, vars(self), self._parameter_constraints)
+        specs = search_space(self.grid) if isinstance(self.grid, str) else list(self.grid)
+        if len(specs) < 3:
+            raise InvalidParameterError(f"An architecture search needs at least 3 architectures; got {len(specs)}.")
+        return specs
+
     def fit(self, data, proxies: dict[str, SyntheticSet]) -> "ArchitectureSearch":
         """Train every architecture on each proxy and on the real data; ``proxies`` maps a name to a set."""
-        specs = search_space(self.grid) if isinstance(self.grid, str) else list(self.grid)
-        if len(specs) < 3 or not proxies:
-            raise InvalidParameterError("An architecture search needs at least 3 architectures and one proxy set.")
+        from ..cache import fingerprint
+
+        specs = self._validate()
+        if not proxies:
+            raise InvalidParameterError("An architecture search needs at least one proxy set.")
         data = data if data.val is not None else data.holdout(self.val_per_class)
         check_proxies(proxies, data)
+        self.seed_ = resolve_seed(self.random_state)
+        self.val_per_class_ = data.extra.get("val_per_class")  # the data may come held out already
+        self._data_key = fingerprint(data)  # once, not per architecture
         self.architectures_ = specs
         self.real_ = {s: self._real(data, s) for s in specs}
         real_val = [self.real_[s]["val"] for s in specs]
@@ -144,7 +172,7 @@ class ArchitectureSearch:
 
     def _evaluator(self, spec: str, epochs: int, seed_label: str) -> Evaluator:
         return Evaluator(spec, n_models=self.n_models, epochs=epochs, augment=None, progress=False, device=self.device,
-                         random_state=derive_seed(self.random_state, seed_label))
+                         random_state=derive_seed(self.seed_, seed_label))
 
     def _val_accuracy(self, syn: SyntheticSet, data, spec: str, epochs: int) -> float:
         result = next(iter(self._evaluator(spec, epochs, f"nas/{spec}").score(syn, data).values()))
@@ -152,7 +180,7 @@ class ArchitectureSearch:
 
     def _real(self, data, spec: str) -> dict[str, float]:
         """The reference training of one architecture (cached: it is shared by every proxy)."""
-        from ..cache import cached, fingerprint
+        from ..cache import cached
 
         def build():
             t0 = time.perf_counter()
@@ -160,9 +188,9 @@ class ArchitectureSearch:
             return {"val": torch.tensor(result.extra["val_accuracies"]), "test": torch.tensor(result.accuracies),
                     "seconds": torch.tensor(time.perf_counter() - t0)}
 
-        settings = {"spec": spec, "data": fingerprint(data), "val_per_class": data.extra.get("val_per_class"),
+        settings = {"spec": spec, "data": self._data_key, "val_per_class": data.extra.get("val_per_class"),
                     "epochs": self.full_epochs, "per_class": self.full_per_class, "n_models": self.n_models,
-                    "seed": self.random_state}
+                    "seed": self.seed_}
         out = cached("nas-real", settings, build)
         return {"val": float(out["val"].mean()), "test": float(out["test"].mean()), "seconds": float(out["seconds"])}
 
@@ -172,14 +200,15 @@ class ArchitectureSearch:
 
         x, y = data.train.images, data.train.labels
         if self.full_per_class is not None:
-            keep = per_class_mask(y, data.num_classes, self.full_per_class, derive_seed(self.random_state, "nas/full"))
+            keep = per_class_mask(y, data.num_classes, self.full_per_class, derive_seed(self.seed_, "nas/full"))
             x, y = x[keep], y[keep]
         return SyntheticSet(data.normalize(x), y, {**data.meta(), "val_per_class": data.extra.get("val_per_class")})
 
     def to_dict(self) -> dict:
         return {"grid": self.grid if isinstance(self.grid, str) else "custom", "architectures": self.architectures_,
                 "epochs": self.epochs, "full_epochs": self.full_epochs, "full_per_class": self.full_per_class,
-                "val_per_class": self.val_per_class, "n_models": self.n_models, "random_state": self.random_state,
+                "val_per_class": self.val_per_class_, "n_models": self.n_models, "random_state": self.random_state,
+                "seed": self.seed_,
                 "real": self.real_, "best_real": self.best_real_, "proxies": self.proxies_}
 
 

@@ -36,7 +36,7 @@ import torch
 
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator, real_inputs
-from ..utils import derive_seed
+from ..utils import derive_seed, resolve_seed
 
 
 def confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -63,11 +63,14 @@ def lira_scores(conf: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
 
 
 def _gaussian(conf: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image means over the masked models (the global mean where an image has none) and one pooled std."""
+    """Per-image means over the masked models (the global mean where an image has none) and one pooled std,
+    unbiased: each image's own mean costs its residuals one degree of freedom."""
     n = mask.sum(0)
     mean = torch.where(n > 0, (conf * mask).sum(0) / n.clamp(min=1), conf[mask].mean())
-    resid = (conf - mean)[mask]
-    return mean, resid.std().clamp(min=1e-6) if resid.numel() > 1 else torch.tensor(1.0, dtype=conf.dtype)
+    dof = int(mask.sum() - (n > 0).sum())
+    if dof < 1:
+        return mean, torch.tensor(1.0, dtype=conf.dtype)
+    return mean, ((conf - mean)[mask].pow(2).sum() / dof).sqrt().clamp(min=1e-6)
 
 
 def _log_normal(x: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
@@ -79,7 +82,7 @@ def roc(scores: torch.Tensor, members: torch.Tensor):
     from sklearn.metrics import roc_auc_score, roc_curve
 
     y, s = members.flatten().numpy().astype(int), scores.flatten().double().numpy()
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # every threshold: tied scores keep their corners
     return fpr, tpr, float(roc_auc_score(y, s))
 
 
@@ -104,11 +107,13 @@ class MembershipAudit:
     params : dict, optional
         The method's parameters.
     model, epochs, augment : the network trained on each pipeline's output (see :class:`~distillset.Evaluator`).
-    random_state : int, default=0
+    random_state : int or None, default=0
     device : str, optional
 
     Attributes
     ----------
+    seed_ : int
+        The root seed used (``random_state`` resolved once).
     members_ : BoolTensor (n_models, pool_size)
     confidences_ : Tensor (n_models, pool_size)
     results_ : dict
@@ -142,6 +147,8 @@ class MembershipAudit:
             raise InvalidParameterError(f"pool_size must be an int in [{2 * k}, {smallest * k}] for {data.name!r}. "
                                         f"Got {self.pool_size!r}.")
         if self.pipeline != "full":
+            if "ipc" in (self.params or {}):
+                raise InvalidParameterError("Set the images per class with MembershipAudit(ipc=...), not in params.")
             get_method(self.pipeline, ipc=self.ipc, **(self.params or {}))._validate_params()
             if self.ipc >= self.pool_size // k // 2:
                 raise InvalidParameterError(f"ipc={self.ipc} leaves nothing to condense: each model has "
@@ -152,9 +159,10 @@ class MembershipAudit:
         from ..data.base import per_class_mask
 
         self._validate(data)
+        self.seed_ = resolve_seed(self.random_state)
         pool = torch.nonzero(per_class_mask(data.train.labels, data.num_classes, self.pool_size // data.num_classes,
-                                            derive_seed(self.random_state, "audit/pool"))).flatten()
-        g = torch.Generator().manual_seed(derive_seed(self.random_state, "audit/members"))
+                                            derive_seed(self.seed_, "audit/pool"))).flatten()
+        g = torch.Generator().manual_seed(derive_seed(self.seed_, "audit/members"))
         labels = data.train.labels[pool]
         self.members_ = torch.stack([per_class_mask(labels, data.num_classes, self.pool_size // data.num_classes // 2,
                                                     int(torch.randint(2**62, (1,), generator=g)))
@@ -176,7 +184,7 @@ class MembershipAudit:
         from ..methods import get_method
         from ..synthetic import SyntheticSet
 
-        seed = derive_seed(self.random_state, f"audit/model/{i}")
+        seed = derive_seed(self.seed_, f"audit/model/{i}")
         own = data.with_train(members)
         if self.pipeline == "full":
             syn = SyntheticSet(data.normalize(own.train.images), own.train.labels, data.meta())
@@ -201,7 +209,7 @@ class MembershipAudit:
     def to_dict(self) -> dict:
         return {"pipeline": self.pipeline, "pool_size": self.pool_size, "n_models": self.n_models, "ipc": self.ipc,
                 "params": self.params or {}, "model": self.model, "epochs": self.epochs, "augment": self.augment,
-                "random_state": self.random_state, **self.results_}
+                "random_state": self.random_state, "seed": self.seed_, **self.results_}
 
 
 def plot_roc(audits: dict[str, MembershipAudit], path, title: str = "") -> None:

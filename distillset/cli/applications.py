@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--full-epochs", type=int, default=10, help="epochs of the real-data trainings")
     p.add_argument("--full-per-class", type=int, default=None, help="real images per class for them (default all)")
     p.add_argument("--val-per-class", type=int, default=100, help="validation images per class (the rankings use them)")
-    _common(p, runs=1, epochs=300)
+    _common(p, runs=1, epochs=300, networks=False)  # one recipe for every proxy: no model/augment/method flags
     p.set_defaults(func=run_nas)
 
     p = sub.add_parser("audit-mia", help="membership inference against networks trained on sets", description=__doc__,
@@ -56,15 +56,17 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_audit)
 
 
-def _common(p, runs: int | None, epochs: int) -> None:
+def _common(p, runs: int | None, epochs: int, networks: bool = True) -> None:
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="a method's parameter, repeatable (e.g. dm.iterations=1000)")
+    if networks:
+        p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                       help="a method's parameter, repeatable (e.g. dm.iterations=1000)")
     if runs is not None:
         p.add_argument("--eval-runs", type=int, default=runs, help=f"networks per evaluation (default {runs})")
     p.add_argument("--eval-epochs", type=int, default=epochs, help=f"training epochs of each network (default {epochs})")
-    p.add_argument("--eval-model", default="convnet", help="the evaluated architecture")
-    p.add_argument("--eval-augment", default="auto", help="DSA strategy while training networks, 'none' to disable")
+    if networks:
+        p.add_argument("--eval-model", default="convnet", help="the evaluated architecture")
+        p.add_argument("--eval-augment", default="auto", help="DSA strategy while training networks, 'none' to disable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace this command's files in --out")
@@ -101,8 +103,8 @@ def _check_evaluation(args) -> None:
     from ..evaluate import Evaluator
     from .common import check_evaluator
 
-    check_evaluator(Evaluator(args.eval_model, n_models=getattr(args, "eval_runs", 1), epochs=args.eval_epochs,
-                              augment=_augment(args), device=args.device))
+    check_evaluator(Evaluator(getattr(args, "eval_model", "convnet"), n_models=getattr(args, "eval_runs", 1),
+                              epochs=args.eval_epochs, augment=_augment(args), device=args.device))
 
 
 def _write(out: Path, name: str, record: dict) -> None:
@@ -127,7 +129,8 @@ def _record(args, body: dict) -> dict:
 
 
 def _augment(args):
-    return None if args.eval_augment == "none" else args.eval_augment
+    augment = getattr(args, "eval_augment", "none")
+    return None if augment == "none" else augment
 
 
 def run_continual(args) -> int:
@@ -158,28 +161,27 @@ def run_continual(args) -> int:
 
 
 def run_nas(args) -> int:
-    from ..applications import ArchitectureSearch, search_space
+    from ..applications import ArchitectureSearch
     from ..applications.nas import check_proxies, plot_ranking
     from ..methods import get_method
     from ..synthetic import SyntheticSet
 
-    if args.grid not in ("cpu", "paper"):
-        search_space(args.grid)  # the one-line refusal naming the grids
     if not args.sets and not args.random:
         raise InvalidParameterError("Give proxy sets (--sets PATH ...) and/or --random.")
     names = [Path(p).parent.name or Path(p).stem for p in args.sets] + (["random"] if args.random else [])
     if len(set(names)) != len(names):
         raise InvalidParameterError(f"The proxies need distinct names (their folders): {names}; rename a folder.")
     sets = {name: SyntheticSet.load(p) for name, p in zip(names, args.sets)}
+    nas = ArchitectureSearch(args.grid, epochs=args.eval_epochs, full_epochs=args.full_epochs,
+                             full_per_class=args.full_per_class, val_per_class=args.val_per_class,
+                             n_models=args.eval_runs, random_state=args.seed, device=args.device)
+    nas._validate()  # every setting before any work or file
     data, out = _setup(args)
     data = data.holdout(args.val_per_class)
     check_proxies(sets, data)  # before any training
     if args.random:
         ipc = next(iter(sets.values())).ipc if sets else 10
         sets["random"] = get_method("random", ipc=ipc, random_state=args.seed).fit(data).synthetic_
-    nas = ArchitectureSearch(args.grid, epochs=args.eval_epochs, full_epochs=args.full_epochs,
-                             full_per_class=args.full_per_class, val_per_class=args.val_per_class,
-                             n_models=args.eval_runs, random_state=args.seed, device=args.device)
     with run_folder(out, previous=FILES["nas"] if args.overwrite else (), keep="nas.json"):
         record = nas.fit(data, sets).to_dict()
         _write(out, "nas.json", _record(args, record))

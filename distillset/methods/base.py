@@ -288,6 +288,12 @@ class DistillMethod:
         return t["images"], t["labels"], t.get("lrs")
 
     # ------------------------------------------------------------------ validation
+    def planned_output(self) -> dict:
+        """What ``fit`` makes with these parameters, known before any work: the labels' kind (``"hard"``,
+        ``"learned"``, ``"soft"``) and whether the images are ZCA-whitened. A consumer that needs raw images
+        with hard labels (a continual-learning memory) checks this first."""
+        return {"label_kind": "hard", "zca": bool(getattr(self, "zca", False))}
+
     def _validate_params(self) -> None:
         """Check every parameter, the model name and the device; needs no data (the CLI calls it first)."""
         validate_params(type(self).__name__, self.get_params(),

@@ -166,6 +166,9 @@ class KIP(DistillMethod):
         self.log_every = log_every
         self.progress = progress
 
+    def planned_output(self) -> dict:
+        return {**super().planned_output(), "label_kind": "learned" if self.learn_labels else "hard"}
+
     def _init_state(self, data, real, generator):
         self.kernel_specs_ = _check_specs(self.kernel)
         tensors = _whiten(real, self.zca, self.zca_strength)
@@ -277,6 +280,9 @@ class LS(DistillMethod):
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
         self.progress = progress
+
+    def planned_output(self) -> dict:
+        return {**super().planned_output(), "label_kind": "learned"}  # the solved labels
 
     def _init_state(self, data, real, generator):
         _check_specs(self.kernel)

@@ -195,6 +195,9 @@ class MTT(DistillMethod):
         self.log_every = log_every
         self.progress = progress
 
+    def planned_output(self) -> dict:
+        return {**super().planned_output(), "label_kind": "soft" if self.soft_labels else "hard"}
+
     def _validate(self, data):
         super()._validate(data)
         last = self.max_start_epoch - 1 + self.expert_epochs  # the latest target epoch

@@ -29,6 +29,8 @@ def test_bad_settings_are_one_line_before_any_work(tmp_path, capsys):
         (["audit-mia", "--models", "2"], "n_models must be an int >= 3"),
         (["nas"], "--sets PATH"),
         (["nas", "--random", "--grid", "huge"], "Unknown grid"),
+        (["nas", "--random", "--full-epochs", "-1"], "'full_epochs' parameter of ArchitectureSearch"),
+        (["continual", "--methods", "random", "datm"], "makes soft labels"),
     ]
     for argv, message in cases:
         out = tmp_path / "out"

@@ -41,3 +41,20 @@ def test_a_condensed_memory_beats_chance_at_every_step(digits):
 def test_bad_settings_are_refused_before_work(digits, bad):
     with pytest.raises(InvalidParameterError if "method" not in bad else Exception, match=r"steps|ipc|orders|nope"):
         ClassIncremental(**{"method": "random", **bad}).fit(digits)
+
+
+@pytest.mark.parametrize("method, params, made", [("datm", None, "soft labels"), ("ls", None, "learned labels"),
+                                                  ("kip", {"zca": True}, "ZCA-whitened")])
+def test_a_method_that_makes_no_raw_hard_label_memory_is_refused_before_work(digits, method, params, made, monkeypatch):
+    """Soft/learned labels or whitened images cannot join a memory of raw hard-label images: refused before any
+    condensation (which would fail here)."""
+    from distillset.methods import METHODS
+
+    monkeypatch.setattr(METHODS.get(method), "fit", lambda *a, **k: pytest.fail("condensed before refusing"))
+    with pytest.raises(InvalidParameterError, match=made):
+        ClassIncremental(method, params=params, steps=2, ipc=1, orders=1, epochs=1).fit(digits)
+
+
+def test_random_state_none_draws_one_root_for_orders_and_steps(digits):
+    cl = ClassIncremental("random", steps=2, ipc=1, orders=2, n_models=1, epochs=1, random_state=None).fit(digits)
+    assert cl.orders_ == cl.class_orders(10, cl.seed_) and cl.to_dict()["seed"] == cl.seed_

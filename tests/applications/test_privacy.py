@@ -65,3 +65,27 @@ def test_audit_end_to_end_and_bad_settings(digits):
         MembershipAudit("random", n_models=2).fit(digits)
     with pytest.raises(ValueError, match="pool_size"):
         MembershipAudit("random", pool_size=10**6).fit(digits)
+
+
+def test_tpr_at_fpr_equals_the_brute_force_definition_with_ties():
+    """Integer scores (many ties): the highest TPR over every threshold whose FPR is at most the bound. With
+    sklearn's default ``drop_intermediate=True`` collinear corners vanish and this fails."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        scores = torch.randint(0, 4, (12,), generator=g).double()
+        members = torch.randperm(12, generator=g) < 6
+        for bound in (0.0, 1 / 6, 0.34, 0.5, 0.8):
+            best = max(float((scores[members] >= t).double().mean()) for t in scores.unique().tolist() + [99.0]
+                       if float((scores[~members] >= t).double().mean()) <= bound)
+            assert abs(tpr_at_fpr(scores, members, bound) - best) < 1e-12
+
+
+def test_lira_pooled_variance_is_unbiased():
+    """Confidences drawn N(mu_i, 1) per image: the pooled std of IN and OUT comes out 1 within sampling error,
+    not sqrt((n - 1) / n) of it."""
+    from distillset.applications.privacy import _gaussian
+
+    g = torch.Generator().manual_seed(0)
+    conf = torch.randn(6, 4000, generator=g, dtype=torch.float64) + torch.randn(4000, generator=g, dtype=torch.float64)
+    _, sd = _gaussian(conf, torch.ones(6, 4000, dtype=torch.bool))
+    assert abs(float(sd) - 1.0) < 0.02  # biased: sqrt(5/6) = 0.913
