@@ -109,6 +109,10 @@ class ArchitectureSearch:
     Attributes
     ----------
     architectures_ : list of str
+    seed_ : int
+        The root seed used (``random_state`` resolved once).
+    val_per_class_ : int
+        The validation images per class the rankings used (the data's own hold-out when it came with one).
     real_ : dict
         Per architecture: ``val`` and ``test`` accuracy of the real-data training, and its ``seconds``.
     proxies_ : dict
