@@ -36,7 +36,8 @@ def main() -> int:
             "root_seed": record["seeds"][-1],
             "kernel_accuracy": kernel_accuracy(kernel, syn.images.double(), syn.labels, x_test, data.test.labels),
             "condition_number": float(eig.max() / eig.min()),
-            "network_accuracy_this_seed": record["per_seed"][-1]["results"][method]["ntk_fc"]["mean"]}
+            "network_accuracy_this_seed": next(iter(record["per_seed"][-1]["results"][method].values()))["mean"],
+            "network": next(iter(record["per_seed"][-1]["results"][method]))}
         print(name, out["sets"][name])
     (HERE / "results" / "kip_transfer_check.json").write_text(json.dumps(out, indent=2))
     return 0
