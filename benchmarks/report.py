@@ -118,6 +118,12 @@ def references(records: list[dict]) -> tuple[list[dict], dict, dict]:
     return tables, fulls, randoms
 
 
+def _other_settings(ev: dict) -> str:
+    """The cell's evaluation settings beyond the four every header names (loss, weight decay, lr grid...)."""
+    other = {k: v for k, v in ev.items() if k not in ("models", "n_models", "epochs", "augment")}
+    return "".join(f", {k}={v}" for k, v in other.items())
+
+
 def table_lines(records: list[dict]) -> list[str]:
     tables, fulls, randoms = references(records)
     lines = []
@@ -127,7 +133,8 @@ def table_lines(records: list[dict]) -> list[str]:
         full = fulls.get(cell[0])
         lines += ["", f"### {cell[0]}, IPC {cell[1]}", "",
                   f"{ev.get('models', 'convnet')}, {ev.get('n_models', 5)} networks x {ev.get('epochs', 1000)} epochs "
-                  f"per set, augment={ev.get('augment', 'auto')}, {len(rows[0]['seeds'])} root seeds; test accuracy %. "
+                  f"per set, augment={ev.get('augment', 'auto')}{_other_settings(ev)}, {len(rows[0]['seeds'])} root "
+                  f"seeds; test accuracy %. "
                   f"Data: {rows[0]['source'] or cell[0]}."
                   + (f" Full data (HLR's reference, {full['entry']['eval']['n_models']} nets x "
                      f"{full['entry']['eval']['epochs']} epochs, no augmentation): {accuracy(full)}." if full else
