@@ -29,6 +29,15 @@ def continual(e: dict, data) -> tuple[dict, callable]:
     from distillset.applications.continual import plot_curves
 
     ev = e["eval"]
+    # an entry that adds a method to an earlier record plots the earlier runs beside its own: read and
+    # checked before any work (same protocol, or the curves are not comparable)
+    earlier = []
+    for name in e.get("compare_with", []):
+        other = json.loads((RESULTS / f"app_{name}.json").read_text())
+        same = ("dataset", "steps", "ipc", "orders", "eval")
+        if any(other["config"][k] != e[k] for k in same):
+            raise SystemExit(f"{e['name']}: compare_with {name} differs in {[k for k in same if other['config'][k] != e[k]]}")
+        earlier += other["runs"]
     runs = [ClassIncremental(m, steps=e["steps"], ipc=e["ipc"], orders=e["orders"], params=e["params"].get(m),
                              n_models=ev["n_models"], epochs=ev["epochs"], augment=ev["augment"], random_state=0)
             for m in e["methods"]]
@@ -36,9 +45,6 @@ def continual(e: dict, data) -> tuple[dict, callable]:
     for r in runs:
         records.append(r.fit(data).to_dict())
         print(f"[{e['name']}] {r.method}: final {r.final_:.2f}, average {r.average_:.2f}", flush=True)
-    # an entry that adds a method to an earlier record plots the earlier runs beside its own
-    earlier = [run for name in e.get("compare_with", [])
-               for run in json.loads((RESULTS / f"app_{name}.json").read_text())["runs"]]
     return {"runs": records}, lambda path: plot_curves(earlier + records, path,
                                                        f"{data.name}: class-incremental, IPC {e['ipc']}")
 

@@ -118,10 +118,15 @@ def references(records: list[dict]) -> tuple[list[dict], dict, dict]:
     return tables, fulls, randoms
 
 
-def _other_settings(ev: dict) -> str:
-    """The cell's evaluation settings beyond the four every header names (loss, weight decay, lr grid...)."""
-    other = {k: v for k, v in ev.items() if k not in ("models", "n_models", "epochs", "augment")}
-    return "".join(f", {k}={v}" for k, v in other.items())
+def _other_settings(rows: list[dict]) -> str:
+    """The cell's evaluation settings beyond the four every header names (loss, weight decay, lr grid...):
+    those all its rows share, then the names of those that differ between rows."""
+    evals = [r["entry"].get("eval", {}) for r in rows]
+    keys = sorted({k for ev in evals for k in ev} - {"models", "n_models", "epochs", "augment"})
+    shared = [k for k in keys if all(k in ev and ev[k] == evals[0][k] for ev in evals)]
+    differ = [k for k in keys if k not in shared]
+    return "".join(f", {k}={evals[0][k]}" for k in shared) + \
+        (f", {' / '.join(differ)} per row (see the labels column)" if differ else "")
 
 
 def table_lines(records: list[dict]) -> list[str]:
@@ -133,7 +138,7 @@ def table_lines(records: list[dict]) -> list[str]:
         full = fulls.get(cell[0])
         lines += ["", f"### {cell[0]}, IPC {cell[1]}", "",
                   f"{ev.get('models', 'convnet')}, {ev.get('n_models', 5)} networks x {ev.get('epochs', 1000)} epochs "
-                  f"per set, augment={ev.get('augment', 'auto')}{_other_settings(ev)}, {len(rows[0]['seeds'])} root "
+                  f"per set, augment={ev.get('augment', 'auto')}{_other_settings(rows)}, {len(rows[0]['seeds'])} root "
                   f"seeds; test accuracy %. "
                   f"Data: {rows[0]['source'] or cell[0]}."
                   + (f" Full data (HLR's reference, {full['entry']['eval']['n_models']} nets x "

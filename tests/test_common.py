@@ -181,6 +181,15 @@ def test_method_smoke(name, digits, fast):
     assert m.planned_output() == {"label_kind": s.label_kind, "zca": "zca" in s.extra}  # declared before the work
 
 
+@pytest.mark.parametrize("name, options", [("kip", dict(learn_labels=True)), ("kip", dict(zca=True)),
+                                           ("datm", dict(soft_labels=False)), ("mtt", dict(soft_labels=True))])
+def test_planned_output_follows_the_options(name, options, digits, fast):
+    m = fast(name, iterations=1, **options)
+    planned = m.planned_output()
+    s = m.fit(digits).synthetic_
+    assert planned == {"label_kind": s.label_kind, "zca": "zca" in s.extra}
+
+
 @pytest.mark.parametrize("name", list_methods())
 def test_method_same_seed_same_bits(name, digits, fast):
     iterations = 3 if name in ITERATIVE else 0

@@ -58,3 +58,10 @@ def test_a_method_that_makes_no_raw_hard_label_memory_is_refused_before_work(dig
 def test_random_state_none_draws_one_root_for_orders_and_steps(digits):
     cl = ClassIncremental("random", steps=2, ipc=1, orders=2, n_models=1, epochs=1, random_state=None).fit(digits)
     assert cl.orders_ == cl.class_orders(10, cl.seed_) and cl.to_dict()["seed"] == cl.seed_
+
+
+def test_a_method_whose_set_carries_other_extras_joins_the_memory(digits):
+    """DD stores its fixed initialisation (extra["theta0"]) with the set: harmless for a memory of images."""
+    cl = ClassIncremental("dd", params={"iterations": 1, "steps": 1, "epochs": 1, "batch_real": 4}, steps=5, ipc=1,
+                          orders=1, n_models=1, epochs=1).fit(digits)
+    assert cl.memory_sizes_ == [2, 4, 6, 8, 10]
