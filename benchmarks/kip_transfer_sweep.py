@@ -5,15 +5,15 @@ Part A, the kernel's own prediction of the training (float64, no network): in th
 trained with MSE follows linear dynamics in the eigenbasis of the kernel matrix K_ss, so the evaluator's
 schedule (SGD with momentum, full batch since 100 < 256, lr x0.1 at half the epochs) can be replayed per
 eigenvalue exactly. The test prediction after T epochs is K_ts K_ss^-1 (I - R_T) Y (the mean over initial
-networks; weight decay left out), compared with the converged kernel's. (The single-network accuracy is the evaluator's, under the row's precision; the
-5-network mean and the agreement are computed here in fp32.)
+networks; weight decay left out), compared with the converged kernel's.
 
 Part B, the finite networks: ``ntk_fc`` (width 1024) trained by the library's evaluator under the first
 recorded recipe (lr 3, 300 epochs, bf16 autocast, the protocol's weight decay 5e-4) and variations (fp32,
 no weight decay, centred ``ntk_fc(centred=True)``, longer). Per variation: the single-network test
 accuracy, the accuracy of the 5 networks' mean output (which averages out the random initial function a
 single network keeps), the final training MSE, and the agreement of the networks' argmax with the
-converged kernel's.
+converged kernel's. The single-network accuracy is the evaluator's, under the row's precision; the
+5-network mean and the agreement are computed here in fp32.
 
 Part C: how far one network's weights move from their initialisation under that recipe, with and without
 weight decay.
