@@ -33,10 +33,13 @@ def continual(e: dict, data) -> tuple[dict, callable]:
     # checked before any work (same protocol, or the curves are not comparable)
     earlier = []
     for name in e.get("compare_with", []):
-        other = json.loads((RESULTS / f"app_{name}.json").read_text())
-        same = ("dataset", "steps", "ipc", "orders", "eval")
-        if any(other["config"][k] != e[k] for k in same):
-            raise SystemExit(f"{e['name']}: compare_with {name} differs in {[k for k in same if other['config'][k] != e[k]]}")
+        path = RESULTS / f"app_{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"{e['name']}: compare_with needs {path.name}; run --only {name} first.")
+        other = json.loads(path.read_text())
+        differ = [k for k in ("dataset", "steps", "ipc", "orders", "eval") if other["config"][k] != e[k]]
+        if differ:
+            raise SystemExit(f"{e['name']}: compare_with {name} differs in {differ}; compare like with like.")
         earlier += other["runs"]
     runs = [ClassIncremental(m, steps=e["steps"], ipc=e["ipc"], orders=e["orders"], params=e["params"].get(m),
                              n_models=ev["n_models"], epochs=ev["epochs"], augment=ev["augment"], random_state=0)

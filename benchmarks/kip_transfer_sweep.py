@@ -157,8 +157,8 @@ def main(argv=None) -> int:
         out["sets"][name]["weight_norm_ratio"] = weight_norms(syn, data, lr=RECORDED["lr"], epochs=RECORDED["epochs"])
         print(name, "weight norm ratios", out["sets"][name]["weight_norm_ratio"], flush=True)
         for label, network, epochs, lr, precision, weight_decay in VARIATIONS:
-            row = {"variation": label, **finite_networks(syn, data, x_test, labels_test, converged_argmax, network=network,
-                                                         epochs=epochs, lr=lr, precision=precision,
+            row = {"variation": label, **finite_networks(syn, data, x_test, labels_test, converged_argmax,
+                                                         network=network, epochs=epochs, lr=lr, precision=precision,
                                                          weight_decay=weight_decay, n_models=5)}
             out["sets"][name]["networks"].append(row)
             print(name, label, {k: row[k] for k in ("single_mean", "single_std", "ensemble_accuracy")},

@@ -5,8 +5,8 @@ iteration from the same replicated generator (the networks, every class's real b
 augmentation), so the draws do not depend on the number of processes; each rank then computes the loss
 of its share of the classes only (class c goes to rank c mod world size; DD shares its initialisations
 the same way), the gradients of the learnable tensors are summed across ranks before the one shared
-update (:func:`all_reduce_sum`), and every rank holds the identical synthetic set after every step. A class's loss reaches only its own images, so a
-row's summed gradient is its owner's gradient plus zeros: the result equals the one-process run up to
+update (:func:`all_reduce_sum`), and every rank holds the identical synthetic set after every step. A
+class's loss reaches only its own images, so a row's summed gradient is its owner's gradient plus zeros: the result equals the one-process run up to
 the floating-point differences of smaller batches (measured: ``tests/test_distributed.py``).
 
 The evaluator spreads its networks the same way (network i on rank i mod world size) and gathers their

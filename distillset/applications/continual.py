@@ -103,8 +103,8 @@ class ClassIncremental:
         planned = method.planned_output()
         if planned["label_kind"] != "hard" or planned["zca"]:
             made = f"{planned['label_kind']} labels" + (" and ZCA-whitened images" if planned["zca"] else "")
-            raise InvalidParameterError(f"{self.method!r} with these parameters makes {made}; the memory keeps raw images "
-                                        "with hard labels across steps. Use a hard-label method or baseline, or turn "
+            raise InvalidParameterError(f"{self.method!r} with these parameters makes {made}; the memory keeps raw "
+                                        "images with hard labels across steps. Use a hard-label method or baseline, or turn "
                                         "those options off (e.g. soft_labels=False, zca=False).")
 
     def class_orders(self, num_classes: int, seed: int | None = None) -> list[list[int]]:
