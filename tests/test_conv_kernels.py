@@ -38,11 +38,33 @@ def test_tiles_do_not_change_the_kernel():
     x2 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     whole = ConvKernel("convnet", depth=2, max_pair_mib=1e6)(x1, x2)
     one_pair = ConvKernel("convnet", depth=2, max_pair_mib=1e-6)  # one image pair per tile
-    assert one_pair._tile(64, 8) == 1
+    assert one_pair._tile(x1) == 1
     torch.testing.assert_close(one_pair(x1, x2), whole, rtol=1e-13, atol=1e-13)
     k_ss, k_ts = one_pair.pair(x2, x1)  # what KIP calls: the support's variances computed once
     torch.testing.assert_close(k_ts, whole, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(k_ss, one_pair(x2), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("depth, kind, shape, b_std", [(1, "ntk", (2, 5, 5), 0.1), (2, "nngp", (1, 9, 7), 0.1),
+                                                      (3, "ntk", (3, 12, 12), 0.1), (2, "ntk", (1, 8, 8), 0.0)])
+def test_banded_pairs_equal_all_pairs_with_their_gradient(depth, kind, shape, b_std):
+    """A flatten readout computes only the pixel pairs it reads (offsets within the radius of ``_first_radius``):
+    the kernel and its gradient in the images equal the all-pairs recursion's in float64 (odd and non-square
+    maps; without biases, on images with zero patches, where off-grid pairs must not pass the ReLU)."""
+    g = torch.Generator().manual_seed(9)
+    x1, x2 = torch.randn(3, *shape, generator=g, dtype=torch.float64), torch.randn(2, *shape, generator=g, dtype=torch.float64)
+    x1[0, :, :3] = 0.0
+    results = []
+    for banded in (True, False):
+        k = ConvKernel("convnet", depth=depth, kind=kind, b_std=b_std)
+        k._banded = banded
+        a = x1.clone().requires_grad_(True)
+        gram = k(a, x2)
+        (grad,) = torch.autograd.grad((gram * torch.linspace(0.5, 1.5, gram.numel(), dtype=gram.dtype).view_as(gram)).sum(), a)
+        results.append((gram, grad, k.diag(x1)))
+    for banded, full in zip(*results):
+        assert torch.isfinite(banded).all()
+        torch.testing.assert_close(banded, full, rtol=1e-12, atol=1e-13)
 
 
 def test_nngp_matches_wide_random_networks():
