@@ -70,6 +70,18 @@ def drop_none(kwargs: dict) -> dict:
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$")
 
 
+def build_spec(builder, kind: str, name: str, *args, **options):
+    """``builder(*args, **options)`` for the spec ``name(**options)``; an option the builder does not take is
+    one clear error (not a TypeError from deep inside)."""
+    try:
+        return builder(*args, **options)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        bad = str(e).rsplit("unexpected keyword argument ", 1)[-1]
+        raise InvalidParameterError(f"The {kind} {name!r} has no option {bad}; remove it or fix its spelling.") from None
+
+
 def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:
     """A spec, ``"name"``, ``"name(key=literal, ...)"`` or ``{"name": ..., **options}``, as ``(name, options)``.
 
@@ -99,5 +111,6 @@ def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:
             raise ValueError
     except (SyntaxError, ValueError):
         raise InvalidParameterError(
-            f"Cannot parse the arguments of {kind} spec {spec!r}; use key=literal pairs.") from None
+            f"Cannot parse the arguments of {kind} spec {spec!r}; use key=literal pairs, strings quoted "
+            f"(e.g. {name}(depth=2, readout='gap')).") from None
     return name, kwargs

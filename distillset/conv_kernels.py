@@ -91,6 +91,8 @@ class ConvKernel(Kernel):
         if not isinstance(filter_size, int) or filter_size < 1 or filter_size % 2 == 0:
             raise InvalidParameterError(f"filter_size must be an odd int >= 1. Got {filter_size!r}.")
         if isinstance(architecture, str):
+            if int(depth) != depth or depth < 1:
+                raise InvalidParameterError(f"The 'depth' parameter of ConvKernel must be an int >= 1. Got {depth!r}.")
             build, default_readout = ARCHITECTURES[architecture]
             layers = build(int(depth))
         else:

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ._registry import Registry, parse_spec
+from ._registry import Registry, build_spec, parse_spec
 from .errors import InvalidParameterError, NumericalError
 from .utils import make_generator, draw_seed
 
@@ -177,6 +177,8 @@ class RBFKernel(Kernel):
     name = "rbf"
 
     def __init__(self, gamma: float | None = None):
+        if gamma is not None and not (isinstance(gamma, (int, float)) and gamma > 0):
+            raise InvalidParameterError(f"The 'gamma' parameter of rbf must be a number > 0 or None. Got {gamma!r}.")
         self.gamma = gamma
 
     def __call__(self, x1, x2=None):
@@ -323,7 +325,7 @@ def make_kernel(spec: str | Kernel, *, in_shape=None, num_classes: int = 10, see
         return spec
     name, kw = parse_kernel_spec(spec)
     ctx = {"in_shape": in_shape, "num_classes": num_classes, "seed": seed, "device": device, "model": model}
-    return KERNELS.get(name)(ctx, **kw)
+    return build_spec(KERNELS.get(name), "kernel", name, ctx, **kw)
 
 
 def is_random_kernel(spec: str | Kernel) -> bool:

@@ -325,6 +325,8 @@ class DistillMethod:
             with torch.no_grad():
                 get_model(self.model, data.image_shape, data.num_classes, seed=0).eval()(
                     torch.zeros(1, *data.image_shape))
+        except InvalidParameterError:  # the spec itself is wrong (an unknown option): its own message says how
+            raise
         except (RuntimeError, ValueError) as e:
             raise InvalidParameterError(
                 f"The 'model' parameter of {type(self).__name__} is {self.model!r}, which cannot take {data.name!r}'s "

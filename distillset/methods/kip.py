@@ -47,10 +47,13 @@ def _whiten(real, zca: bool, strength: float) -> dict[str, torch.Tensor]:
     return {f"extra.{k}": v for k, v in z.extra().items()}
 
 
-def _check_specs(kernel) -> list[str]:
+def _check_specs(kernel, data, model: str) -> list[str]:
+    """The kernel family's specs, each built once on the data's shape: an unknown name, option or bad value
+    (a Myrtle depth of 4) is one clear error before any work, not in the first step."""
     specs = [kernel] if isinstance(kernel, str) else list(kernel)
     for s in specs:
         parse_kernel_spec(s)  # raises on an unknown name or a bad spec
+        make_kernel(s, in_shape=data.image_shape, num_classes=data.num_classes, seed=0, model=model)
     return specs
 
 
@@ -169,8 +172,11 @@ class KIP(DistillMethod):
     def planned_output(self) -> dict:
         return {**super().planned_output(), "label_kind": "learned" if self.learn_labels else "hard"}
 
+    def _validate(self, data) -> None:
+        super()._validate(data)
+        self.kernel_specs_ = _check_specs(self.kernel, data, self.model)
+
     def _init_state(self, data, real, generator):
-        self.kernel_specs_ = _check_specs(self.kernel)
         tensors = _whiten(real, self.zca, self.zca_strength)
         images = init_images(real, self.ipc, self.image_init, generator)
         labels = class_labels(data.num_classes, self.ipc, images.device)
@@ -284,8 +290,11 @@ class LS(DistillMethod):
     def planned_output(self) -> dict:
         return {**super().planned_output(), "label_kind": "learned"}  # the solved labels
 
+    def _validate(self, data) -> None:
+        super()._validate(data)
+        _check_specs(self.kernel, data, self.model)
+
     def _init_state(self, data, real, generator):
-        _check_specs(self.kernel)
         tensors = _whiten(real, self.zca, self.zca_strength)
         images = init_images(real, self.ipc, "real", generator).detach()
         seed = draw_seed(generator) if is_random_kernel(self.kernel) else 0

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .._registry import Registry, drop_none, parse_spec
+from .._registry import Registry, build_spec, drop_none, parse_spec
 from ..errors import InvalidParameterError
 from ..utils import seeded_global_rng
 
@@ -93,10 +93,10 @@ def get_model(
     if int(num_classes) < 1:
         raise InvalidParameterError(f"The 'num_classes' parameter must be an int >= 1. Got {num_classes!r} instead.")
     if seed is None:
-        model = builder(in_shape, int(num_classes), **drop_none(kwargs))
+        model = build_spec(builder, "model", name, in_shape, int(num_classes), **drop_none(kwargs))
     else:
         with seeded_global_rng(int(seed)):
-            model = builder(in_shape, int(num_classes), **drop_none(kwargs))
+            model = build_spec(builder, "model", name, in_shape, int(num_classes), **drop_none(kwargs))
     return model.to(device) if device is not None else model
 
 

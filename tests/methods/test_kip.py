@@ -58,6 +58,22 @@ def test_kip_errors(digits):
         kip(loss="ce").fit(digits)
 
 
+@pytest.mark.parametrize("method, spec, message", [
+    ("kip", "conv_ntk(depth=0)", "'depth' parameter of ConvKernel"),
+    ("kip", "myrtle_ntk(depth=4)", "depth 5, 7 or 10"),
+    ("kip", ["fc_ntk", "conv_ntk(foo=1)"], "kernel 'conv_ntk' has no option 'foo'"),
+    ("ls", "rbf(gamma=-1)", "'gamma' parameter of rbf"),
+    ("kip", "conv_ntk(readout=flat)", "strings quoted"),
+])
+def test_a_bad_kernel_spec_is_refused_before_any_work(digits, method, spec, message):
+    """Every member of the family is built on the data's shape in fit's validation, before any preparation."""
+    m = get_method(method, kernel=spec, ipc=1, random_state=0, device="cpu", progress=False,
+                   **({"iterations": 1} if method == "kip" else {}))
+    with pytest.raises(InvalidParameterError, match=message):
+        m.fit(digits)
+    assert not hasattr(m, "prepared_")
+
+
 def test_ls_labels_are_the_least_squares_solution(digits):
     m = get_method("ls", ipc=2, reg=1e-4, ls_reg=0.0, chunk=500, random_state=0, device="cpu", progress=False).fit(digits)
     syn = m.synthetic_
