@@ -233,7 +233,7 @@ class SyntheticSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "SyntheticSet":
-        """Read a set written by :meth:`save`, validated by :meth:`check`.
+        """Read a set written by :meth:`save` (or the one in a ``distillset distill`` folder), validated by :meth:`check`.
 
         Raises
         ------
@@ -243,11 +243,13 @@ class SyntheticSet:
             A file cannot be parsed, or its contents fail :meth:`check` (the message names the file).
         """
         stem = _stem(path)
+        if stem.is_dir() and (stem / "synthetic.json").is_file():  # the --out folder of `distillset distill`
+            stem = stem / "synthetic"
         st, js = Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
         for f in (st, js):
             if not f.is_file():
                 raise MissingDataError(f"Synthetic set file not found: {f}. Pass the path given to SyntheticSet.save "
-                                       f"(either file of the pair, or their common stem).")
+                                       f"(either file of the pair, or their common stem), or a distill run's folder.")
         try:
             tensors = load(st.read_bytes())
         except Exception as e:  # safetensors raises its own (Rust) error types on a damaged file

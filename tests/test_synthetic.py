@@ -54,6 +54,15 @@ def test_pngs(tmp_path):
 def test_load_missing_names_the_file(tmp_path):
     with pytest.raises(MissingDataError, match="nothere"):
         SyntheticSet.load(tmp_path / "nothere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingDataError, match="or a distill run's folder"):
+        SyntheticSet.load(tmp_path / "empty")
+
+
+def test_a_distill_run_folder_loads_its_set(tmp_path):
+    s = make_set()
+    s.save(tmp_path / "run" / "synthetic")
+    assert torch.equal(SyntheticSet.load(tmp_path / "run").images, s.images)
 
 
 def test_shape_errors():
