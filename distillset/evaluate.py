@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .data import ImageDataset
 from .errors import InvalidParameterError
-from .models import get_model, model_spec_name
+from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
 from . import distributed
@@ -382,6 +382,8 @@ class Evaluator:
             if data.val is not None else None
         strategy = self._strategy(data.name)
         models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
+        for spec in models:  # a typo in the last model is an error before the first one trains
+            check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
         precision = precision_name(resolve_precision(self.precision, device))
 
         nets = {}  # (lr, i) -> the trained network i, on the process that trained it

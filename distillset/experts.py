@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .augment import resolve_strategy
+from .augment import parse_strategy, resolve_strategy
 from .cache import cached, fingerprint
 from .data import ImageDataset
 from .evaluate import test_accuracy, train_network
@@ -130,6 +130,9 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
                 "precision": precision, "random_state": random_state, "keep": keep}
     validate_params("train_experts", settings, EXPERT_CONSTRAINTS)
     check_expert_model(model, data, "train_experts")
+    strategy = resolve_strategy(augment, data.name)
+    if strategy:
+        parse_strategy(strategy)  # an unknown family is an error before the first expert, not inside it
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
@@ -137,7 +140,7 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
     # (older entries stay valid)
     recipe = {k: v for k, v in settings.items() if k != "num_experts" and not (k.startswith("gsam") and gsam_rho is None)
               and not (k == "keep" and keep == "all")}
-    recipe.update(data=fingerprint(data), device=device.type, strategy=resolve_strategy(augment, data.name),
+    recipe.update(data=fingerprint(data), device=device.type, strategy=strategy,
                   precision=precision_name(resolve_precision(precision, device)))
     images = None  # made on the first cache miss only
     trajectories, accuracies = [], []

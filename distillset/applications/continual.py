@@ -28,6 +28,7 @@ import torch
 
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator
+from ..models import check_model
 from ..synthetic import SyntheticSet
 from ..utils import derive_seed, resolve_seed
 
@@ -98,6 +99,7 @@ class ClassIncremental:
                                         f"use one of {divisors}.")
         if "ipc" in (self.params or {}):
             raise InvalidParameterError("Set the images per class with ClassIncremental(ipc=...), not in params.")
+        check_model(self.model, data.image_shape, k, type(self).__name__)  # the evaluation networks
         method = get_method(self.method, ipc=self.ipc, **(self.params or {}))
         method._validate_params()
         planned = method.planned_output()

@@ -37,12 +37,13 @@ from safetensors.torch import load, save
 from .. import __version__
 from .._io import atomic_write
 from .._registry import Registry, parse_spec
+from ..augment import parse_strategy
 from ..data import ImageDataset
 from ..data.real import RealData
 from .. import distributed
 from ..errors import CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError
 from ..formation import check_factor
-from ..models import MODELS, canonical_model_name, get_model
+from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
 from ..synthetic import LABEL_KINDS, SyntheticSet, infer_label_kind
 from ..utils import (Instance, Interval, derive_seed, make_generator, resolve_device, resolve_seed,
@@ -300,6 +301,9 @@ class DistillMethod:
                         {**self._common_constraints, **self._parameter_constraints})
         distributed.check_supported(self)  # several processes: only where the method's work splits
         MODELS.get(canonical_model_name(parse_spec(self.model, "model")[0]))  # unknown: lists close matches
+        augment = self.get_params().get("augment")
+        if isinstance(augment, str) and augment not in ("auto", "none", ""):
+            parse_strategy(augment)  # an unknown family: before any work, not in the first step
         resolve_device(getattr(self, "device", None))  # e.g. 'cuda' on a machine without CUDA
 
     def _validate(self, data: ImageDataset) -> None:
@@ -321,17 +325,7 @@ class DistillMethod:
                 f"{data.name!r} ({smallest} training images). Use ipc <= {smallest}."
             )
         self._validate_factor(data, smallest)
-        try:  # one image through the model now, rather than a shape error inside the first step
-            with torch.no_grad():
-                get_model(self.model, data.image_shape, data.num_classes, seed=0).eval()(
-                    torch.zeros(1, *data.image_shape))
-        except InvalidParameterError:  # the spec itself is wrong (an unknown option): its own message says how
-            raise
-        except (RuntimeError, ValueError) as e:
-            raise InvalidParameterError(
-                f"The 'model' parameter of {type(self).__name__} is {self.model!r}, which cannot take {data.name!r}'s "
-                f"images of shape {tuple(data.image_shape)} ({str(e).splitlines()[0]}). Choose another model "
-                "(distillset list models).") from None
+        check_model(self.model, data.image_shape, data.num_classes, type(self).__name__)
 
     def _validate_factor(self, data: ImageDataset, smallest: int) -> None:
         """Multi-formation (``factor``, where a method has it): tiles must divide the images, and a real

@@ -3,7 +3,7 @@ from . import classic, convnet, ntk, resnet, vgg  # noqa: F401  (fills the regis
 from .classic import MLP, AlexCifarNet, AlexNet, LeNet
 from .convnet import ConvNet
 from .init import Redraw, redraw_
-from .registry import (MODELS, EmbedClassifier, canonical_model_name, get_model, has_batchnorm, list_models,
+from .registry import (MODELS, EmbedClassifier, canonical_model_name, check_model, get_model, has_batchnorm, list_models,
                        model_spec_name, register_model)
 from .resnet import ResNet
 from .vgg import VGG11
@@ -20,6 +20,7 @@ __all__ = [
     "ResNet",
     "VGG11",
     "canonical_model_name",
+    "check_model",
     "get_model",
     "has_batchnorm",
     "list_models",

@@ -100,6 +100,22 @@ def get_model(
     return model.to(device) if device is not None else model
 
 
+def check_model(spec: str | dict, in_shape, num_classes: int, owner: str) -> None:
+    """Build ``spec`` once and pass one zero image through it: an unknown name or option, or a model that cannot
+    take these images, is one clear error before any work rather than inside the first step."""
+    from ..errors import DistillsetError
+
+    try:
+        with torch.no_grad():
+            get_model(spec, in_shape, num_classes, seed=0).eval()(torch.zeros(1, *in_shape))
+    except DistillsetError:  # the spec itself is wrong (an unknown name or option): its own message says how
+        raise
+    except (RuntimeError, ValueError) as e:
+        raise InvalidParameterError(
+            f"The 'model' parameter of {owner} is {spec!r}, which cannot take images of shape {tuple(in_shape)} "
+            f"({str(e).splitlines()[0]}). Choose another model (distillset list models).") from None
+
+
 class EmbedClassifier(nn.Module):
     """Base of every model: ``forward(x) = classify(embed(x))``.
 
