@@ -302,18 +302,19 @@ class SyntheticSet:
         image = Image.fromarray(self.grid(**kw))
         return atomic_save(path, lambda buf: image.save(buf, format="PNG"))
 
+    def png_paths(self, directory: str | Path) -> list[Path]:
+        """Where :meth:`save_pngs` writes each image: ``<directory>/<class>_<index>.png``."""
+        classes = self.meta.get("classes") or [str(c) for c in range(self.num_classes)]
+        return [Path(directory) / f"{classes[c]}_{i:04d}.png" for i, c in enumerate(self.hard_labels.tolist())]
+
     def save_pngs(self, directory: str | Path) -> list[Path]:
         """One PNG per image, named ``<class>_<index>.png`` (native resolution)."""
         from PIL import Image
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)
         x = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        classes = self.meta.get("classes") or [str(c) for c in range(self.num_classes)]
-        out = []
-        for i, (img, c) in enumerate(zip(x, self.hard_labels.tolist())):
-            p = d / f"{classes[c]}_{i:04d}.png"
+        out = self.png_paths(directory)
+        for p, img in zip(out, x):
             image = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
             atomic_save(p, lambda buf: image.save(buf, format="PNG"))  # noqa: B023 (called right away)
-            out.append(p)
         return out

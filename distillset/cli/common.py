@@ -156,6 +156,13 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
         raise OutputError(f"{flag} {path}: {anchor} is not writable; choose another {flag}.")
 
 
+def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
+    """:func:`check_writable` for a file, and an existing one is kept unless the user passed --overwrite."""
+    check_writable(path, flag, folder=False)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another {flag}.")
+
+
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """A run folder must be new or empty, unless the user asked to continue (--resume) or replace it."""
     if resume and overwrite:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import OutputError
-from .common import check_writable
+from .common import check_new_file
 
 
 def add_parser(sub) -> None:
@@ -26,9 +25,7 @@ def run(args) -> int:
     from ..report import load_run, render_report
 
     out = Path(args.output)
-    check_writable(out, "--output", folder=False)
-    if out.exists() and not args.overwrite:
-        raise OutputError(f"--output {out} exists; pass --overwrite to replace it, or choose another --output.")
+    check_new_file(out, "--output", args.overwrite)
     views = [load_run(folder) for folder in args.runs]  # every folder read before the page is written
     title = args.title or (f"distillset report: {views[0].name}" if len(views) == 1 else "distillset report")
     render_report(views, out, title=title)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import check_writable
+from ..errors import OutputError
+from .common import check_new_file, check_writable
 
 
 def add_parser(sub) -> None:
@@ -12,6 +13,7 @@ def add_parser(sub) -> None:
     p.add_argument("path", help="a saved set (its .json, .safetensors or common stem)")
     p.add_argument("--grid", default=None, help="PNG to write (default: <stem>_grid.png)")
     p.add_argument("--pngs", default=None, help="also write one PNG per image into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the grid or PNGs if they exist")
     p.set_defaults(func=run)
 
 
@@ -19,10 +21,14 @@ def run(args) -> int:
     from ..synthetic import SyntheticSet, _stem
 
     grid = Path(args.grid) if args.grid else Path(str(_stem(args.path)) + "_grid.png")
-    check_writable(grid, "--grid", folder=False)
+    check_new_file(grid, "--grid", args.overwrite)
     if args.pngs:
         check_writable(Path(args.pngs), "--pngs", folder=True)
     s = SyntheticSet.load(args.path)  # validated: every image has a label in range, so none is dropped
+    clash = [p for p in s.png_paths(args.pngs) if p.exists()] if args.pngs and not args.overwrite else []
+    if clash:
+        raise OutputError(f"--pngs {args.pngs} already holds {clash[0].name} (and {len(clash) - 1} more of this set's "
+                          "PNGs); pass --overwrite to replace them, or choose another --pngs.")
     print(json.dumps(s.meta, indent=2, sort_keys=True))
     print(f"images: {tuple(s.images.shape)}  labels: {tuple(s.labels.shape)} ({'hard' if s.labels.dim() == 1 else 'soft'})"
           f"  ipc: {s.ipc}" + (f"  learned steps: {len(s.lrs)}" if s.lrs is not None else ""))

@@ -177,6 +177,10 @@ CASES = [
                                          "convnet(widht=3)", "--out", "{d}/cc"], None, 2, "has no option 'widht'"),
     case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
      "Labels must lie in [0, 10)"),
+    case("show-grid-exists", ["show", "{d}/set.json", "--grid", "{d}/mine.png"],
+     lambda d, _: (write_set(d), (d / "mine.png").write_text("x")), 2, "pass --overwrite to replace it"),
+    case("show-pngs-exist", ["show", "{d}/set.json", "--grid", "{d}/g.png", "--pngs", "{d}/p"],
+     lambda d, _: (write_set(d), (d / "p").mkdir(), (d / "p" / "5_0005.png").write_text("x")), 2, "already holds 5_0005.png"),
     case("show-grid-is-a-folder", ["show", "{d}/set.json", "--grid", "{d}"], _set(), 2,
      "is not a file"),
 ]
