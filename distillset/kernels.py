@@ -13,7 +13,8 @@ Kernels (``make_kernel(spec)``, spec ``"name"`` or ``"name(key=value, ...)"``):
 - ``rbf``: ``exp(-gamma ||x - x'||^2)``, gamma = 1 / D by default; ``linear``: ``x . x' / D``.
 
 - ``conv_ntk`` / ``conv_nngp`` / ``myrtle_ntk`` / ``myrtle_nngp``: the exact infinite-width kernels of
-  ConvNet-D and Myrtle-5/7/10 (``distillset.conv_kernels``), O((HW)^2) per image pair.
+  ConvNet-D and Myrtle-5/7/10 (``distillset.conv_kernels``): O(HW (2R+1)^2) per image pair for ConvNet-D's
+  flatten readout (R = 2^D - 1 pixels: the pairs it reads), O((HW)^2) for Myrtle's global average pool.
 """
 from __future__ import annotations
 
@@ -246,7 +247,7 @@ def fc_nngp(ctx, **kw):
 
 @register_kernel
 def conv_ntk(ctx, **kw):
-    """NTK of ConvNet-D (conv3x3-ReLU-avgpool x D, flatten), exact; O((HW)^2) per image pair (conv_kernels)."""
+    """NTK of ConvNet-D (conv3x3-ReLU-avgpool x D, flatten), exact; O(HW (2^(D+1) - 1)^2) per image pair."""
     from .conv_kernels import ConvKernel
 
     return ConvKernel("convnet", kind="ntk", **kw)
@@ -254,7 +255,7 @@ def conv_ntk(ctx, **kw):
 
 @register_kernel
 def conv_nngp(ctx, **kw):
-    """NNGP of ConvNet-D, exact; O((HW)^2) per image pair, about 2/3 of conv_ntk's time."""
+    """NNGP of ConvNet-D, exact; O(HW (2^(D+1) - 1)^2) per image pair, about 2/3 of conv_ntk's time."""
     from .conv_kernels import ConvKernel
 
     return ConvKernel("convnet", kind="nngp", **kw)
