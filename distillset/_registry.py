@@ -6,7 +6,7 @@ import fnmatch
 import re
 from typing import Generic, TypeVar
 
-from .errors import InvalidParameterError, UnknownNameError
+from .errors import DistillsetError, InvalidParameterError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -70,16 +70,21 @@ def drop_none(kwargs: dict) -> dict:
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$")
 
 
-def build_spec(builder, kind: str, name: str, *args, **options):
-    """``builder(*args, **options)`` for the spec ``name(**options)``; an option the builder does not take is
-    one clear error (not a TypeError from deep inside)."""
+def build_spec(builder, kind: str, name: str, /, *args, **options):
+    """``builder(*args, **options)`` for the spec ``name(**options)``; an option the builder does not take, or a
+    value of the wrong type, is one clear error (not a TypeError from deep inside)."""
     try:
         return builder(*args, **options)
-    except TypeError as e:
-        if "unexpected keyword argument" not in str(e):
-            raise
-        bad = str(e).rsplit("unexpected keyword argument ", 1)[-1]
-        raise InvalidParameterError(f"The {kind} {name!r} has no option {bad}; remove it or fix its spelling.") from None
+    except DistillsetError:
+        raise
+    except (TypeError, ValueError) as e:
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "unexpected keyword argument" in text:
+            bad = text.rsplit("unexpected keyword argument ", 1)[-1]
+            raise InvalidParameterError(f"The {kind} {name!r} has no option {bad}; remove it or fix its spelling.") from None
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise InvalidParameterError(f"The {kind} {name!r} cannot be built with ({given}): {text}. Check the options' "
+                                    "names and types.") from None
 
 
 def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:

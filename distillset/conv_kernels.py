@@ -91,7 +91,7 @@ class ConvKernel(Kernel):
         if not isinstance(filter_size, int) or filter_size < 1 or filter_size % 2 == 0:
             raise InvalidParameterError(f"filter_size must be an odd int >= 1. Got {filter_size!r}.")
         if isinstance(architecture, str):
-            if int(depth) != depth or depth < 1:
+            if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
                 raise InvalidParameterError(f"The 'depth' parameter of ConvKernel must be an int >= 1. Got {depth!r}.")
             build, default_readout = ARCHITECTURES[architecture]
             layers = build(int(depth))
@@ -109,23 +109,32 @@ class ConvKernel(Kernel):
         self.name = f"{architecture if isinstance(architecture, str) else 'conv'}_{kind}"
 
     # ---------------------------------------------------------------- the recursion
-    def _geometry(self):
-        """Banded pair tensors when the readout reads only p = p' (flatten), else all pixel pairs."""
-        if self.readout == "flatten" and self._banded:
-            return _Banded(self, _first_radius(self.layers))
+    def _geometry(self, height: int, width: int):
+        """Banded pair tensors when the readout reads only p = p' (flatten) and the band is smaller than the
+        grid, else all pixel pairs."""
+        radius = _first_radius(self.layers)
+        if self.readout == "flatten" and self._banded and (2 * radius + 1) ** 2 < height * width:
+            return _Banded(self, radius)
         return _Dense(self)
+
+    def check(self, in_shape) -> None:
+        """Refuse images too small for the network's pools (a map would shrink to nothing)."""
+        pools = self.layers.count("pool")
+        if min(in_shape[-2:]) < 2 ** pools:
+            raise InvalidParameterError(f"{self.name} has {pools} 2x2 pools, so it needs images of at least {2 ** pools} "
+                                        f"pixels a side; got {tuple(in_shape[-2:])}. Use a smaller depth.")
 
     def _pairs(self, x1: torch.Tensor, x2: torch.Tensor, var1: list, var2: list) -> torch.Tensor:
         """The kernel (n1, n2) of two image batches; ``var1``/``var2`` are their pixel variances before each ReLU."""
         b2, w2 = self.b_std ** 2, self.w_std ** 2
-        geo = self._geometry()
+        geo = self._geometry(*x1.shape[-2:])
         s = geo.first_conv(x1, x2)
         t = s if self.kind == "ntk" else None  # the first layer's NTK is its NNGP: inputs carry no parameters
         relus = 0
         for layer in self.layers[1:]:
             if layer == "conv":
                 k = geo.keep(geo.conv(s) + b2)
-                t = k + geo.conv(t) if t is not None else None  # t holds S' * T of the layer below (or 0)
+                t = geo.keep(k + geo.conv(t)) if t is not None else None  # t: S' * T of the layer below (or 0)
                 s = k
             elif layer == "relu":
                 s, ds = _relu(s, geo.products(var1[relus], var2[relus], s))
@@ -140,7 +149,7 @@ class ConvKernel(Kernel):
 
     def _variances(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each image's pixel variances (n, H, W) before each ReLU, from its own pair tensor, in tiles."""
-        geo = self._geometry()
+        geo = self._geometry(*x.shape[-2:])
         out = []
         for part in torch.split(x, self._tile(x)):
             s = geo.first_conv(part, None)
@@ -159,7 +168,7 @@ class ConvKernel(Kernel):
 
     def _tile(self, x: torch.Tensor) -> int:
         """Image pairs per tile: ~6 live pair tensors of images like ``x`` within ``max_pair_mib``."""
-        per_pair = self._geometry().pair_elements(*x.shape[-2:])
+        per_pair = self._geometry(*x.shape[-2:]).pair_elements(*x.shape[-2:])
         return max(1, int(self.max_pair_mib * 2 ** 20 // (6 * per_pair * x.element_size())))
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:

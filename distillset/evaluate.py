@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import check_augment
 from .data import ImageDataset
 from .errors import InvalidParameterError
 from .models import check_model, get_model, model_spec_name
@@ -384,6 +385,7 @@ class Evaluator:
         models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
         for spec in models:  # a typo in the last model is an error before the first one trains
             check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
+        check_augment(self.augment)
         precision = precision_name(resolve_precision(self.precision, device))
 
         nets = {}  # (lr, i) -> the trained network i, on the process that trained it

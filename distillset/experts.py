@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .augment import parse_strategy, resolve_strategy
+from .augment import check_augment, resolve_strategy
 from .cache import cached, fingerprint
 from .data import ImageDataset
 from .evaluate import test_accuracy, train_network
@@ -130,9 +130,8 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
                 "precision": precision, "random_state": random_state, "keep": keep}
     validate_params("train_experts", settings, EXPERT_CONSTRAINTS)
     check_expert_model(model, data, "train_experts")
+    check_augment(augment)  # an unknown family is an error before the first expert, not inside it
     strategy = resolve_strategy(augment, data.name)
-    if strategy:
-        parse_strategy(strategy)  # an unknown family is an error before the first expert, not inside it
     from tqdm.auto import tqdm
 
     device = resolve_device(device)

@@ -46,6 +46,9 @@ class Kernel:
         """``(k(x_s, x_s), k(x_t, x_s))``, what one KRR fit-and-predict needs (subclasses share work)."""
         return self(x_s), self(x_t, x_s)
 
+    def check(self, in_shape) -> None:
+        """Raise :class:`InvalidParameterError` if the kernel cannot take images of ``in_shape`` (C, H, W)."""
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "name")
         return f"{self.name}({args})"
@@ -178,7 +181,7 @@ class RBFKernel(Kernel):
     name = "rbf"
 
     def __init__(self, gamma: float | None = None):
-        if gamma is not None and not (isinstance(gamma, (int, float)) and gamma > 0):
+        if gamma is not None and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma > 0):
             raise InvalidParameterError(f"The 'gamma' parameter of rbf must be a number > 0 or None. Got {gamma!r}.")
         self.gamma = gamma
 

@@ -37,6 +37,14 @@ def _stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
 
 
+def set_stem(path: str | Path) -> Path:
+    """The stem of the saved set ``path`` names: a file of the pair, their stem, or a distill run's folder."""
+    stem = _stem(path)
+    if stem.is_dir() and (stem / "synthetic.json").is_file():  # the --out folder of `distillset distill`
+        return stem / "synthetic"
+    return stem
+
+
 @dataclass
 class SyntheticSet:
     """A synthetic (distilled) training set.
@@ -242,9 +250,7 @@ class SyntheticSet:
         CorruptFileError
             A file cannot be parsed, or its contents fail :meth:`check` (the message names the file).
         """
-        stem = _stem(path)
-        if stem.is_dir() and (stem / "synthetic.json").is_file():  # the --out folder of `distillset distill`
-            stem = stem / "synthetic"
+        stem = set_stem(path)
         st, js = Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
         for f in (st, js):
             if not f.is_file():

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from distillset.conv_kernels import ConvKernel
+from distillset.errors import InvalidParameterError
 from distillset.kernels import FCKernel, make_kernel
 
 W2, B2 = 2.0, 0.01  # the kernels' defaults: W_std = sqrt(2), b_std = 0.1
@@ -45,18 +46,20 @@ def test_tiles_do_not_change_the_kernel():
     torch.testing.assert_close(k_ss, one_pair(x2), rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("depth, kind, shape, b_std", [(1, "ntk", (2, 5, 5), 0.1), (2, "nngp", (1, 9, 7), 0.1),
-                                                      (3, "ntk", (3, 12, 12), 0.1), (2, "ntk", (1, 8, 8), 0.0)])
-def test_banded_pairs_equal_all_pairs_with_their_gradient(depth, kind, shape, b_std):
+@pytest.mark.parametrize("arch, depth, kind, shape, b_std", [
+    ("convnet", 1, "ntk", (2, 5, 5), 0.1), ("convnet", 2, "nngp", (1, 9, 7), 0.1), ("convnet", 3, "ntk", (3, 12, 12), 0.1),
+    ("convnet", 2, "ntk", (1, 8, 8), 0.0), ("myrtle", 7, "ntk", (1, 8, 8), 0.1)])
+def test_banded_pairs_equal_all_pairs_with_their_gradient(arch, depth, kind, shape, b_std):
     """A flatten readout computes only the pixel pairs it reads (offsets within the radius of ``_first_radius``):
     the kernel and its gradient in the images equal the all-pairs recursion's in float64 (odd and non-square
-    maps; without biases, on images with zero patches, where off-grid pairs must not pass the ReLU)."""
+    maps; without biases, on images with zero patches, where off-grid pairs must not pass the ReLU; Myrtle-7,
+    whose two convs in a row before a pool would carry off-grid NTK terms into the band if not cleared)."""
     g = torch.Generator().manual_seed(9)
     x1, x2 = torch.randn(3, *shape, generator=g, dtype=torch.float64), torch.randn(2, *shape, generator=g, dtype=torch.float64)
     x1[0, :, :3] = 0.0
     results = []
     for banded in (True, False):
-        k = ConvKernel("convnet", depth=depth, kind=kind, b_std=b_std)
+        k = ConvKernel(arch, depth=depth, kind=kind, b_std=b_std, readout="flatten")
         k._banded = banded
         a = x1.clone().requires_grad_(True)
         gram = k(a, x2)
@@ -65,6 +68,17 @@ def test_banded_pairs_equal_all_pairs_with_their_gradient(depth, kind, shape, b_
     for banded, full in zip(*results):
         assert torch.isfinite(banded).all()
         torch.testing.assert_close(banded, full, rtol=1e-12, atol=1e-13)
+
+
+def test_a_band_wider_than_the_image_uses_all_pairs():
+    k = ConvKernel("convnet", depth=4)  # radius 15: 961 offsets per pixel against 784 pixels on 28 x 28
+    assert type(k._geometry(28, 28)).__name__ == "_Dense" and type(k._geometry(64, 64)).__name__ == "_Banded"
+
+
+def test_images_too_small_for_the_pools_are_refused():
+    ConvKernel("convnet", depth=3).check((1, 8, 8))
+    with pytest.raises(InvalidParameterError, match="at least 16 pixels a side"):
+        ConvKernel("convnet", depth=4).check((1, 8, 8))
 
 
 def test_nngp_matches_wide_random_networks():

@@ -34,13 +34,20 @@ def test_one_hot_soft_labels_train_like_hard_labels(digits):
     assert ev.score(soft, digits)["convnet"].accuracies == ev.score(syn, digits)["convnet"].accuracies
 
 
-def test_errors(digits):
+def test_errors(digits, monkeypatch):
     syn = RandomSubset(ipc=1, random_state=0).fit(digits).synthetic_
     with pytest.raises(InvalidParameterError, match="'n_models' parameter of Evaluator"):
         Evaluator(n_models=0).score(syn, digits)
     bad = SyntheticSet(torch.zeros(10, 1, 28, 28), syn.labels, syn.meta)
     with pytest.raises(ValueError, match="distilled from"):
         Evaluator(n_models=1, epochs=1).score(bad, digits)
+    trained = []  # a bad last model or augmentation: refused before the first network trains
+    monkeypatch.setattr("distillset.evaluate.train_network", lambda *a, **k: trained.append(1))
+    with pytest.raises(InvalidParameterError, match="has no option 'widht'"):
+        Evaluator(["mlp", "convnet(widht=3)"], n_models=1, epochs=1).score(syn, digits)
+    with pytest.raises(InvalidParameterError, match="Unknown augmentation family 'wiggle'"):
+        Evaluator(n_models=1, epochs=1, augment="wiggle").score(syn, digits)
+    assert trained == []
 
 
 def test_mse_turns_hard_labels_into_centred_one_hot_targets(digits):

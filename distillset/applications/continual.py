@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameterError
+from ..augment import check_augment
 from ..evaluate import Evaluator
 from ..models import check_model
 from ..synthetic import SyntheticSet
@@ -100,6 +101,7 @@ class ClassIncremental:
         if "ipc" in (self.params or {}):
             raise InvalidParameterError("Set the images per class with ClassIncremental(ipc=...), not in params.")
         check_model(self.model, data.image_shape, k, type(self).__name__)  # the evaluation networks
+        check_augment(self.augment)
         method = get_method(self.method, ipc=self.ipc, **(self.params or {}))
         method._validate_params()
         planned = method.planned_output()

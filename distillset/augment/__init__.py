@@ -11,6 +11,7 @@ from .params import (
     DEFAULT_STRATEGY,
     FAMILIES,
     AugParams,
+    check_augment,
     default_strategy,
     identity_params,
     parse_strategy,
@@ -19,6 +20,6 @@ from .params import (
 )
 
 __all__ = [
-    "DEFAULT_STRATEGY", "FAMILIES", "AugParams", "apply", "augment", "default_strategy", "functional",
+    "DEFAULT_STRATEGY", "FAMILIES", "AugParams", "apply", "augment", "check_augment", "default_strategy", "functional",
     "identity_params", "parse_strategy", "resolve_strategy", "sample_params", "siamese",
 ]

@@ -97,6 +97,13 @@ def default_strategy(dataset_name: str) -> str:
     return DEFAULT_STRATEGY
 
 
+def check_augment(augment: str | None) -> None:
+    """Parse an ``augment`` option's strategy now, so an unknown family is an error before any work
+    (None, ``"none"``, ``""`` and ``"auto"`` always pass)."""
+    if isinstance(augment, str) and augment not in ("auto", "none", ""):
+        parse_strategy(augment)
+
+
 def resolve_strategy(augment: str | None, dataset_name: str) -> str | None:
     """The one reading of an ``augment`` option: None, ``"none"`` or ``""`` = off (None); ``"auto"`` = the data
     set's default strategy; any other string is the strategy itself.

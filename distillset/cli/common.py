@@ -123,7 +123,7 @@ def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 
 def check_evaluator(ev) -> None:
     """Validate an ``Evaluator``'s options now (parameters, model names, augmentation, device), not after a run."""
-    from ..augment import parse_strategy
+    from ..augment import check_augment
     from .._registry import parse_spec
     from ..models import MODELS, canonical_model_name
     from ..utils import resolve_device, validate_params
@@ -134,8 +134,7 @@ def check_evaluator(ev) -> None:
                                     "--val-per-class N (the test set is never used for a choice).")
     for name in [ev.models] if isinstance(ev.models, str) else ev.models:
         MODELS.get(canonical_model_name(parse_spec(name, "model")[0]))  # a spec: "convnet(width=64)"
-    if ev.augment not in (None, "none", "", "auto"):
-        parse_strategy(ev.augment)
+    check_augment(ev.augment)
     resolve_device(ev.device)
 
 

@@ -11,17 +11,20 @@ from .common import check_new_file, check_writable
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help="print a saved set's metadata and write its image grid")
     p.add_argument("path", help="a saved set (its .json, .safetensors or common stem)")
-    p.add_argument("--grid", default=None, help="PNG to write (default: <stem>_grid.png)")
+    p.add_argument("--grid", default=None, help="PNG to write (default: <stem>_grid.png, replaced if it exists)")
     p.add_argument("--pngs", default=None, help="also write one PNG per image into this folder")
-    p.add_argument("--overwrite", action="store_true", help="replace the grid or PNGs if they exist")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file or PNGs in --pngs")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..synthetic import SyntheticSet, _stem
+    from ..synthetic import SyntheticSet, set_stem
 
-    grid = Path(args.grid) if args.grid else Path(str(_stem(args.path)) + "_grid.png")
-    check_new_file(grid, "--grid", args.overwrite)
+    grid = Path(args.grid) if args.grid else Path(str(set_stem(args.path)) + "_grid.png")
+    if args.grid:  # a file the user named is kept; the default, show's own output, is redrawn
+        check_new_file(grid, "--grid", args.overwrite)
+    else:
+        check_writable(grid, "--grid", folder=False)
     if args.pngs:
         check_writable(Path(args.pngs), "--pngs", folder=True)
     s = SyntheticSet.load(args.path)  # validated: every image has a label in range, so none is dropped

@@ -37,7 +37,7 @@ from safetensors.torch import load, save
 from .. import __version__
 from .._io import atomic_write
 from .._registry import Registry, parse_spec
-from ..augment import parse_strategy
+from ..augment import check_augment
 from ..data import ImageDataset
 from ..data.real import RealData
 from .. import distributed
@@ -301,9 +301,7 @@ class DistillMethod:
                         {**self._common_constraints, **self._parameter_constraints})
         distributed.check_supported(self)  # several processes: only where the method's work splits
         MODELS.get(canonical_model_name(parse_spec(self.model, "model")[0]))  # unknown: lists close matches
-        augment = self.get_params().get("augment")
-        if isinstance(augment, str) and augment not in ("auto", "none", ""):
-            parse_strategy(augment)  # an unknown family: before any work, not in the first step
+        check_augment(self.get_params().get("augment"))  # an unknown family: before any work, not in the first step
         resolve_device(getattr(self, "device", None))  # e.g. 'cuda' on a machine without CUDA
 
     def _validate(self, data: ImageDataset) -> None:

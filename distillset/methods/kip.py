@@ -53,7 +53,7 @@ def _check_specs(kernel, data, model: str) -> list[str]:
     specs = [kernel] if isinstance(kernel, str) else list(kernel)
     for s in specs:
         parse_kernel_spec(s)  # raises on an unknown name or a bad spec
-        make_kernel(s, in_shape=data.image_shape, num_classes=data.num_classes, seed=0, model=model)
+        make_kernel(s, in_shape=data.image_shape, num_classes=data.num_classes, seed=0, model=model).check(data.image_shape)
     return specs
 
 

@@ -110,7 +110,7 @@ def check_model(spec: str | dict, in_shape, num_classes: int, owner: str) -> Non
             get_model(spec, in_shape, num_classes, seed=0).eval()(torch.zeros(1, *in_shape))
     except DistillsetError:  # the spec itself is wrong (an unknown name or option): its own message says how
         raise
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         raise InvalidParameterError(
             f"The 'model' parameter of {owner} is {spec!r}, which cannot take images of shape {tuple(in_shape)} "
             f"({str(e).splitlines()[0]}). Choose another model (distillset list models).") from None

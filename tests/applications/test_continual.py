@@ -37,9 +37,14 @@ def test_a_condensed_memory_beats_chance_at_every_step(digits):
     assert all(m > 2 * c for m, c in zip(cl.step_means_, chance)), cl.step_means_
 
 
-@pytest.mark.parametrize("bad", [dict(steps=3), dict(ipc=0), dict(orders=0), dict(method="nope")])
-def test_bad_settings_are_refused_before_work(digits, bad):
-    with pytest.raises(InvalidParameterError if "method" not in bad else Exception, match=r"steps|ipc|orders|nope"):
+@pytest.mark.parametrize("bad", [dict(steps=3), dict(ipc=0), dict(orders=0), dict(method="nope"),
+                                 dict(augment="wiggle"), dict(model="convnet(widht=3)")])
+def test_bad_settings_are_refused_before_work(digits, bad, monkeypatch):
+    from distillset.methods import METHODS
+
+    monkeypatch.setattr(METHODS.get("random"), "fit", lambda *a, **k: pytest.fail("condensed before refusing"))
+    with pytest.raises(InvalidParameterError if "method" not in bad else Exception,
+                       match=r"steps|ipc|orders|nope|wiggle|widht"):
         ClassIncremental(**{"method": "random", **bad}).fit(digits)
 
 

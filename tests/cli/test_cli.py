@@ -38,6 +38,8 @@ def test_distill_evaluate_show(tmp_path, capsys):
     assert main(["show", str(out / "synthetic"), "--grid", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").is_file() and '"method": "dm"' in capsys.readouterr().out
     assert main(["show", str(out), "--grid", str(tmp_path / "g.png"), "--overwrite"]) == 0  # the run folder will do
+    for _ in range(2):  # the default grid is show's own output: redrawn, inside the run folder
+        assert main(["show", str(out)]) == 0 and (out / "synthetic_grid.png").is_file()
     # DM has no protocol of its own: a one-line error that names the fix
     assert main(["evaluate", str(out / "synthetic.json"), "--protocol", "own", "--device", "cpu"]) == 2
     assert "no own evaluation protocol; use --protocol standard" in capsys.readouterr().err

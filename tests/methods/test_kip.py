@@ -64,6 +64,9 @@ def test_kip_errors(digits):
     ("kip", ["fc_ntk", "conv_ntk(foo=1)"], "kernel 'conv_ntk' has no option 'foo'"),
     ("ls", "rbf(gamma=-1)", "'gamma' parameter of rbf"),
     ("kip", "conv_ntk(readout=flat)", "strings quoted"),
+    ("kip", "conv_ntk(depth=4)", "at least 16 pixels a side"),  # digits are 8 x 8
+    ("ls", "conv_ntk(w_std='x')", "cannot be built with"),
+    ("kip", "conv_ntk(kind='nngp')", "cannot be built with"),
 ])
 def test_a_bad_kernel_spec_is_refused_before_any_work(digits, method, spec, message):
     """Every member of the family is built on the data's shape in fit's validation, before any preparation."""

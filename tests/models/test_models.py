@@ -121,6 +121,8 @@ def test_a_spec_builds_the_same_network_as_its_options():
         get_model({"name": "convnett", "width": 16}, (1, 8, 8), 10)
     with pytest.raises(InvalidParameterError, match="model 'convnet' has no option 'widht'"):
         get_model("convnet(widht=16)", (1, 8, 8), 10)  # one line naming the typo, not a TypeError
+    with pytest.raises(InvalidParameterError, match="cannot be built with"):
+        get_model("convnet(width='16')", (1, 8, 8), 10)
 
 
 def test_one_variant_rule_a_fixed_option_cannot_be_overridden():
