@@ -362,6 +362,11 @@ class Evaluator:
         if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
+        declared = synthetic._declared_classes()  # None: a bare set, its labels within the data's classes will do
+        too_many = int(synthetic.hard_labels.max()) >= data.num_classes if len(synthetic) else False
+        if (declared is not None and declared != data.num_classes) or too_many:
+            raise InvalidParameterError(f"The synthetic set has {declared or synthetic.num_classes} classes but the data set "
+                                        f"{data.name!r} has {data.num_classes}; evaluate on the data set it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         synthetic = synthetic.decoded()  # multi-formation: networks train on the f x f tiles of each image
         lrs = list(self.lr) if isinstance(self.lr, (list, tuple)) else [self.lr]
@@ -383,6 +388,9 @@ class Evaluator:
             if data.val is not None else None
         strategy = self._strategy(data.name)
         models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
+        if not models:
+            raise InvalidParameterError("The 'models' parameter of Evaluator names no model; give at least one, "
+                                        "e.g. 'convnet'.")
         for spec in models:  # a typo in the last model is an error before the first one trains
             check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
         check_augment(self.augment)

@@ -41,10 +41,15 @@ def test_errors(digits, monkeypatch):
     bad = SyntheticSet(torch.zeros(10, 1, 28, 28), syn.labels, syn.meta)
     with pytest.raises(ValueError, match="distilled from"):
         Evaluator(n_models=1, epochs=1).score(bad, digits)
+    three = SyntheticSet(torch.zeros(3, 1, 8, 8), torch.tensor([0, 1, 2]), {**syn.meta, "num_classes": 3})
+    with pytest.raises(InvalidParameterError, match="has 3 classes but the data set 'digits' has 10"):
+        Evaluator(n_models=1, epochs=1).score(three, digits)
     trained = []  # a bad last model or augmentation: refused before the first network trains
     monkeypatch.setattr("distillset.evaluate.train_network", lambda *a, **k: trained.append(1))
     with pytest.raises(InvalidParameterError, match="has no option 'widht'"):
         Evaluator(["mlp", "convnet(widht=3)"], n_models=1, epochs=1).score(syn, digits)
+    with pytest.raises(InvalidParameterError, match="names no model"):
+        Evaluator([], n_models=1, epochs=1).score(syn, digits)
     with pytest.raises(InvalidParameterError, match="Unknown augmentation family 'wiggle'"):
         Evaluator(n_models=1, epochs=1, augment="wiggle").score(syn, digits)
     assert trained == []
