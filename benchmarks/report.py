@@ -129,14 +129,24 @@ def _other_settings(rows: list[dict]) -> str:
         (f", {' / '.join(differ)} per row (see the labels column)" if differ else "")
 
 
+def cell_of(r: dict) -> tuple:
+    """A table: data set, IPC and the four settings its header names; rows that differ in these (a kernel's
+    finite network without augmentation, say) get a table of their own rather than a misleading header."""
+    ev = r["entry"].get("eval", {})
+    return (r["dataset"], r["ipc"], json.dumps(ev.get("models", "convnet")), str(ev.get("augment", "auto")),
+            ev.get("epochs", 1000), ev.get("n_models", 5))
+
+
 def table_lines(records: list[dict]) -> list[str]:
     tables, fulls, randoms = references(records)
     lines = []
-    for cell in sorted({(r["dataset"], r["ipc"]) for r in tables}):
-        rows = [r for r in tables if (r["dataset"], r["ipc"]) == cell]
+    for cell in sorted({cell_of(r) for r in tables}):
+        rows = [r for r in tables if cell_of(r) == cell]
         ev = rows[0]["entry"].get("eval", {})
         full = fulls.get(cell[0])
-        lines += ["", f"### {cell[0]}, IPC {cell[1]}", "",
+        standard = (ev.get("models", "convnet"), ev.get("augment", "auto")) == ("convnet", "auto")
+        lines += ["", f"### {cell[0]}, IPC {cell[1]}" + ("" if standard else f" ({ev.get('models')}, augment="
+                                                             f"{ev.get('augment', 'auto')})"), "",
                   f"{ev.get('models', 'convnet')}, {ev.get('n_models', 5)} networks x {ev.get('epochs', 1000)} epochs "
                   f"per set, augment={ev.get('augment', 'auto')}{_other_settings(rows)}, {len(rows[0]['seeds'])} root "
                   f"seeds; test accuracy %. "

@@ -94,6 +94,16 @@ def test_scores_join_the_right_records_per_seed():
     assert report.scores_of(dm, None, None) == {"IOR": "-", "HLR": "-", "LRS": "-", "ARS": "-"}
 
 
+def test_rows_under_another_network_or_augmentation_get_their_own_table():
+    import report
+
+    base = _record("dm", [[80, 82]])
+    kernel_net = _record("kip", [[70, 71]])
+    kernel_net["entry"]["eval"].update(models="ntk_fc(centred=True)", augment="none")
+    assert report.cell_of(base) != report.cell_of(kernel_net)
+    assert report.cell_of(base) == report.cell_of(_record("random", [[60, 61]], loss="mse"))  # loss is per row
+
+
 def test_every_profile_entry_builds_its_method_and_evaluator():
     """A typo in a config's parameters fails here, not hours into a GPU run."""
     import yaml
