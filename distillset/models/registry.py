@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .._registry import Registry, build_spec, drop_none, parse_spec
-from ..errors import InvalidParameterError
+from ..errors import DistillsetError, InvalidParameterError
 from ..utils import seeded_global_rng
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -103,8 +103,6 @@ def get_model(
 def check_model(spec: str | dict, in_shape, num_classes: int, owner: str) -> None:
     """Build ``spec`` once and pass one zero image through it: an unknown name or option, or a model that cannot
     take these images, is one clear error before any work rather than inside the first step."""
-    from ..errors import DistillsetError
-
     try:
         with torch.no_grad():
             get_model(spec, in_shape, num_classes, seed=0).eval()(torch.zeros(1, *in_shape))
