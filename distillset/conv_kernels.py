@@ -298,6 +298,7 @@ class _Banded:
 
     def __init__(self, kernel: ConvKernel, radius: int):
         self.kernel, self.radius = kernel, radius
+        self._grids = {}  # (radius, H, W, dtype, device) -> on-grid mask: built once per map size, not per layer
 
     def pair_elements(self, height: int, width: int) -> int:
         return (2 * self.radius + 1) ** 2 * height * width
@@ -339,8 +340,11 @@ class _Banded:
 
     def keep(self, s: torch.Tensor) -> torch.Tensor:
         """s with its off-grid pairs set to 0 (convs add the bias and pools read dropped rows there)."""
-        radius, (h, w) = s.shape[-4] // 2, s.shape[-2:]
-        return s * self.shifted(torch.ones(1, 1, h, w, dtype=s.dtype, device=s.device), radius)[0, 0]
+        key = (s.shape[-4] // 2, *s.shape[-2:], s.dtype, s.device)
+        if key not in self._grids:
+            ones = torch.ones(1, 1, *key[1:3], dtype=s.dtype, device=s.device)
+            self._grids[key] = self.shifted(ones, key[0])[0, 0]
+        return s * self._grids[key]
 
     def products(self, v1: torch.Tensor, v2: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
         """v1(p) v2(p + d), or v(p) v(p + d) of each image with itself when ``v2`` is None (0 off the grid, where
