@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import InvalidParameterError
-from ._layers import GroupNorm, can_halve, register_fixed_variant
+from ._layers import AvgPool2d, GroupNorm, can_halve, register_fixed_variant
 from .registry import EmbedClassifier
 
 ACTIVATIONS = {
@@ -75,7 +75,7 @@ class ConvNet(EmbedClassifier):
             h, w = h + 2 * pad - 2, w + 2 * pad - 2
             layers += [make_norm(norm, width, (h, w)), ACTIVATIONS[act]()]
             if pooling != "none" and can_halve(min(h, w), more_norm_layers=d < int(depth) - 1):
-                layers.append(nn.MaxPool2d(2) if pooling == "maxpool" else nn.AvgPool2d(2))
+                layers.append(nn.MaxPool2d(2) if pooling == "maxpool" else AvgPool2d())
                 h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.feature_dim = width * h * w

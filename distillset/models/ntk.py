@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidParameterError
+from ._layers import AvgPool2d
 from .registry import EmbedClassifier, get_model, register_model  # noqa: F401  (get_model: the doctest)
 
 W_STD, B_STD = math.sqrt(2.0), 0.1  # the kernels' defaults
@@ -69,7 +70,7 @@ class NTKConvNet(EmbedClassifier):
             elif layer == "relu":
                 modules.append(nn.ReLU())
             else:
-                modules.append(nn.AvgPool2d(2))
+                modules.append(AvgPool2d())
                 h, w = h // 2, w // 2
         if readout == "gap":
             modules.append(nn.AdaptiveAvgPool2d(1))

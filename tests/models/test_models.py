@@ -131,3 +131,42 @@ def test_one_variant_rule_a_fixed_option_cannot_be_overridden():
         with pytest.raises(InvalidParameterError, match=f"The '{key}' parameter of {name} is fixed"):
             get_model(name, (1, 8, 8), 10, **{key: value})
     assert has_batchnorm(get_model("convnet_bn", (1, 8, 8), 10, norm="batchnorm"))  # the same value is fine
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 32, 32), (3, 4, 15, 9), (300, 16, 8, 8)])
+def test_fast_bf16_pooling_equals_the_native_kernel_bit_for_bit(shape):
+    """Values, gradients and second derivatives (DC's matching) of the fast path are avg_pool2d's."""
+    import torch.nn.functional as F
+
+    from distillset.models._layers import AvgPool2d
+
+    torch.manual_seed(0)
+    x = (torch.randn(shape) * torch.rand(shape) * 10).to(torch.bfloat16)
+    outs = []
+    for pool in (AvgPool2d(), lambda t: F.avg_pool2d(t, 2)):
+        xi = x.clone().requires_grad_()
+        y = pool(xi)
+        (gx,) = torch.autograd.grad(y.float().square().sum(), xi, create_graph=True)
+        (ggx,) = torch.autograd.grad(gx.float().square().sum(), xi)
+        outs.append((y, gx, ggx))
+    for ours, native in zip(*outs):
+        assert torch.equal(ours, native)
+
+
+def test_fast_bf16_pooling_under_vmap_of_grad():
+    """DC takes per-class gradients with vmap(grad(...)) and then differentiates them again."""
+    import torch.nn.functional as F
+    from torch.func import grad, vmap
+
+    from distillset.models._layers import AvgPool2d
+
+    torch.manual_seed(0)
+    w, xs = torch.randn(4, 3, 3, 3, requires_grad=True), torch.randn(5, 2, 3, 10, 10)
+    results = []
+    for pool in (AvgPool2d(), lambda t: F.avg_pool2d(t, 2)):
+        def loss(w, x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return pool(F.conv2d(x, w)).float().square().sum()
+        per_class = vmap(grad(loss), in_dims=(None, 0))(w, xs)
+        results += [per_class, torch.autograd.grad(per_class.square().sum(), w)[0]]
+    assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[3])
