@@ -47,14 +47,15 @@ class GroupNorm(nn.GroupNorm):
 
 
 class _MeanOf2x2(torch.autograd.Function):
-    """The mean of each 2 x 2 block (odd last row / column dropped), with float32 sums: ``avg_pool2d(x, 2)``."""
+    """The mean of each 2 x 2 block (odd last row / column dropped), summed in float32 in the native
+    kernel's order, so its values are ``avg_pool2d(x, 2)``'s bit for bit (signed zeros included)."""
 
     generate_vmap_rule = True  # DC's matching takes per-class gradients under vmap
 
     @staticmethod
     def forward(x):
         h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-        # A few samples at a time: the float32 column sums of a whole batch would not stay in cache
+        # A few samples at a time: the float32 sums of a whole batch would not stay in cache
         return torch.cat([_block_means(part[..., :h, :w]) for part in x.split(_samples_per_chunk(x))])
 
     @staticmethod
@@ -63,30 +64,39 @@ class _MeanOf2x2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _SpreadOver2x2.apply(grad, ctx.in_hw)
+        return _SpreadOver2x2.apply(grad, *ctx.in_hw)
+
+    @staticmethod
+    def jvp(ctx, x_tangent):  # linear: the tangent goes through the same map
+        return _MeanOf2x2.apply(x_tangent)
 
 
 class _SpreadOver2x2(torch.autograd.Function):
     """A quarter of each value on each pixel of its 2 x 2 block (zeros on a dropped row / column): the
     adjoint of :class:`_MeanOf2x2`, whose backward it is. Its own backward is that mean again, so DC's
-    double backward is exact too."""
+    double backward is exact too. (One difference from the kernel's backward: when nothing after the pool
+    is nonlinear, the gradient does not depend on x and carries no graph back to it.)"""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(grad, in_hw):
+    def forward(grad, in_h, in_w):
         h, w = grad.shape[-2:]
         spread = torch.cat([_spread(part) for part in grad.split(_samples_per_chunk(grad))])
-        dropped = (0, in_hw[1] - 2 * w, 0, in_hw[0] - 2 * h)
+        dropped = (0, in_w - 2 * w, 0, in_h - 2 * h)
         return F.pad(spread, dropped) if any(dropped) else spread
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        pass
+        ctx.in_hw = inputs[1:]
 
     @staticmethod
     def backward(ctx, grad_of_spread):
-        return _MeanOf2x2.apply(grad_of_spread), None
+        return _MeanOf2x2.apply(grad_of_spread), None, None
+
+    @staticmethod
+    def jvp(ctx, grad_tangent, *_):
+        return _SpreadOver2x2.apply(grad_tangent, *ctx.in_hw)
 
 
 def _samples_per_chunk(x: torch.Tensor) -> int:
@@ -94,14 +104,17 @@ def _samples_per_chunk(x: torch.Tensor) -> int:
 
 
 def _spread(grad: torch.Tensor) -> torch.Tensor:
-    columns = torch.stack([grad, grad], -1).flatten(-2)  # each value twice along a row (2x faster than a
-    return torch.stack([columns, columns], -2).flatten(-3, -2).mul_(0.25)  # broadcast copy), then each row
+    quarter = grad.mul(0.25).add_(0)  # + 0 turns -0 into +0, as the kernel's zero-filled output has it
+    columns = torch.stack([quarter, quarter], -1).flatten(-2)  # each value twice along a row (2x faster than
+    return torch.stack([columns, columns], -2).flatten(-3, -2)  # a broadcast copy), then each row
 
 
 def _block_means(x: torch.Tensor) -> torch.Tensor:
-    # Four bf16 values within 2^14 of each other sum exactly in float32, in any order: the native kernel's sum
-    columns = x[..., 0::2].float() + x[..., 1::2]
-    return ((columns[..., 0::2, :] + columns[..., 1::2, :]) * 0.25).to(x.dtype)
+    top, bottom = x[..., 0::2, :], x[..., 1::2, :]
+    total = top[..., 0::2].float() + top[..., 1::2]  # ((x00 + x01) + x10) + x11: the kernel's order
+    total += bottom[..., 0::2]
+    total += bottom[..., 1::2]
+    return (total * 0.25).to(x.dtype).add_(0)
 
 
 class AvgPool2d(nn.AvgPool2d):
