@@ -103,9 +103,10 @@ def git_commit() -> str | None:
 
 
 def git_dirty() -> bool | None:
-    """Whether tracked files differ from the commit (the runner's own outputs, results/ and RESULTS.md, excepted)."""
-    out = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-              ":(top,exclude)benchmarks/results", ":(top,exclude)benchmarks/RESULTS.md")
+    """Whether tracked files differ from the commit (the runner's own outputs, results/, RESULTS.md and
+    report.html, excepted: an earlier entry of the same run rewrites them)."""
+    out = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)benchmarks/results",
+              ":(top,exclude)benchmarks/RESULTS.md", ":(top,exclude)benchmarks/report.html")
     return None if out is None else bool(out)
 
 

@@ -143,3 +143,20 @@ def test_every_application_entry_names_registered_methods_with_valid_parameters(
             kw = {"ipc": e.get("ipc", 1), **params.get(m, {})}
             get_method(m, **kw)._validate_params()  # raises, naming the parameter, on a typo
         assert e["kind"] in ("continual", "nas", "audit"), e["name"]
+
+
+def test_dirty_flag_ignores_the_runners_own_outputs(tmp_path, monkeypatch):
+    """An earlier entry of the same run rewrites the report files; only other tracked changes mark a record dirty."""
+    bench = tmp_path / "benchmarks"
+    (bench / "results").mkdir(parents=True)
+    for name in ("run.py", "report.html", "RESULTS.md", "results/a.json"):
+        (bench / name).write_text("0\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(git + args, check=True)
+    monkeypatch.setattr(run, "HERE", bench)
+    for name in ("report.html", "RESULTS.md", "results/a.json"):
+        (bench / name).write_text("1\n")
+    assert run.git_dirty() is False
+    (bench / "run.py").write_text("1\n")
+    assert run.git_dirty() is True
