@@ -43,6 +43,7 @@ def _worker(rank, world, port, name, params, out, stop_at, split=True):
             with distributed.enabled() if split else contextlib.nullcontext():
                 method.fit(load_dataset("digits"), callback=stop)
         except KeyboardInterrupt:
+            dist.barrier()  # neither rank tears gloo down while the other is still in a collective
             return
         torch.save({"images": method.synthetic_.images, "history": method.history_}, f"{out}.rank{rank}.pt")
     finally:
