@@ -23,7 +23,8 @@ means are trained to raise the distance the images lower (gradient reversal, one
 num_freqs / 16 means spreads 16 frequencies as a unit Gaussian; the released code repeats each output 16
 times and its update cancels to zero (the gradients of loss and -loss are summed), so it never trains.
 No plateau lr schedule (the reference halves the lr after 500 iterations without improvement). lr_img is
-in normalised units: NCFM's 1e-3 on [0, 1] pixels is about 1e-3 / std here (MNIST: 0.003, CIFAR-10: 0.004).
+in normalised units: NCFM's 1e-3 on [0, 1] pixels (its configs' ``lr_img: 0.01`` times ``lr_scale_adam: 0.1``
+for AdamW) is about 1e-3 / std here (MNIST: 0.003, CIFAR-10: 0.004).
 """
 from __future__ import annotations
 
