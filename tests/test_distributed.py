@@ -46,6 +46,7 @@ def _worker(rank, world, port, name, params, out, stop_at, split=True):
             dist.barrier()  # neither rank tears gloo down while the other is still in a collective
             return
         torch.save({"images": method.synthetic_.images, "history": method.history_}, f"{out}.rank{rank}.pt")
+        dist.barrier()  # the same on a finished run (as the CLI does): an early teardown aborted a rank in CI
     finally:
         dist.destroy_process_group()
 
