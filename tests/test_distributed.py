@@ -26,11 +26,13 @@ def free_port() -> int:
 
 def _worker(rank, world, port, name, params, out, stop_at, split=True):
     import contextlib
+    import faulthandler
 
     import torch.distributed as dist
 
     from distillset import distributed
 
+    faulthandler.enable(open(f"{out}.rank{rank}.fault", "w"), all_threads=True)  # where a rare SIGABRT hits
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -59,12 +61,16 @@ def run_processes(name, params, tmp_path, world=2, stop_at=None, split=True) -> 
         mp.spawn(_worker, args=(world, free_port(), name, params, out, stop_at, split), nprocs=world, join=True)
     except mp.ProcessExitedException as e:
         # a rank now and then dies with SIGABRT ("terminate called without an active exception"), cause not
-        # found (gloo teardown suspected): 3 full CI runs in two stops, never when the test runs alone (0 of 12).
-        # Tolerated only once every rank has written its result, so a crash during the work still fails
+        # found (gloo teardown suspected): 3 full CI runs in two stops, never when the test runs alone (0 of 27,
+        # 15 of them beside two busy processes). Tolerated only once every rank has written its result, so a
+        # crash during the work still fails; the rank's Python stacks (faulthandler) go into the message
         written = stop_at is None and all(os.path.exists(f"{out}.rank{r}.pt") for r in range(world))
+        fault = f"{out}.rank{e.error_index}.fault"
+        stacks = open(fault).read() if os.path.exists(fault) else "(none written)"
         if e.signal_name != "SIGABRT" or not written:
-            raise
-        warnings.warn(f"rank {e.error_index} died with SIGABRT after every rank had written its result")
+            raise AssertionError(f"rank {e.error_index} died; its Python stacks:\n{stacks}") from e
+        warnings.warn(f"rank {e.error_index} died with SIGABRT after every rank had written its result; "
+                      f"its Python stacks:\n{stacks}")
     if stop_at is not None:
         return []
     return [torch.load(f"{out}.rank{r}.pt") for r in range(world)]
