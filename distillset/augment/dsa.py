@@ -50,7 +50,7 @@ def apply(x: torch.Tensor, params: AugParams, index: torch.Tensor | None = None)
     Notes
     -----
     Reads which families are present (k integers) back to the host once per call, the counterpart of
-    the reference picking its family on the host. Mixed families are sorted into contiguous groups, each
+    the reference picking its family on the host; composed rows (``family_per="all"``) read nothing. Mixed families are sorted into contiguous groups, each
     group gets its op, and the rows are put back in order (no loop over images).
 
     Examples
@@ -85,6 +85,10 @@ def apply(x: torch.Tensor, params: AugParams, index: torch.Tensor | None = None)
 
     families = p.families
     if not families or b == 0:
+        return x
+    if p.composed:
+        for family in families:
+            x = _OPS[family](x, p)
         return x
     if len(families) == 1:
         return _OPS[families[0]](x, p)

@@ -1,8 +1,9 @@
 """DSA strategies and their random parameters: parse a strategy, sample an :class:`AugParams`.
 
 A strategy names augmentation *families* joined by ``"_"``, e.g. ``"color_crop_cutout_flip_scale_rotate"``
-(``"none"`` or ``""``: no augmentation). As in the reference code each parameter row applies ONE family,
-chosen uniformly among the strategy's families.
+(``"none"`` or ``""``: no augmentation). As in the DSA reference code each parameter row applies ONE family,
+chosen uniformly among the strategy's families; ``family_per="all"`` instead applies every family in the
+strategy's order (IDC's DiffAug in batch mode, which DANCE and NCFM match with: color, crop, cutout).
 
 Sampling draws every tensor from an explicit ``torch.Generator``, one batched call per tensor (two for the
 per-axis integer tensors), always in the same order and whichever family is picked, so the generator
@@ -145,6 +146,8 @@ class AugParams:
         ``(dx, dy)`` translation in pixels.
     cutout_center, cutout_size : LongTensor (n, 2)
         ``(cx, cy)`` and ``(sx, sy)`` of the zeroed rectangle in pixels.
+    composed : bool, default=False
+        Every row applies every family, in the strategy's order (``family`` is then ignored).
 
     Examples
     --------
@@ -165,6 +168,7 @@ class AugParams:
     crop_shift: torch.Tensor
     cutout_center: torch.Tensor
     cutout_size: torch.Tensor
+    composed: bool = False
 
     _TAILS = {"family": (), "scale": (2,), "angle": (), "flip": (), "brightness": (), "saturation": (),
               "contrast": (), "crop_shift": (2,), "cutout_center": (2,), "cutout_size": (2,)}
@@ -260,8 +264,9 @@ def sample_params(strategy: str, n: int, image_shape: Sequence[int], *, generato
         Source of every draw; draws happen on its device.
     device : torch.device or str, optional
         Where the returned tensors live; default the generator's device.
-    family_per : {"call", "row"}, default="call"
-        "call": one family for all rows, as in the reference; "row": a family per row.
+    family_per : {"call", "row", "all"}, default="call"
+        "call": one family for all rows, as in the DSA reference; "row": a family per row; "all": every
+        family on every row, in the strategy's order (the draws are those of "call").
 
     Returns
     -------
@@ -275,7 +280,7 @@ def sample_params(strategy: str, n: int, image_shape: Sequence[int], *, generato
     (True, 1)
     """
     validate_params("sample_params", {"n": n, "family_per": family_per},
-                    {"n": [Interval(int, 0, None)], "family_per": [Options(("call", "row"))]})
+                    {"n": [Interval(int, 0, None)], "family_per": [Options(("call", "row", "all"))]})
     if not isinstance(generator, torch.Generator):
         raise InvalidParameterError(
             f"The 'generator' parameter of sample_params must be a torch.Generator. Got {generator!r} instead."
@@ -296,7 +301,7 @@ def sample_params(strategy: str, n: int, image_shape: Sequence[int], *, generato
 
     # The draws, always all of them and in this order.
     k = len(families)
-    family = torch.randint(0, k, (1 if family_per == "call" else n,), **kw).expand(n).clone()
+    family = torch.randint(0, k, (n if family_per == "row" else 1,), **kw).expand(n).clone()
     scale = uniform(1 / SCALE, SCALE, n, 2)
     angle = uniform(-ROTATE, ROTATE, n)
     flip = torch.rand(n, **kw) < FLIP_P
@@ -312,5 +317,5 @@ def sample_params(strategy: str, n: int, image_shape: Sequence[int], *, generato
 
     p = AugParams(strategy=strategy, image_size=(h, w), family=family, scale=scale, angle=angle, flip=flip,
                   brightness=brightness, saturation=saturation, contrast=contrast, crop_shift=crop_shift,
-                  cutout_center=cutout_center, cutout_size=cutout_size)
+                  cutout_center=cutout_center, cutout_size=cutout_size, composed=family_per == "all")
     return p.to(out_device)

@@ -5,8 +5,10 @@ networks trained on the real data (``distillset.experts``, cached and shared; ``
 initial and final weights). One iteration:
   1. pick an expert e and lambda ~ U(0, 1); the "middle" encoder has weights
      lambda * theta_e(init) + (1 - lambda) * theta_e(trained);
-  2. draw ``batch_real`` real images per class and one DSA transformation per class, shared with the
-     class's decoded synthetic images (multi-formation ``factor``, 2 as in the paper);
+  2. draw ``batch_real`` real images per class and one transformation per class, shared with the
+     class's decoded synthetic images (multi-formation ``factor``, 2 as in the paper): with the default
+     ``augment="auto"`` the reference's color, crop and cutout, all three in that order (its DiffAug in
+     batch mode, on every data set); an explicit DSA strategy applies one of its families per draw, as DSA;
   3. inner-class view, for each class c, one update:
      loss_c = || mean psi_mid(A(x_real_c)) - mean psi_mid(A(x_syn_c)) ||^2;
   4. inter-class view (calibration), for each class c, one update:
@@ -18,8 +20,8 @@ the reference, each class takes its own step per view (2K steps per iteration).
 Deviations: the experts follow our shared recipe (SGD 0.01, momentum 0.9, weight decay 5e-4, batch 256,
 ``augment``'s DSA, constant lr) where DANCE's use batch 64, lr x0.2 at epochs 40 and 50, color/crop and
 CutMix. A real start tiles distinct random images of the class, area-downsampled (the reference: the
-first ipc * f**2 images of the class, nearest-neighbour). DSA draws one family per transformation (the
-reference applies color, crop and cutout together). DANCE's images live in [0, 1] pixels, ours
+first ipc * f**2 images of the class, nearest-neighbour). The reference samples at most 200 decoded
+images per class per step (``batch_syn_max``), we use them all (equal up to ipc * f**2 = 200). DANCE's images live in [0, 1] pixels, ours
 normalised: an SGD lr in pixel space is ``lr / std**2`` here (its 0.01 * ipc is 0.16 * ipc on CIFAR-10,
 0.1 * ipc on MNIST); the default 1.0 is DM's.
 """
@@ -37,6 +39,10 @@ from ..utils import Interval
 from .base import State, register_method
 from .common import frozen_template
 from .dm import DM
+
+
+# DANCE's and NCFM's matching augmentation (``aug_type`` in their configs), all three families on each draw
+REFERENCE_AUGMENTATION = "color_crop_cutout"
 
 
 @register_method
@@ -64,7 +70,9 @@ class DANCE(DM):
     expert_seed : int, default=0
         Seed of the pool (shared by every distillation seed, as the paper's pre-trained encoders are).
     augment : str or None, default="auto"
-        DSA strategy while matching, and while training the pool.
+        Augmentation while matching ("auto": color, crop and cutout together, as the reference; a DSA
+        strategy: one of its families per draw) and while training the pool ("auto": the data set's DSA
+        strategy).
     precision, random_state, device, checkpoint_dir, checkpoint_every, log_every, progress : see ``DM``.
 
     Examples
@@ -117,10 +125,11 @@ class DANCE(DM):
         clamp_pixels(state)
         # 1. an encoder pair from the pool: the middle encoder and the trained one
         middle, trained = self._encoders(state)
-        # 2. a real batch per class, one DSA transformation per class (shared with the synthetic images)
-        strategy = resolve_strategy(self.augment, data.name)
+        # 2. a real batch per class, one transformation per class (shared with the synthetic images)
+        strategy, family_per = self._matching_augmentation(data)
         x_real, y_real = state.real.sample(self.batch_real, g)  # (K*n, C, H, W), class-major
-        params = sample_params(strategy, k, data.image_shape, generator=g, device=state.device) if strategy else None
+        params = sample_params(strategy, k, data.image_shape, generator=g, device=state.device,
+                               family_per=family_per) if strategy else None
         if params is not None:
             x_real = apply(x_real, params, y_real)
         f_real = frozen_embed(middle, x_real, dtype=state.cache["dtype"], chunk=chunk_size(data.image_shape))
@@ -136,7 +145,8 @@ class DANCE(DM):
         # 4. inter-class view: per class, the trained encoder's cross-entropy on its (updated) images; one step each
         calibration = f_real.new_zeros(())
         for c in range(k) if self.calibration_weight > 0 else ():
-            one = sample_params(strategy, 1, data.image_shape, generator=g, device=state.device) if strategy else None
+            one = sample_params(strategy, 1, data.image_shape, generator=g, device=state.device,
+                                family_per=family_per) if strategy else None
             x = self._class_images(state, c, one, row=0)
             with autocast(state.device, state.cache["dtype"]):
                 logits = trained(x).float()
@@ -144,6 +154,12 @@ class DANCE(DM):
             yield loss
             calibration = calibration + loss.detach()
         return {"loss": match, "calibration": calibration}
+
+    def _matching_augmentation(self, data) -> tuple[str | None, str]:
+        """(strategy, family_per) of the matching transformations: "auto" is the reference's DiffAug."""
+        if self.augment == "auto":
+            return REFERENCE_AUGMENTATION, "all"
+        return resolve_strategy(self.augment, data.name), "call"
 
     def _class_images(self, state: State, c: int, params, row: int | None = None) -> torch.Tensor:
         """Class ``c``'s decoded synthetic images (m, C, H, W), transformed with ``params`` row ``row`` (default c)."""

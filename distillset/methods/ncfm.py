@@ -10,21 +10,29 @@ phi(t) = mean_j exp(i t.f_j); per class c and frequency t (REFERENCE: NCFM eq. 8
              (= 2 |phi_real| |phi_syn| (1 - cos of the phase difference))
   CF distance = 300 * mean_t sqrt(amplitude_weight * a(t) + phase_weight * p(t)),
 summed over classes. With both weights 0.5 (the paper's configs) it is 300 / sqrt(2) * mean_t |phi_real - phi_syn|.
-The images are updated with AdamW (weight decay 5e-4, which pulls normalised images towards the data
-set's mean, where the reference's pulls [0, 1] pixels towards black) and clamped to the pixel range [0, 1].
+The images are updated with AdamW and clamped to the pixel range [0, 1]. The weight decay shrinks them
+by the reference's 5e-7 per step (its lr 1e-3 x weight decay 5e-4), towards the data set's mean here
+(normalised images) where the reference's pulls [0, 1] pixels towards black.
 
 As in the reference, each class takes its own AdamW step per view (2K steps per iteration), each with a
 fresh draw of frequencies; with AdamW that is not the same as one step on the sum over classes.
 
 Deviations: the sqrt is taken of the sum plus 1e-12, minus sqrt(1e-12) (the reference clamps the phase
-term at 1e-12), so the distance is exactly 0 for identical feature sets and its gradient finite there.
+term at 1e-12), and 1e-12 is added under the moduli' square roots, so the distance is exactly 0 for
+identical feature sets and its gradient finite there (values differ from the reference's by ~1e-6).
 The sampling network (``sampling_net``, off as in every released config) is the paper's min-max: its
 means are trained to raise the distance the images lower (gradient reversal, one update), and each of its
-num_freqs / 16 means spreads 16 frequencies as a unit Gaussian; the released code repeats each output 16
-times and its update cancels to zero (the gradients of loss and -loss are summed), so it never trains.
-No plateau lr schedule (the reference halves the lr after 500 iterations without improvement). lr_img is
-in normalised units: NCFM's 1e-3 on [0, 1] pixels (its configs' ``lr_img: 0.01`` times ``lr_scale_adam: 0.1``
-for AdamW) is about 1e-3 / std here (MNIST: 0.003, CIFAR-10: 0.004).
+num_freqs / 16 means spreads 16 frequencies as a unit Gaussian. The released code's sampler makes 64
+frequencies (4 outputs, each repeated 16 times, whatever num_freqs says), has BatchNorm after each linear
+layer (ours has none, so its means start near 0) and its update cancels to zero (the gradients of loss
+and -loss are summed), so it never trains. No plateau lr schedule (the reference halves the lr after 500
+iterations without improvement). lr_img is in normalised units: NCFM's 1e-3 on [0, 1] pixels (its
+configs' ``lr_img: 0.01`` times ``lr_scale_adam: 0.1`` for AdamW) is about 1e-3 / std here (MNIST: 0.003,
+CIFAR-10: 0.004); its CIFAR-100 IPC 10 config alone uses SGD (lr 0.01, momentum 0.5), ours AdamW throughout.
+Reference quirks not reproduced: its real loader matches every iteration against the same first 1024
+images of each class (DANCE's, and ours, draw a fresh batch), and it prefetches the synthetic images in
+a background thread, so its network sees images up to about ten class steps old.
+The encoder pool follows DANCE's (see there); NCFM pre-trains with batch 128 where DANCE uses 64.
 """
 from __future__ import annotations
 
@@ -35,13 +43,14 @@ import torch.nn.functional as F
 
 from ..models import Redraw, get_model
 from ..unroll import FlatNet
-from ..utils import Instance, Interval
+from ..utils import Instance, Interval, Options
 from .base import register_method
 from .dance import DANCE
 
-MIXTURE = 16  # frequencies per mixture component of the sampling network (the reference's num_freqs / 16)
+MIXTURE = 16  # frequencies per mixture component of the sampling network (the reference repeats each output 16x)
 CF_SCALE = 300.0  # the reference multiplies the distance by 300 (matters for SGD, not for AdamW)
 EPS = 1e-12
+REFERENCE_DECAY_PER_STEP = 1e-3 * 5e-4  # the reference's AdamW lr x weight decay: the images' shrink per step
 
 
 def cf_distance(real: torch.Tensor, syn: torch.Tensor, freqs: torch.Tensor, amplitude_weight: float = 0.5,
@@ -92,8 +101,9 @@ class NCFM(DANCE):
     batch_real : int, default=1024
     lr_img : float, default=0.004
         AdamW on the (normalised) images.
-    weight_decay_img : float, default=5e-4
-        AdamW's decoupled weight decay on the images.
+    weight_decay_img : float or "auto", default="auto"
+        AdamW's decoupled weight decay on the images; "auto" = 5e-7 / lr_img, the reference's shrink per
+        step (1.25e-4 at the default lr_img).
     num_freqs : int, default=4096
         Frequencies t drawn from N(0, I) each iteration.
     amplitude_weight, phase_weight : float, default=0.5
@@ -118,7 +128,7 @@ class NCFM(DANCE):
     name = "ncfm"
     _parameter_constraints = {
         **{k: v for k, v in DANCE._parameter_constraints.items() if k != "momentum"},
-        "weight_decay_img": [Interval(float, 0)],
+        "weight_decay_img": [Interval(float, 0), Options(("auto",))],
         "num_freqs": [Interval(int, 1)],
         "amplitude_weight": [Interval(float, 0)],
         "phase_weight": [Interval(float, 0)],
@@ -127,7 +137,7 @@ class NCFM(DANCE):
     }
 
     def __init__(self, ipc=10, *, iterations=20000, model="convnet", batch_real=1024, lr_img=0.004,
-                 weight_decay_img=5e-4, num_freqs=4096, amplitude_weight=0.5, phase_weight=0.5, sampling_net=False,
+                 weight_decay_img="auto", num_freqs=4096, amplitude_weight=0.5, phase_weight=0.5, sampling_net=False,
                  lr_sampler=1e-3, image_init="real",
                  factor=2, calibration_weight=1.0, num_experts=20, train_epochs=60, expert_seed=0, augment="auto",
                  precision="auto", random_state=None, device=None, checkpoint_dir=None, checkpoint_every=None,
@@ -167,7 +177,8 @@ class NCFM(DANCE):
         return tensors
 
     def _make_optimizer(self, tensors):
-        images = torch.optim.AdamW([tensors["images"]], lr=self.lr_img, weight_decay=self.weight_decay_img)
+        decay = REFERENCE_DECAY_PER_STEP / self.lr_img if self.weight_decay_img == "auto" else self.weight_decay_img
+        images = torch.optim.AdamW([tensors["images"]], lr=self.lr_img, weight_decay=decay)
         if not self.sampling_net:
             return images
         return {"images": images, "sampler": torch.optim.SGD([tensors["sampler"]], lr=self.lr_sampler, momentum=0.5)}

@@ -132,6 +132,20 @@ def test_family_per_call_is_one_family():
         assert (p.family == p.family[0]).all()
 
 
+def test_family_per_all_applies_every_family_in_order_with_the_draws_of_call():
+    x = torch.rand(4, *SHAPE)
+    call = sample_params("color_crop_cutout", 4, SHAPE, generator=torch.Generator().manual_seed(0))
+    every = sample_params("color_crop_cutout", 4, SHAPE, generator=torch.Generator().manual_seed(0), family_per="all")
+    assert every.composed and not call.composed and torch.equal(every.crop_shift, call.crop_shift)
+    expected = x
+    for family in ("color", "crop", "cutout"):  # the strategy's order, each family alone with the same rows
+        alone = dataclasses.replace(every, strategy=family, family=torch.zeros(4, dtype=torch.long), composed=False)
+        expected = apply(expected, alone)
+    assert torch.equal(apply(x, every), expected) and not torch.equal(apply(x, call), expected)
+    same = apply(x[:1].expand(2, *SHAPE), every, torch.tensor([3, 3]))  # siamese use: one row per class
+    assert every.take(torch.tensor([3])).composed and torch.equal(same[0], same[1])
+
+
 def test_take_and_validation():
     p = sample_params(DEFAULT_STRATEGY, 3, SHAPE, generator=torch.Generator().manual_seed(0), family_per="row")
     q = p.take(torch.tensor([2, 2, 0]))

@@ -216,3 +216,20 @@ def test_ncfm_with_its_sampler_resumes_bit_identically(digits, tmp_path):
     resumed = NCFM(iterations=5, checkpoint_dir=str(tmp_path), checkpoint_every=2, **SAMPLER).fit(digits, resume=True)
     assert torch.equal(straight.synthetic_.images, resumed.synthetic_.images)
     assert straight.history_["loss"] == resumed.history_["loss"]
+
+
+@pytest.mark.parametrize("name", ["dance", "ncfm"])
+def test_dance_and_ncfm_match_under_the_references_augmentation_by_default(name, digits):
+    """Their code's DiffAug: color, crop and cutout on every draw; an explicit strategy is DSA's one-of."""
+    assert get_method(name)._matching_augmentation(digits) == ("color_crop_cutout", "all")
+    assert get_method(name, augment="crop_scale")._matching_augmentation(digits) == ("crop_scale", "call")
+    assert get_method(name, augment=None)._matching_augmentation(digits)[0] is None
+
+
+def test_ncfm_weight_decay_shrinks_the_images_as_much_per_step_as_the_reference():
+    images = torch.zeros(3, requires_grad=True)
+    for lr in (0.004, 0.002):
+        group = get_method("ncfm", lr_img=lr)._make_optimizer({"images": images}).param_groups[0]
+        assert group["lr"] * group["weight_decay"] == pytest.approx(1e-3 * 5e-4)  # its lr x weight decay
+    assert get_method("ncfm", weight_decay_img=0.0)._make_optimizer({"images": images}).param_groups[0][
+        "weight_decay"] == 0.0
