@@ -14,7 +14,8 @@ no norm) that is exactly the per-class computation. For BatchNorm networks the r
 the same thing: it concatenates all classes into one real and one synthetic batch so BN statistics
 are taken over the whole (real or synthetic) batch, and splits the embeddings by class afterwards;
 we follow it. The real forward runs under ``no_grad`` in chunks of bounded memory (the reference
-forwards one class at a time; one 2,560-image batch costs 1.3 GB per activation and page faults).
+forwards one class at a time; one 2,560-image batch costs 1.3 GB per activation and page faults),
+except with BatchNorm, where a chunk would change the statistics: there it is one forward.
 
 Speed: the network is built once per run and its weights are re-drawn from the run's generator
 each iteration (PyTorch's default initialisation, on the device: no host round trip). ``precision``
@@ -156,7 +157,10 @@ class DM(DistillMethod):
         """Per-class embeddings (K, n, F) of the real images (no graph, chunked) and (K, m, F) of the synthetic;
         the batches hold ``k`` classes (default: all)."""
         k, dtype = k if k is not None else state.data.num_classes, state.cache["dtype"]
-        f_real = frozen_embed(net, x_real, dtype=dtype, chunk=chunk_size(state.data.image_shape))
+        if "bn" not in state.cache:  # BatchNorm statistics are the whole real batch's, as in the reference
+            state.cache["bn"] = has_batchnorm(net)
+        chunk = len(x_real) if state.cache["bn"] else chunk_size(state.data.image_shape)
+        f_real = frozen_embed(net, x_real, dtype=dtype, chunk=max(chunk, 1))
         with autocast(state.device, dtype):
             f_syn = net.embed(x_syn).float()
         return f_real.view(k, -1, f_real.shape[-1]), f_syn.view(k, -1, f_syn.shape[-1])

@@ -19,8 +19,13 @@ bit-identical). It starts with 3 random networks. One iteration:
 Deviations: one image step on the sum over classes (the reference steps once per class, which differs
 only in how often momentum ticks); acc(psi) is the accuracy over psi's most recent training round (the
 reference's running meter is reset every 100 iterations, at its evaluation points); tiles are row-major
-and the real start uses distinct random images per tile, area-downsampled (``distillset.formation``), where
-IDM orders tiles column-major and draws each quadrant's images independently.
+and the real start uses distinct random images per tile (``distillset.formation``; area downsampling,
+which equals IDM's bilinear halving), where IDM orders tiles column-major and draws each quadrant's images
+independently. Not reproduced: the reference's CIFAR-10 script, at IPC 1 without multi-formation only
+(no released command uses it), keeps the 2560 real images its network classifies best and applies the
+cross-entropy only to misclassified synthetic images. ``batch_train`` is the reference's ``trained_bs``
+(its ``batch_train`` is the evaluation batch). BatchNorm networks, which the reference refuses, are
+accepted (the queue shares one set of running statistics; matching uses batch statistics).
 """
 from __future__ import annotations
 
