@@ -29,7 +29,7 @@ from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
 from . import distributed
-from .utils import make_generator, resolve_device, resolve_seed, validate_params, Interval, Options, Instance
+from .utils import keep_freed_memory, make_generator, resolve_device, resolve_seed, validate_params, Interval, Options, Instance
 from .zca import apply_zca
 
 
@@ -377,6 +377,7 @@ class Evaluator:
         lrs = [float(v) for v in lrs]
         data = self._with_validation(data, len(lrs) > 1 or self.checkpoint == "best_val", synthetic.meta.get("val_per_class"))
         device = resolve_device(self.device)
+        keep_freed_memory(device)
         root = resolve_seed(self.random_state)
         loss = self._loss(synthetic)
         x_syn, y_syn = synthetic.images.to(device).float(), synthetic.labels.to(device)

@@ -34,7 +34,7 @@ from .errors import InvalidParameterError
 from .models import get_model, has_batchnorm
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .unroll import FlatNet
-from .utils import Instance, Interval, Options, derive_seed, make_generator, resolve_device, validate_params
+from .utils import Instance, Interval, Options, derive_seed, keep_freed_memory, make_generator, resolve_device, validate_params
 from .zca import ZCA, apply_zca
 
 EXPERT_CONSTRAINTS = {
@@ -135,6 +135,7 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
+    keep_freed_memory(device)
     # an expert does not depend on how many there are; GSAM's and keep's keys only when not the default
     # (older entries stay valid)
     recipe = {k: v for k, v in settings.items() if k != "num_experts" and not (k.startswith("gsam") and gsam_rho is None)

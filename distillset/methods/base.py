@@ -46,7 +46,7 @@ from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
 from ..synthetic import LABEL_KINDS, SyntheticSet, infer_label_kind
-from ..utils import (Instance, Interval, derive_seed, make_generator, resolve_device, resolve_seed,
+from ..utils import (Instance, Interval, derive_seed, keep_freed_memory, make_generator, resolve_device, resolve_seed,
                      validate_params)
 
 METHODS: Registry[type] = Registry("method")
@@ -363,6 +363,7 @@ class DistillMethod:
         self._validate(data)
         snapshots = self._check_snapshots(snapshots)
         device = resolve_device(getattr(self, "device", None))
+        keep_freed_memory(device)
         self.seed_ = resolve_seed(self.random_state)
         generator = make_generator(self.seed_, device)
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
