@@ -183,7 +183,8 @@ class ImageDataset:
         """uint8 (N, C, H, W) -> float32 normalised, on the images' device."""
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        # in place on one fresh copy: a whole training split normalised at once holds one float copy, not three
+        return images.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised float -> float pixels in [0, 1] (clamped, for display)."""

@@ -49,3 +49,13 @@ def test_cifar10_jpeg_real():
     assert np.allclose(mean, (0.4914, 0.4822, 0.4465), atol=2e-3)
     assert np.allclose(std, (0.2470, 0.2435, 0.2616), atol=3e-3)  # JPEG smooths: ~0.3-0.7 % lower
     assert ds.mean == (0.4914, 0.4822, 0.4465) and ds.std == (0.2023, 0.1994, 0.2010)
+
+
+def test_normalize_is_the_formula_bit_for_bit_and_leaves_its_input_alone():
+    ds = load_dataset("digits")
+    mean, std = torch.tensor(ds.mean).view(1, -1, 1, 1), torch.tensor(ds.std).view(1, -1, 1, 1)
+    assert torch.equal(ds.normalize(ds.train.images), (ds.train.images.float() / 255.0 - mean) / std)
+    x = torch.rand(4, *ds.image_shape) * 255
+    before = x.clone()
+    ds.normalize(x)
+    assert torch.equal(x, before)  # in place only on its own copy
