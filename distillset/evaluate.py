@@ -29,7 +29,7 @@ from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
 from . import distributed
-from .utils import keep_freed_memory, make_generator, resolve_device, resolve_seed, validate_params, Interval, Options, Instance
+from .utils import keep_freed_memory, make_generator, release_freed_memory, resolve_device, resolve_seed, validate_params, Interval, Options, Instance
 from .zca import apply_zca
 
 
@@ -441,6 +441,7 @@ class Evaluator:
                         "cutmix_prob": self.cutmix_prob, "checkpoint": self.checkpoint}
             results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0, dataset=data.name,
                                        source=data.source, precision=precision, loss=loss, extra=extra, training=training)
+        release_freed_memory()
         return results
 
     def _with_validation(self, data: ImageDataset, choices: bool, synthetic_held_out: int | None) -> ImageDataset:

@@ -34,7 +34,7 @@ from .errors import InvalidParameterError
 from .models import get_model, has_batchnorm
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .unroll import FlatNet
-from .utils import Instance, Interval, Options, derive_seed, keep_freed_memory, make_generator, resolve_device, validate_params
+from .utils import Instance, Interval, Options, derive_seed, keep_freed_memory, make_generator, release_freed_memory, resolve_device, validate_params
 from .zca import ZCA, apply_zca
 
 EXPERT_CONSTRAINTS = {
@@ -156,6 +156,7 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
         entry = cached("expert", {**recipe, "index": i}, build, device)
         trajectories.append(entry["trajectory"])
         accuracies.append(float(entry["test_accuracy"]))
+    release_freed_memory()
     return Experts(torch.stack(trajectories), accuracies, settings)
 
 

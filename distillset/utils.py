@@ -167,12 +167,12 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, I
             raise InvalidParameterError(f"The {key!r} parameter of {owner} must be {desc}. Got {v!r} instead.")
 
 
-# M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 64 MiB, M_MMAP_THRESHOLD 32 MiB, M_MMAP_MAX 0 (no block of its own)
+# M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 64 MiB, M_MMAP_THRESHOLD 32 MiB, then M_MMAP_MAX 0 (no block of its own)
 _MALLOPT = ((-1, 2**30), (-2, 2**26), (-3, 2**25), (-4, 0))
-_kept_freed_memory = None
+_libc = None  # glibc, once keep_freed_memory has applied its settings
 
 
-def keep_freed_memory(device: torch.device | None = None) -> bool:
+def keep_freed_memory(device: torch.device | str | None = None) -> bool:
     """Have glibc's malloc keep freed memory for reuse, as PyTorch's caching allocator does on GPU.
 
     Why: a CPU training step frees and re-allocates the same activation buffers every step. By default
@@ -181,31 +181,48 @@ def keep_freed_memory(device: torch.device | None = None) -> bool:
     steps on 250 MNIST images. Served from a heap that keeps what it frees, the step takes 0.90 s instead of
     1.44 (bf16) and 1.75 instead of 2.61 (fp32); on 100 images 0.39 instead of 0.43 (bf16) and 0.57 instead
     of 0.90 (fp32) (one thread, torch 2.13; ``tests/test_precision.py`` checks the faults). Every value is
-    bit for bit the same; the resident set no longer shrinks after a peak (heap tops over 1 GiB excepted).
+    bit for bit the same. The cost: a freed block's place can only be reused, not handed back, until
+    :func:`release_freed_memory` (called at the end of each ``fit``, evaluation and expert training), so a
+    run whose blocks grow in size can peak higher than before.
 
     Process-wide and idempotent; ``fit``, the evaluator and the expert trainer call it with their ``device``
     (a no-op unless it is the CPU). ``DISTILLSET_KEEP_FREED_MEMORY=0`` in the environment turns it off.
-    Returns whether it applied (False off glibc).
+    Returns whether it is in effect (False off glibc, or where glibc refused a setting).
     """
-    global _kept_freed_memory
-    if device is not None and device.type != "cpu":
+    global _libc
+    if device is not None and torch.device(device).type != "cpu":
         return False
-    if _kept_freed_memory is None:
-        import ctypes
-        import ctypes.util
-        import os
-        import sys
+    if _libc is None:
+        _libc = _glibc_with_settings() or False
+    return bool(_libc)
 
-        _kept_freed_memory = False
-        wanted = os.environ.get("DISTILLSET_KEEP_FREED_MEMORY", "1") != "0" and sys.platform.startswith("linux")
-        name = ctypes.util.find_library("c") if wanted else None
-        try:
-            mallopt = ctypes.CDLL(name).mallopt if name else None
-        except (OSError, AttributeError):  # musl and others have no mallopt
-            mallopt = None
-        if mallopt is not None:
-            _kept_freed_memory = all([mallopt(option, value) == 1 for option, value in _MALLOPT])
-    return _kept_freed_memory
+
+def _glibc_with_settings():
+    """glibc, after applying :data:`_MALLOPT` in order (stopping at a refusal); None where it cannot."""
+    import ctypes
+    import ctypes.util
+    import os
+    import sys
+
+    if os.environ.get("DISTILLSET_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    if libc is None or not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):  # musl has neither
+        return None
+    for option, value in _MALLOPT:  # M_MMAP_MAX last: never without the thresholds before it
+        if libc.mallopt(option, value) != 1:
+            return None
+    return libc
+
+
+def release_freed_memory() -> None:
+    """Hand the free pages :func:`keep_freed_memory` kept back to the kernel (glibc's ``malloc_trim``)."""
+    if _libc:
+        _libc.malloc_trim(0)
 
 
 def peak_memory() -> dict[str, float | None]:

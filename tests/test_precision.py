@@ -108,21 +108,27 @@ print(kept, faults, sum(p.double().sum().item() for p in net.parameters()))
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_kept_freed_memory_ends_the_page_faults_of_each_step_and_changes_no_value():
+    import os
     import subprocess
     import sys
 
+    env = {k: v for k, v in os.environ.items()  # malloc as glibc ships it, whatever this shell set
+           if k not in ("DISTILLSET_KEEP_FREED_MEMORY", "GLIBC_TUNABLES", "LD_PRELOAD") and not k.startswith("MALLOC_")}
+
     def run(mode):
-        out = subprocess.run([sys.executable, "-c", _STEPS, mode], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", _STEPS, mode], capture_output=True, text=True, check=True, env=env)
         return out.stdout.split()
 
     default, kept = run("default"), run("keep")
     if kept[0] != "True":
         pytest.skip("mallopt is not available (not glibc)")
-    assert int(default[1]) > 100_000 and int(kept[1]) < int(default[1]) / 10, (default, kept)  # 227k vs 9k measured
+    if int(default[1]) < 100_000:
+        pytest.skip(f"glibc's default malloc faulted only {default[1]} times here (e.g. transparent huge pages 'always')")
+    assert int(kept[1]) < int(default[1]) / 10, (default, kept)  # 227k vs 9k measured
     assert kept[2] == default[2]  # the same weights to the last digit
 
 
 def test_keep_freed_memory_leaves_other_devices_alone():
     from distillset.utils import keep_freed_memory
 
-    assert keep_freed_memory(torch.device("meta")) is False
+    assert keep_freed_memory(torch.device("meta")) is False and keep_freed_memory("meta") is False

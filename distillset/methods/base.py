@@ -46,8 +46,8 @@ from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
 from ..synthetic import LABEL_KINDS, SyntheticSet, infer_label_kind
-from ..utils import (Instance, Interval, derive_seed, keep_freed_memory, make_generator, resolve_device, resolve_seed,
-                     validate_params)
+from ..utils import (Instance, Interval, derive_seed, keep_freed_memory, make_generator, release_freed_memory,
+                     resolve_device, resolve_seed, validate_params)
 
 METHODS: Registry[type] = Registry("method")
 CHECKPOINT = "checkpoint.safetensors"  # one file: tensors + the JSON record in its header, replaced atomically
@@ -391,6 +391,7 @@ class DistillMethod:
         self.history_ = state.history
         self.fit_seconds_ = time.perf_counter() - t0
         self.synthetic_ = self._build_synthetic(state)
+        release_freed_memory()
         return self
 
     def _check_snapshots(self, snapshots) -> set[int]:

@@ -22,7 +22,7 @@ Deviations: the experts follow our shared recipe (SGD 0.01, momentum 0.9, weight
 CutMix. A real start tiles distinct random images of the class, area-downsampled (the reference: the
 first ipc * f**2 images of the class, nearest-neighbour). The reference samples at most 200 decoded
 images per class per step (``batch_syn_max``), we use them all (equal up to ipc * f**2 = 200). DANCE's images live in [0, 1] pixels, ours
-normalised: an SGD lr in pixel space is ``lr / std**2`` here (its 0.01 * ipc is 0.16 * ipc on CIFAR-10,
+normalised: an SGD lr in pixel space is ``lr / std**2`` here (its 0.01 * ipc is 0.25 * ipc on CIFAR-10,
 0.1 * ipc on MNIST); the default 1.0 is DM's.
 """
 from __future__ import annotations
