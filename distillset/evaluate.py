@@ -29,7 +29,8 @@ from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
 from . import distributed
-from .utils import keep_freed_memory, make_generator, release_freed_memory, resolve_device, resolve_seed, validate_params, Interval, Options, Instance
+from .utils import (keep_freed_memory, make_generator, release_freed_memory, resolve_device, resolve_seed,
+                    validate_params, Interval, Options, Instance)
 from .zca import apply_zca
 
 

@@ -34,7 +34,8 @@ from .errors import InvalidParameterError
 from .models import get_model, has_batchnorm
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .unroll import FlatNet
-from .utils import Instance, Interval, Options, derive_seed, keep_freed_memory, make_generator, release_freed_memory, resolve_device, validate_params
+from .utils import (Instance, Interval, Options, derive_seed, keep_freed_memory, make_generator, release_freed_memory,
+                    resolve_device, validate_params)
 from .zca import ZCA, apply_zca
 
 EXPERT_CONSTRAINTS = {
