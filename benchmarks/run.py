@@ -15,6 +15,9 @@ means, the commit and dirty flag, the exact command, torch threads, precision, v
 the sha256 of the data read. An entry with ``val_per_class`` holds that many training images per class
 out before distilling (``ImageDataset.holdout``), for choices made on them. RESULTS.md is rebuilt from
 all result files (``speed_*.json``, written by ``benchmarks/speed.py``, get their own section).
+From a clean tree a run keeps its distillation checkpoints and every trained network under
+``results/.progress/<commit>/<entry>/`` as it goes; the same command started again after a kill (or the
+end of a session) resumes there with the same numbers, so entries longer than a sitting can finish.
 Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +36,8 @@ import warnings
 from pathlib import Path
 
 import yaml
+
+from distillset._io import atomic_write
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -134,6 +140,29 @@ def stream_seeds(root: int, baselines: list[str]) -> dict[str, int]:
             **{f"baseline/{b}": derive_seed(root, f"baseline/{b}") for b in baselines}}
 
 
+def progress_dir(entry: dict, out: Path) -> Path | None:
+    """Where a run keeps its distillation checkpoints and trained networks as it goes, so that a run that is
+    killed (or cut off by the end of a session) resumes where it stopped when started again with the same
+    command. Kept per commit and only from a clean tree: kept work must come from the code the record names."""
+    commit = git_commit()
+    if commit is None or git_dirty() is not False:
+        return None
+    return out / ".progress" / commit[:12] / entry["name"]
+
+
+def resumable_fit(method, data, kept: Path | None, snapshots) -> None:
+    """``method.fit``, checkpointed about every 5 % of its iterations into ``kept`` and resumed from there.
+
+    Not for runs that keep snapshots (those a resumed fit passed before the resume would be missing)."""
+    from distillset.methods.base import CHECKPOINT
+
+    if kept is None or snapshots or not method.iterations:
+        method.fit(data, snapshots=snapshots)
+        return
+    method.set_params(checkpoint_dir=str(kept / "distill"), checkpoint_every=max(1, method.iterations // 20))
+    method.fit(data, resume=(kept / "distill" / CHECKPOINT).is_file())
+
+
 def make_evaluator(entry: dict, seed: int, device, **override):
     from distillset import Evaluator
 
@@ -154,24 +183,31 @@ def full_data_set(data):
     return SyntheticSet(data.normalize(data.train.images), data.train.labels, data.meta())
 
 
-def run_seed(entry: dict, data, root: int, device) -> dict:
-    """One distillation seed: the set (and its snapshots), the baselines, and every evaluation the report needs."""
+def run_seed(entry: dict, data, root: int, device, progress: Path | None = None) -> dict:
+    """One distillation seed: the set (and its snapshots), the baselines, and every evaluation the report needs.
+
+    With ``progress`` (:func:`progress_dir`) the distillation checkpoints and every trained network are kept
+    there, and a re-run picks them up: the same numbers, without redoing the work."""
     from distillset import get_method
 
     baselines = entry.get("baselines", ["random"])
     seeds = stream_seeds(root, baselines)
+    kept = None if progress is None else progress / f"seed{root}"
+
+    def evaluator_with(**override):
+        return make_evaluator(entry, seeds["evaluate"], device, resume_dir=kept and kept / "networks", **override)
+
     if entry["method"] == "full":  # the reference: networks trained on all training images
-        return {"seed": root, "streams": seeds,
-                "results": {"full": scored(make_evaluator(entry, seeds["evaluate"], device), full_data_set(data), data)}}
+        return {"seed": root, "streams": seeds, "results": {"full": scored(evaluator_with(), full_data_set(data), data)}}
     method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), "ipc": entry["ipc"],
                                             "random_state": seeds["distill"], "device": device})
     t0 = time.perf_counter()
-    method.fit(data, snapshots=entry.get("snapshots", ()))
-    distill_s = time.perf_counter() - t0
+    resumable_fit(method, data, kept, entry.get("snapshots", ()))
+    distill_s = getattr(method, "fit_seconds_", None) or time.perf_counter() - t0  # counts a resumed fit's earlier part
     syn = method.synthetic_
-    evaluator = make_evaluator(entry, seeds["evaluate"], device)
+    evaluator = evaluator_with()
     # baselines are trained with the method's loss: an LS set's random baseline regresses onto one-hot targets
-    base_eval = make_evaluator(entry, seeds["evaluate"], device, loss=syn.loss)
+    base_eval = evaluator_with(loss=syn.loss)
     sets = {entry["method"]: syn}
     for b in baselines:
         params = {**entry.get("baseline_params", {}).get(b, {}), "ipc": entry["ipc"]}
@@ -185,12 +221,12 @@ def run_seed(entry: dict, data, root: int, device) -> dict:
                                   else scored(evaluator, s, data)} for n, s in method.snapshots_.items()}
     if entry.get("scores") and syn.label_kind != "hard":  # HLR: the same images with hard labels
         hard = type(syn)(syn.images, syn.hard_labels, {**syn.meta, "label_kind": "hard", "loss": "ce"})
-        out["hard_label"] = {entry["method"]: scored(make_evaluator(entry, seeds["evaluate"], device, loss="ce"), hard, data)}
+        out["hard_label"] = {entry["method"]: scored(evaluator_with(loss="ce"), hard, data)}
     if entry.get("scores"):  # ARS: the set and random under the other augmentation setting
         flip = "none" if evaluator._strategy(data.name) else "auto"
         out["other_augment"] = {"augment": flip, **{
-            label: scored(make_evaluator(entry, seeds["evaluate"], device, augment=flip,
-                                         **({} if label == entry["method"] else {"loss": syn.loss})), sets[label], data)
+            label: scored(evaluator_with(augment=flip, **({} if label == entry["method"] else {"loss": syn.loss})),
+                          sets[label], data)
             for label in (entry["method"], "random") if label in sets}}
     print_seed(entry["name"], root, results)
     return out
@@ -217,7 +253,9 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
     device = entry.get("device")
     seeds = seeds or entry.get("seeds") or [entry.get("seed", 0)]
     dirty = git_dirty()
-    per_seed = [run_seed(entry, data, root, device) for root in seeds]
+    progress = progress_dir(entry, out)
+    kept_before = len(list(progress.rglob("*.safetensors"))) if progress and progress.is_dir() else 0
+    per_seed = [run_seed(entry, data, root, device, progress) for root in seeds]
     extra = {}
     if entry.get("extra"):  # "module:function", called as fn(method, data, entry) -> dict with a "summary" str
         import importlib
@@ -253,6 +291,8 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
         "data_sha256": data_checksums(data), "data_root": data_root(),
         "distill_seconds": sum(r.get("distill_seconds", 0.0) for r in per_seed),
         "wall_seconds": time.perf_counter() - t_start, "commit": git_commit(), "dirty": dirty,
+        # a resumed run: wall_seconds is this invocation's; distill_seconds and each result's seconds count it all
+        "progress": progress and {"dir": str(progress), "files_kept_before_start": kept_before},
         **peak_memory(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -383,8 +423,10 @@ def main(argv=None) -> int:
         for e in entries:
             cmd = command_line(args.profile, e["name"], args.seeds, args.threads)
             res = run_entry(e, args.profile, args.seeds, args.threads, cmd, out)
-            (out / f"{e['name']}.json").write_text(json.dumps(res, indent=2, default=str))
+            atomic_write(out / f"{e['name']}.json", json.dumps(res, indent=2, default=str))
             print(f"[{e['name']}] wrote results ({res['wall_seconds']:.0f} s)", flush=True)
+            if res["progress"]:  # the record holds it all now
+                shutil.rmtree(res["progress"]["dir"], ignore_errors=True)
         return 0
     failed = []
     for e in entries:  # one process per entry: its own wall time and peak memory

@@ -11,17 +11,24 @@ architecture's position and the network's index, so its result does not depend o
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save
 
+from . import __version__
+from ._io import atomic_write
 from .augment import check_augment
 from .data import ImageDataset
 from .errors import InvalidParameterError
@@ -285,6 +292,13 @@ class Evaluator:
     random_state : int, Generator or None, default=0
         Root of the networks' random streams (each network gets its own, see ``network_seeds``).
     device : str or None (auto)
+    resume_dir : path or None, default=None
+        Keep each trained network here as it finishes (one safetensors file, written atomically, named by
+        a hash of everything its training depends on: the set, the validation split, the recipe, its seeds,
+        the device type, torch threads and the distillset and torch versions). A later ``score`` with the
+        same settings loads a kept network instead of training it again, so an interrupted evaluation
+        resumes network by network with the same accuracies. The hash does not see edits to the code:
+        use a fresh folder after changing it.
     workers : int or None, default=None
         Networks trained at the same time on CPU, one thread each; ``None`` = one per torch thread.
         On CUDA networks train one after another.
@@ -319,13 +333,15 @@ class Evaluator:
         "models": [Instance((str, dict, list, tuple))],
         "precision": [Options(PRECISIONS)],
         "workers": [None, Interval(int, 1)],
+        "resume_dir": [None, Instance((str, Path))],
         "progress": [Instance((bool,))],
     }
 
     def __init__(self, models: str | Sequence[str] = "convnet", *, n_models=5, epochs=1000, augment="auto",
                  lr=0.01, batch_size=256, momentum=0.9, weight_decay=5e-4, optimizer="sgd", schedule="half",
                  cutmix_prob=0.0, loss=None, precision="auto",
-                 val_per_class=None, checkpoint="last", random_state=0, device=None, workers=None, progress=False):
+                 val_per_class=None, checkpoint="last", random_state=0, device=None, workers=None, resume_dir=None,
+                 progress=False):
         self.models = models
         self.n_models = n_models
         self.epochs = epochs
@@ -344,6 +360,7 @@ class Evaluator:
         self.random_state = random_state
         self.device = device
         self.workers = workers
+        self.resume_dir = resume_dir
         self.progress = progress
 
     def _strategy(self, dataset_name: str) -> str | None:
@@ -400,9 +417,18 @@ class Evaluator:
 
         nets = {}  # (lr, i) -> the trained network i, on the process that trained it
         self.networks_ = {}
+        journal = None if self.resume_dir is None else _NetworkJournal(self.resume_dir, {
+            "set": _content_hash(x_syn, y_syn), "val": None if val is None else _content_hash(*val), "strategy": strategy,
+            "loss": loss, "precision": precision, "device": device.type, "epochs": self.epochs, **self._recipe()})
 
         def train(job):
-            i, net, stream_seed, lr = job
+            i, net, name, (init_seed, stream_seed), lr = job
+            path = journal and journal.path(model=name, init=init_seed, stream=stream_seed, lr=lr)
+            kept = journal and journal.load(path, net)
+            if kept is not None:
+                nets[lr, i] = net
+                return kept["val_acc"], kept["epochs"], kept["seconds"]
+            t0 = time.perf_counter()
             keep = _BestOnValidation(net, val, precision, self.epochs) if self.checkpoint == "best_val" else None
             train_network(net, x_syn, y_syn, epochs=self.epochs, generator=make_generator(stream_seed, device),
                           lr=lr, batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
@@ -413,7 +439,9 @@ class Evaluator:
             else:
                 val_acc, epochs = (test_accuracy(net, *val, precision=precision) if val is not None else None), self.epochs
             nets[lr, i] = net
-            return val_acc, epochs
+            if journal:
+                journal.keep(path, net, val_acc=val_acc, epochs=epochs, seconds=time.perf_counter() - t0)
+            return val_acc, epochs, None
 
         results = {}
         for m, spec in enumerate(models):
@@ -423,7 +451,7 @@ class Evaluator:
             for lr in lrs:  # the same initialisations and streams for every lr: a like-for-like choice
                 # built here, one after another: get_model seeds torch's global RNG, which threads must not share
                 jobs = [(i, get_model(spec, data.image_shape, data.num_classes, seed=seeds[i][0], device=device),
-                         seeds[i][1], lr) for i in distributed.share(self.n_models)]
+                         model_spec_name(spec), seeds[i], lr) for i in distributed.share(self.n_models)]
                 trained[lr] = self._map(train, jobs, device)
             lr = max(lrs, key=lambda v: statistics.fmean(t[0] for t in trained[v])) if len(lrs) > 1 else lrs[0]
             # the test set, once per network of the chosen lr
@@ -437,13 +465,19 @@ class Evaluator:
                 "val_per_class": data.extra.get("val_per_class"), "lr": lr, "checkpoint": self.checkpoint,
                 "val_accuracies": [t[0] for t in trained[lr]], "epochs_kept": [t[1] for t in trained[lr]],
                 "val_mean_by_lr": {str(v): statistics.fmean(t[0] for t in trained[v]) for v in lrs}}
-            training = {"optimizer": self.optimizer, "lr": lr, "momentum": self.momentum if self.optimizer == "sgd" else None,
-                        "weight_decay": self.weight_decay, "batch_size": self.batch_size, "schedule": self.schedule,
-                        "cutmix_prob": self.cutmix_prob, "checkpoint": self.checkpoint}
-            results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0, dataset=data.name,
+            kept = [t[2] for ts in trained.values() for t in ts if t[2] is not None]  # seconds of loaded networks
+            if journal:
+                extra = {**extra, "resumed_networks": len(kept)}
+            training = {**self._recipe(), "lr": lr, "momentum": self.momentum if self.optimizer == "sgd" else None}
+            results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0 + sum(kept), dataset=data.name,
                                        source=data.source, precision=precision, loss=loss, extra=extra, training=training)
         release_freed_memory()
         return results
+
+    def _recipe(self) -> dict:
+        return {"optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum,
+                "weight_decay": self.weight_decay, "batch_size": self.batch_size, "schedule": self.schedule,
+                "cutmix_prob": self.cutmix_prob, "checkpoint": self.checkpoint}
 
     def _with_validation(self, data: ImageDataset, choices: bool, synthetic_held_out: int | None) -> ImageDataset:
         """``data`` with its validation split (held out here if ``val_per_class`` asks and data has none)."""
@@ -520,6 +554,44 @@ def _learned_lr(synthetic: SyntheticSet) -> float:
         raise InvalidParameterError(f"lr='learned' needs a set that carries one positive learned step size (MTT, "
                                     f"DATM); this {synthetic.meta.get('method', '?')} set has {got}. Pass a number.")
     return float(lrs)
+
+
+def _content_hash(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class _NetworkJournal:
+    """``Evaluator(resume_dir=...)``: trained networks kept as files named by what their training depends on."""
+
+    def __init__(self, folder, fingerprint: dict):
+        self.folder, self.fingerprint = Path(folder), fingerprint
+
+    def path(self, **network) -> Path:
+        key = {**self.fingerprint, **network, "threads": torch.get_num_threads(), "distillset": __version__,
+               "torch": torch.__version__}
+        return self.folder / f"net-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]}.safetensors"
+
+    def load(self, path: Path, net: torch.nn.Module) -> dict | None:
+        """The kept record ({val_acc, epochs, seconds}) with ``net`` set to the kept weights, or None."""
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(path, framework="pt") as f:
+                record = json.loads(f.metadata()["record"])
+                net.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+        except Exception as e:  # a damaged file is retrained and replaced, never trusted
+            warnings.warn(f"Ignoring the unreadable kept network {path} ({e}); training it again.", stacklevel=2)
+            return None
+        return record
+
+    def keep(self, path: Path, net: torch.nn.Module, **record) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        atomic_write(path, save(state, metadata={"record": json.dumps(record)}))
 
 
 class _BestOnValidation:

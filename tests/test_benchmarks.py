@@ -160,3 +160,19 @@ def test_dirty_flag_ignores_the_runners_own_outputs(tmp_path, monkeypatch):
     assert run.git_dirty() is False
     (bench / "run.py").write_text("1\n")
     assert run.git_dirty() is True
+
+
+def test_a_rerun_picks_up_the_kept_distillation_and_networks(digits, tmp_path):
+    entry = {"name": "t", "method": "dm", "ipc": 1, "params": {"iterations": 4}, "baselines": ["random"],
+             "eval": {"models": "mlp", "n_models": 2, "epochs": 2, "augment": "none"}}
+    first = run.run_seed(entry, digits, 0, "cpu", progress=tmp_path)
+    assert (tmp_path / "seed0" / "distill" / "checkpoint.safetensors").is_file()
+    assert len(list((tmp_path / "seed0" / "networks").iterdir())) == 4  # the set's 2 networks and random's 2
+    again = run.run_seed(entry, digits, 0, "cpu", progress=tmp_path)
+    for label in ("dm", "random"):
+        assert again["results"][label]["mlp"]["accuracies"] == first["results"][label]["mlp"]["accuracies"]
+        assert again["results"][label]["mlp"]["extra"]["resumed_networks"] == 2
+    assert torch.equal(again["method_obj"].synthetic_.images, first["method_obj"].synthetic_.images)
+    assert again["distill_seconds"] >= first["distill_seconds"] * 0.5  # the resumed fit counts the earlier run
+    fresh = run.run_seed(entry, digits, 0, "cpu")  # nothing kept: the same numbers from scratch
+    assert fresh["results"]["dm"]["mlp"]["accuracies"] == first["results"]["dm"]["mlp"]["accuracies"]

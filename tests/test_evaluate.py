@@ -165,3 +165,36 @@ def test_the_standard_protocol_records_its_recipe(digits):
     res = Evaluator("mlp", n_models=1, epochs=2, augment=None, device="cpu").score(syn, digits)["mlp"]
     assert res.training == {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256,
                             "schedule": "half", "cutmix_prob": 0.0, "checkpoint": "last"}
+
+
+def test_resume_dir_keeps_each_network_and_a_rerun_loads_it_with_the_same_accuracies(digits, tmp_path):
+    digits = digits.holdout(5)
+    syn = RandomSubset(ipc=2, random_state=0).fit(digits).synthetic_
+    ev = Evaluator(["convnet", "mlp"], n_models=2, epochs=3, augment="auto", val_per_class=5, device="cpu",
+                   resume_dir=tmp_path / "nets")
+    first = ev.score(syn, digits)
+    assert len(list((tmp_path / "nets").glob("net-*.safetensors"))) == 4
+    (tmp_path / "nets" / sorted(p.name for p in (tmp_path / "nets").iterdir())[0]).unlink()  # as if killed before it
+    again = ev.score(syn, digits)
+    for name in ("convnet", "mlp"):
+        assert again[name].accuracies == first[name].accuracies
+        assert again[name].extra["val_accuracies"] == first[name].extra["val_accuracies"]
+        assert first[name].extra["resumed_networks"] == 0
+    assert again["convnet"].extra["resumed_networks"] + again["mlp"].extra["resumed_networks"] == 3
+    # another recipe or another set never picks up these networks
+    assert Evaluator("mlp", n_models=2, epochs=4, augment="auto", val_per_class=5, device="cpu", resume_dir=tmp_path / "nets"
+                     ).score(syn, digits)["mlp"].extra["resumed_networks"] == 0
+    other = RandomSubset(ipc=2, random_state=1).fit(digits).synthetic_
+    assert Evaluator("mlp", n_models=2, epochs=3, augment="auto", val_per_class=5, device="cpu", resume_dir=tmp_path / "nets"
+                     ).score(other, digits)["mlp"].extra["resumed_networks"] == 0
+
+
+def test_a_damaged_kept_network_is_trained_again(digits, tmp_path):
+    syn = RandomSubset(ipc=2, random_state=0).fit(digits).synthetic_
+    ev = Evaluator("mlp", n_models=1, epochs=3, augment=None, device="cpu", resume_dir=tmp_path)
+    first = ev.score(syn, digits)["mlp"]
+    kept, = tmp_path.glob("net-*.safetensors")
+    kept.write_bytes(kept.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable kept network"):
+        again = ev.score(syn, digits)["mlp"]
+    assert again.accuracies == first.accuracies and again.extra["resumed_networks"] == 0

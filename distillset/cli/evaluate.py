@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
                    help="'long': NCFM's training recipe (AdamW 1e-3, wd 0.01, batch 128, lr x0.5 at each fifth, CutMix "
                         "0.5; 2000 epochs unless --epochs); 'own': the method's own evaluation where it has one (DD: its "
                         "learned steps and step sizes; uses --runs, --seed and --device only)")
+    p.add_argument("--resume-dir", default=None,
+                   help="keep each trained network in this folder; the same command again after an interruption "
+                        "loads the networks kept there instead of training them again")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -62,10 +65,12 @@ def run(args) -> int:
     epochs = recipe["epochs"]
     ev = Evaluator(args.models, n_models=runs, augment=None if args.augment == "none" else args.augment,
                    loss=args.loss, val_per_class=args.val_per_class, checkpoint=args.checkpoint,
-                   random_state=args.seed, device=args.device, progress=not args.quiet and distributed.is_main(), **recipe)
+                   random_state=args.seed, device=args.device, resume_dir=args.resume_dir, progress=not args.quiet and distributed.is_main(), **recipe)
     check_evaluator(ev)  # before reading anything: a typo costs no training
     if args.json:
         check_writable(Path(args.json), "--json", folder=False)
+    if args.resume_dir:
+        check_writable(Path(args.resume_dir), "--resume-dir", folder=True)
     syn = SyntheticSet.load(args.path)
     if "dataset" not in syn.meta:
         raise InvalidParameterError(f"{args.path} has no 'dataset' in its metadata, so the test set is unknown; "
@@ -81,9 +86,11 @@ def run(args) -> int:
           f"loss={loss} ({syn.label_kind} labels)")
     print(format_table(result_rows(label, results), ["set", "model", "accuracy", "nets", "epochs", "seconds"]))
     for name, r in results.items():
-        if r.extra:  # what the validation split chose: the test set played no part in it
+        if r.extra.get("val_per_class"):  # what the validation split chose: the test set played no part in it
             print(f"{name}: chose lr {r.extra['lr']} and the {r.extra['checkpoint']} checkpoint (epochs "
                   f"{r.extra['epochs_kept']}) on {r.extra['val_per_class']} validation images per class")
+        if r.extra.get("resumed_networks"):
+            print(f"{name}: {r.extra['resumed_networks']} network(s) loaded from {args.resume_dir}, not trained again")
     if args.json and distributed.is_main():  # under torchrun the networks are spread, the file written once
         atomic_write(args.json, json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
     return 0

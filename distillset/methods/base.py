@@ -155,6 +155,14 @@ class DistillMethod:
         Iterations between loss logs (one host sync each).
     progress : bool
         Show a tqdm bar.
+
+    Attributes (after ``fit``)
+    --------------------------
+    synthetic_ : SyntheticSet
+    history_ : dict of lists, the logged losses.
+    snapshots_ : {iteration: SyntheticSet}, the sets kept at ``fit(snapshots=...)`` (this call's only: a
+        resumed fit keeps those it passes after the resume).
+    fit_seconds_ : float, seconds in the loop, counting those before a resume (up to its checkpoint).
     """
 
     name: ClassVar[str] = "base"
@@ -383,13 +391,14 @@ class DistillMethod:
             self._load_checkpoint(state, ckpt_dir / CHECKPOINT, record)
         if logger is not None:
             logger.open(self, state.iteration, state.history)
-        t0 = time.perf_counter()
+        # the clock of the whole run: a resumed one goes on from the seconds its checkpoint had counted
+        self._fit_started = time.perf_counter() - (record.get("fit_seconds", 0.0) if record else 0.0)
         self.snapshots_ = {}
         self._run_loop(state, ckpt_dir, callback, snapshots, logger)
         if ckpt_dir is not None:
             self._save_checkpoint(state, ckpt_dir)
         self.history_ = state.history
-        self.fit_seconds_ = time.perf_counter() - t0
+        self.fit_seconds_ = time.perf_counter() - self._fit_started
         self.synthetic_ = self._build_synthetic(state)
         release_freed_memory()
         return self
@@ -547,7 +556,8 @@ class DistillMethod:
             flat.update(opt_flat)
         record = {"method": self.name, "params": self._json_params(), "seed": self.seed_,
                   "dataset": state.data.name, "iteration": state.iteration, "history": state.history,
-                  "optimizer": opt_meta, "version": __version__, "device": str(state.device)}
+                  "optimizer": opt_meta, "version": __version__, "device": str(state.device),
+                  "fit_seconds": time.perf_counter() - self._fit_started}
         extra_flat, record["extras"] = self._checkpoint_extras(state)
         flat.update(extra_flat)
         blob = save({k: v.detach().cpu().contiguous() for k, v in flat.items()},

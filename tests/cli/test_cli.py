@@ -149,6 +149,20 @@ def test_evaluate_chooses_on_a_validation_split(tmp_path, capsys):
     assert "on 5 validation images per class" in capsys.readouterr().out
 
 
+def test_evaluate_resumes_from_the_networks_it_kept(tmp_path, capsys):
+    out = tmp_path / "rnd"
+    assert main(["distill", "--method", "random", "--ipc", "1", "--no-eval", "--quiet", "--out", str(out)]) == 0
+    args = ["evaluate", str(out / "synthetic"), "--runs", "2", "--epochs", "2", "--quiet", "--device", "cpu",
+            "--resume-dir", str(tmp_path / "nets")]
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*args, "--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["convnet"] for n in "ab")
+    assert a["accuracies"] == b["accuracies"] and b["extra"]["resumed_networks"] == 2
+    (tmp_path / "file").write_text("x")
+    assert main([*args[:-1], str(tmp_path / "file")]) == 2  # not a folder: one line, before any training
+    assert "--resume-dir" in capsys.readouterr().err
+
+
 def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path, capsys):
     recipe = ["--model", "mlp", "--num-experts", "2", "--train-epochs", "3", "--quiet"]
     assert main(["experts", *recipe, "--device", "cpu"]) == 0

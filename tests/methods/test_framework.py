@@ -47,6 +47,18 @@ def test_resume_refuses_any_changed_hyper_parameter(digits, tmp_path):
     assert fast("dm", iterations=3, checkpoint_dir=str(tmp_path)).fit(digits, resume=True).history_["loss"]
 
 
+def test_fit_seconds_count_the_time_before_a_resume(digits, tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    first = fast("dm", iterations=2, checkpoint_dir=str(tmp_path)).fit(digits)
+    with safe_open(tmp_path / "checkpoint.safetensors", framework="pt") as f:
+        counted = json.loads(f.metadata()["record"])["fit_seconds"]
+    resumed = fast("dm", iterations=2, checkpoint_dir=str(tmp_path)).fit(digits, resume=True)  # nothing left to do
+    assert 0 < counted <= first.fit_seconds_ and resumed.fit_seconds_ >= counted
+
+
 def test_resume_without_checkpoint_dir_is_an_error(digits):
     with pytest.raises(InvalidParameterError, match="checkpoint_dir"):
         fast("dm", iterations=1).fit(digits, resume=True)
