@@ -140,14 +140,25 @@ def stream_seeds(root: int, baselines: list[str]) -> dict[str, int]:
             **{f"baseline/{b}": derive_seed(root, f"baseline/{b}") for b in baselines}}
 
 
-def progress_dir(entry: dict, out: Path) -> Path | None:
+def progress_dir(entry: dict, out: Path, data) -> Path | None:
     """Where a run keeps its distillation checkpoints and trained networks as it goes, so that a run that is
     killed (or cut off by the end of a session) resumes where it stopped when started again with the same
-    command. Kept per commit and only from a clean tree: kept work must come from the code the record names."""
+    command. Only from a clean tree, and per commit, device type, torch threads and data: kept work must
+    come from the code, machine settings and files the record names."""
+    import torch
+
+    from distillset.utils import resolve_device
+
     commit = git_commit()
     if commit is None or git_dirty() is not False:
         return None
-    return out / ".progress" / commit[:12] / entry["name"]
+    data_hash = hashlib.sha256(json.dumps(data_checksums(data), sort_keys=True).encode()).hexdigest()[:8]
+    where = f"{resolve_device(entry.get('device')).type}-t{torch.get_num_threads()}-data{data_hash}"
+    others = sorted(p.name for p in (out / ".progress").glob("*") if p.name != commit[:12])
+    if others:  # never deleted here: they resume if that commit is checked out again
+        print(f"note: {out / '.progress'} also keeps unfinished runs of commit(s) {', '.join(others)}; delete "
+              "them if you will not run those commits again", flush=True)
+    return out / ".progress" / commit[:12] / entry["name"] / where
 
 
 def resumable_fit(method, data, kept: Path | None, snapshots) -> None:
@@ -161,6 +172,9 @@ def resumable_fit(method, data, kept: Path | None, snapshots) -> None:
         return
     method.set_params(checkpoint_dir=str(kept / "distill"), checkpoint_every=max(1, method.iterations // 20))
     method.fit(data, resume=(kept / "distill" / CHECKPOINT).is_file())
+    # the set reads as an uninterrupted run's (it is one, bit for bit): where the runner kept its checkpoints
+    # is not a setting of the set
+    method.synthetic_.meta.get("params", {}).update(checkpoint_dir=None, checkpoint_every=None)
 
 
 def make_evaluator(entry: dict, seed: int, device, **override):
@@ -201,9 +215,8 @@ def run_seed(entry: dict, data, root: int, device, progress: Path | None = None)
         return {"seed": root, "streams": seeds, "results": {"full": scored(evaluator_with(), full_data_set(data), data)}}
     method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), "ipc": entry["ipc"],
                                             "random_state": seeds["distill"], "device": device})
-    t0 = time.perf_counter()
     resumable_fit(method, data, kept, entry.get("snapshots", ()))
-    distill_s = getattr(method, "fit_seconds_", None) or time.perf_counter() - t0  # counts a resumed fit's earlier part
+    distill_s = method.fit_seconds_  # a resumed fit's count includes the run it continues
     syn = method.synthetic_
     evaluator = evaluator_with()
     # baselines are trained with the method's loss: an LS set's random baseline regresses onto one-hot targets
@@ -253,7 +266,7 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
     device = entry.get("device")
     seeds = seeds or entry.get("seeds") or [entry.get("seed", 0)]
     dirty = git_dirty()
-    progress = progress_dir(entry, out)
+    progress = progress_dir(entry, out, data)
     kept_before = len(list(progress.rglob("*.safetensors"))) if progress and progress.is_dir() else 0
     per_seed = [run_seed(entry, data, root, device, progress) for root in seeds]
     extra = {}
@@ -425,8 +438,13 @@ def main(argv=None) -> int:
             res = run_entry(e, args.profile, args.seeds, args.threads, cmd, out)
             atomic_write(out / f"{e['name']}.json", json.dumps(res, indent=2, default=str))
             print(f"[{e['name']}] wrote results ({res['wall_seconds']:.0f} s)", flush=True)
-            if res["progress"]:  # the record holds it all now
-                shutil.rmtree(res["progress"]["dir"], ignore_errors=True)
+            if res["progress"]:  # the record holds it all now: drop this run's seeds (a parallel run may hold others)
+                done = Path(res["progress"]["dir"])
+                for root in res["seeds"]:
+                    shutil.rmtree(done / f"seed{root}", ignore_errors=True)
+                for folder in (done, done.parent, done.parent.parent):
+                    if folder.is_dir() and not any(folder.iterdir()):
+                        folder.rmdir()
         return 0
     failed = []
     for e in entries:  # one process per entry: its own wall time and peak memory

@@ -297,8 +297,9 @@ class Evaluator:
         a hash of everything its training depends on: the set, the validation split, the recipe, its seeds,
         the device type, torch threads and the distillset and torch versions). A later ``score`` with the
         same settings loads a kept network instead of training it again, so an interrupted evaluation
-        resumes network by network with the same accuracies. The hash does not see edits to the code:
-        use a fresh folder after changing it.
+        resumes network by network with the same accuracies (``extra["resumed_networks"]`` counts them).
+        The hash sees neither edits to the code nor the exact CPU or GPU model: use a fresh folder after
+        changing the code; networks kept on another machine may differ from this one's in the last bits.
     workers : int or None, default=None
         Networks trained at the same time on CPU, one thread each; ``None`` = one per torch thread.
         On CUDA networks train one after another.
@@ -419,7 +420,8 @@ class Evaluator:
         self.networks_ = {}
         journal = None if self.resume_dir is None else _NetworkJournal(self.resume_dir, {
             "set": _content_hash(x_syn, y_syn), "val": None if val is None else _content_hash(*val), "strategy": strategy,
-            "loss": loss, "precision": precision, "device": device.type, "epochs": self.epochs, **self._recipe()})
+            "loss": loss, "precision": precision, "device": device.type, "classes": data.num_classes,
+            "epochs": self.epochs, **self._recipe()})
 
         def train(job):
             i, net, name, (init_seed, stream_seed), lr = job
@@ -465,11 +467,11 @@ class Evaluator:
                 "val_per_class": data.extra.get("val_per_class"), "lr": lr, "checkpoint": self.checkpoint,
                 "val_accuracies": [t[0] for t in trained[lr]], "epochs_kept": [t[1] for t in trained[lr]],
                 "val_mean_by_lr": {str(v): statistics.fmean(t[0] for t in trained[v]) for v in lrs}}
-            kept = [t[2] for ts in trained.values() for t in ts if t[2] is not None]  # seconds of loaded networks
-            if journal:
-                extra = {**extra, "resumed_networks": len(kept)}
+            if journal:  # networks loaded from resume_dir, and the training seconds they took back then
+                kept = [t[2] for ts in trained.values() for t in ts if t[2] is not None]
+                extra = {**extra, "resumed_networks": len(kept), "resumed_training_seconds": sum(kept)}
             training = {**self._recipe(), "lr": lr, "momentum": self.momentum if self.optimizer == "sgd" else None}
-            results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0 + sum(kept), dataset=data.name,
+            results[name] = EvalResult(name, accs, self.epochs, strategy, time.perf_counter() - t0, dataset=data.name,
                                        source=data.source, precision=precision, loss=loss, extra=extra, training=training)
         release_freed_memory()
         return results
@@ -573,19 +575,25 @@ class _NetworkJournal:
     def path(self, **network) -> Path:
         key = {**self.fingerprint, **network, "threads": torch.get_num_threads(), "distillset": __version__,
                "torch": torch.__version__}
-        return self.folder / f"net-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]}.safetensors"
+        text = json.dumps(key, sort_keys=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))  # NumPy numbers
+        return self.folder / f"net-{hashlib.sha256(text.encode()).hexdigest()[:32]}.safetensors"
 
     def load(self, path: Path, net: torch.nn.Module) -> dict | None:
         """The kept record ({val_acc, epochs, seconds}) with ``net`` set to the kept weights, or None."""
         if not path.is_file():
             return None
+        mine = net.state_dict()
         try:
             with safe_open(path, framework="pt") as f:
                 record = json.loads(f.metadata()["record"])
-                net.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            if state.keys() != mine.keys() or any(state[k].shape != v.shape or state[k].dtype != v.dtype
+                                                  for k, v in mine.items()):
+                raise ValueError("its tensors do not fit this network")
         except Exception as e:  # a damaged file is retrained and replaced, never trusted
             warnings.warn(f"Ignoring the unreadable kept network {path} ({e}); training it again.", stacklevel=2)
             return None
+        net.load_state_dict(state)  # checked above: nothing is half-loaded
         return record
 
     def keep(self, path: Path, net: torch.nn.Module, **record) -> None:

@@ -189,6 +189,18 @@ def test_resume_dir_keeps_each_network_and_a_rerun_loads_it_with_the_same_accura
                      ).score(other, digits)["mlp"].extra["resumed_networks"] == 0
 
 
+def test_a_kept_network_that_does_not_fit_is_never_half_loaded(digits, tmp_path):
+    from distillset.evaluate import _NetworkJournal
+
+    journal = _NetworkJournal(tmp_path, {})
+    small, big = torch.nn.Sequential(torch.nn.Linear(4, 3)), torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    journal.keep(tmp_path / "n.safetensors", small, val_acc=None, epochs=1, seconds=0.0)
+    before = {k: v.clone() for k, v in big.state_dict().items()}
+    with pytest.warns(UserWarning, match="do not fit this network"):
+        assert journal.load(tmp_path / "n.safetensors", big) is None
+    assert all(torch.equal(before[k], v) for k, v in big.state_dict().items())
+
+
 def test_a_damaged_kept_network_is_trained_again(digits, tmp_path):
     syn = RandomSubset(ipc=2, random_state=0).fit(digits).synthetic_
     ev = Evaluator("mlp", n_models=1, epochs=3, augment=None, device="cpu", resume_dir=tmp_path)

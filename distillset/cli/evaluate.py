@@ -69,6 +69,9 @@ def run(args) -> int:
     check_evaluator(ev)  # before reading anything: a typo costs no training
     if args.json:
         check_writable(Path(args.json), "--json", folder=False)
+    if args.resume_dir and args.protocol == "own":
+        raise InvalidParameterError("--resume-dir keeps networks of the standard and long protocols; a method's own "
+                                    "protocol keeps none. Drop --resume-dir or use --protocol standard.")
     if args.resume_dir:
         check_writable(Path(args.resume_dir), "--resume-dir", folder=True)
     syn = SyntheticSet.load(args.path)

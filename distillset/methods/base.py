@@ -162,7 +162,8 @@ class DistillMethod:
     history_ : dict of lists, the logged losses.
     snapshots_ : {iteration: SyntheticSet}, the sets kept at ``fit(snapshots=...)`` (this call's only: a
         resumed fit keeps those it passes after the resume).
-    fit_seconds_ : float, seconds in the loop, counting those before a resume (up to its checkpoint).
+    fit_seconds_ : float, seconds in ``fit`` (preparation included), counting those of the run a resume
+        continues (up to its checkpoint).
     """
 
     name: ClassVar[str] = "base"
@@ -368,6 +369,7 @@ class DistillMethod:
         -------
         self
         """
+        started = time.perf_counter()
         self._validate(data)
         snapshots = self._check_snapshots(snapshots)
         device = resolve_device(getattr(self, "device", None))
@@ -379,6 +381,8 @@ class DistillMethod:
             raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
         record = self._resume_record(data) if resume else None  # refused before any set-up or preparation
         distributed.agree(record and record["iteration"], "the checkpoint to resume")
+        # the clock of the whole run (preparation included): a resumed one goes on from its checkpoint's count
+        self._fit_started = started - (record.get("fit_seconds", 0.0) if record else 0.0)
         real = RealData(data, device)
         self.prepared_ = self._prepared(data, device)  # before the run's stream is touched, as a resume needs it
         if resume and record is None:
@@ -391,15 +395,13 @@ class DistillMethod:
             self._load_checkpoint(state, ckpt_dir / CHECKPOINT, record)
         if logger is not None:
             logger.open(self, state.iteration, state.history)
-        # the clock of the whole run: a resumed one goes on from the seconds its checkpoint had counted
-        self._fit_started = time.perf_counter() - (record.get("fit_seconds", 0.0) if record else 0.0)
         self.snapshots_ = {}
         self._run_loop(state, ckpt_dir, callback, snapshots, logger)
         if ckpt_dir is not None:
             self._save_checkpoint(state, ckpt_dir)
         self.history_ = state.history
-        self.fit_seconds_ = time.perf_counter() - self._fit_started
         self.synthetic_ = self._build_synthetic(state)
+        self.fit_seconds_ = time.perf_counter() - self._fit_started
         release_freed_memory()
         return self
 

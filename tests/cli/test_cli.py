@@ -161,6 +161,8 @@ def test_evaluate_resumes_from_the_networks_it_kept(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main([*args[:-1], str(tmp_path / "file")]) == 2  # not a folder: one line, before any training
     assert "--resume-dir" in capsys.readouterr().err
+    assert main([*args, "--protocol", "own"]) == 2
+    assert "own protocol keeps none" in capsys.readouterr().err
 
 
 def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path, capsys):
