@@ -3,6 +3,7 @@
     python benchmarks/run.py --profile tables --only mnist_ipc1_dm --threads 1
     python benchmarks/run.py --check check_mnist_ipc1_ls   # re-run a committed record, compare per network
     python benchmarks/run.py --report                       # only regenerate benchmarks/RESULTS.md
+    python benchmarks/run.py --progress                     # what unfinished runs kept for resuming
 
 Each entry runs in its own process (so wall time and peak memory are its own) and writes
 ``benchmarks/results/<name>.json``. An entry's ``seeds`` (or ``--seeds``) are root seeds: each gives
@@ -175,6 +176,24 @@ def resumable_fit(method, data, kept: Path | None, snapshots) -> None:
     # the set reads as an uninterrupted run's (it is one, bit for bit): where the runner kept its checkpoints
     # is not a setting of the set
     method.synthetic_.meta.get("params", {}).update(checkpoint_dir=None, checkpoint_every=None)
+
+
+def progress_lines(out: Path = RESULTS) -> list[str]:
+    """One line per kept unfinished run (``--progress``): its commit, entry, seed, distillation and networks."""
+    from safetensors import safe_open
+
+    lines = []
+    for seed_dir in sorted((out / ".progress").glob("*/*/*/seed*")):
+        commit, entry, where = seed_dir.parts[-4:-1]
+        ckpt = seed_dir / "distill" / "checkpoint.safetensors"
+        distilled = "no checkpoint"
+        if ckpt.is_file():
+            with safe_open(ckpt, framework="pt") as f:
+                record = json.loads(f.metadata()["record"])
+            distilled = f"distilled {record['iteration']}/{record['params'].get('iterations')} iterations"
+        nets = len(list((seed_dir / "networks").glob("net-*.safetensors")))
+        lines.append(f"{commit} {entry} ({where}) {seed_dir.name}: {distilled}, {nets} network(s) kept")
+    return lines or [f"no unfinished runs kept under {out / '.progress'}"]
 
 
 def make_evaluator(entry: dict, seed: int, device, **override):
@@ -412,6 +431,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="distillation seeds (default: the entry's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (recorded; results depend on it)")
     p.add_argument("--check", metavar="NAME", help="re-run a committed record and compare with it")
+    p.add_argument("--progress", action="store_true", help="list the unfinished runs kept for resuming, and stop")
     p.add_argument("--tolerance", type=float, default=None,
                    help="--check: allowed per-network difference in points (default 0 on the record's software "
                         "and hardware, else 1)")
@@ -423,6 +443,9 @@ def main(argv=None) -> int:
         return 0
     if args.check:
         return check(args.check, args.tolerance)
+    if args.progress:
+        print("\n".join(progress_lines(Path(args.out))))
+        return 0
     entries = [e for e in load_profile(args.profile) if args.only is None or e["name"] in args.only]
     if args.only and len(entries) != len(args.only):
         known = [e["name"] for e in load_profile(args.profile)]

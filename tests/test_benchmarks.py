@@ -165,10 +165,12 @@ def test_dirty_flag_ignores_the_runners_own_outputs(tmp_path, monkeypatch):
 def test_a_rerun_picks_up_the_kept_distillation_and_networks(digits, tmp_path):
     entry = {"name": "t", "method": "dm", "ipc": 1, "params": {"iterations": 4}, "baselines": ["random"],
              "eval": {"models": "mlp", "n_models": 2, "epochs": 2, "augment": "none"}}
-    first = run.run_seed(entry, digits, 0, "cpu", progress=tmp_path)
-    assert (tmp_path / "seed0" / "distill" / "checkpoint.safetensors").is_file()
-    assert len(list((tmp_path / "seed0" / "networks").iterdir())) == 4  # the set's 2 networks and random's 2
-    again = run.run_seed(entry, digits, 0, "cpu", progress=tmp_path)
+    kept = tmp_path / ".progress" / "abc" / "t" / "cpu-t1-data0"  # as progress_dir lays it out
+    first = run.run_seed(entry, digits, 0, "cpu", progress=kept)
+    assert (kept / "seed0" / "distill" / "checkpoint.safetensors").is_file()
+    assert len(list((kept / "seed0" / "networks").iterdir())) == 4  # the set's 2 networks and random's 2
+    assert run.progress_lines(tmp_path) == ["abc t (cpu-t1-data0) seed0: distilled 4/4 iterations, 4 network(s) kept"]
+    again = run.run_seed(entry, digits, 0, "cpu", progress=kept)
     for label in ("dm", "random"):
         assert again["results"][label]["mlp"]["accuracies"] == first["results"][label]["mlp"]["accuracies"]
         assert again["results"][label]["mlp"]["extra"]["resumed_networks"] == 2
