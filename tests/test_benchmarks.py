@@ -178,3 +178,22 @@ def test_a_rerun_picks_up_the_kept_distillation_and_networks(digits, tmp_path):
     assert again["distill_seconds"] >= first["distill_seconds"] * 0.5  # the resumed fit counts the earlier run
     fresh = run.run_seed(entry, digits, 0, "cpu")  # nothing kept: the same numbers from scratch
     assert fresh["results"]["dm"]["mlp"]["accuracies"] == first["results"]["dm"]["mlp"]["accuracies"]
+
+
+def test_gpu_data_parts_unpack_to_the_same_files(tmp_path):
+    import gpu_data
+
+    root = tmp_path / "data" / "toy"
+    for split, classes in (("train", "abcd"), ("test", "ab")):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            (root / split / c / "0.jpg").write_bytes(f"{split}{c}".encode() * 100)
+    (root / "README.md").write_text("toy")
+    a, b = gpu_data.pack("toy", tmp_path / "data", tmp_path / "gpu")
+    with __import__("zipfile").ZipFile(b) as z:
+        assert sorted(z.namelist()) == ["toy/train/c/0.jpg", "toy/train/d/0.jpg"]
+    for part in (a, b):
+        gpu_data.unpack(part, tmp_path / "out")
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "out" / "toy") for p in (tmp_path / "out" / "toy").rglob("*") if p.is_file())
+    assert all((root / f).read_bytes() == (tmp_path / "out" / "toy" / f).read_bytes() for f in files)
