@@ -49,6 +49,8 @@ def pack(name: str, data_root: Path, out: Path = GPU) -> list[Path]:
 
 
 def unpack(archive: Path, out: Path = GPU / "data") -> Path:
+    if not archive.is_file():
+        raise SystemExit(f"no part {archive}: carry it in this call (carry: [\"{archive}\"]) or run pack first")
     with zipfile.ZipFile(archive) as z:
         z.extractall(out)
     return out

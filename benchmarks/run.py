@@ -17,8 +17,9 @@ the sha256 of the data read. An entry with ``val_per_class`` holds that many tra
 out before distilling (``ImageDataset.holdout``), for choices made on them. RESULTS.md is rebuilt from
 all result files (``speed_*.json``, written by ``benchmarks/speed.py``, get their own section).
 From a clean tree a run keeps its distillation checkpoints and every trained network under
-``results/.progress/<commit>/<entry>/`` as it goes; the same command started again after a kill (or the
-end of a session) resumes there with the same numbers, so entries longer than a sitting can finish.
+``results/.progress/<commit>/<entry>/<device>-t<threads>-data<hash>/`` as it goes (``--progress`` lists
+them); the same command started again after a kill (or the end of a session) resumes there with the same
+numbers, so entries longer than a sitting can finish.
 Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
 """
 from __future__ import annotations
@@ -323,7 +324,8 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
         "data_sha256": data_checksums(data), "data_root": data_root(),
         "distill_seconds": sum(r.get("distill_seconds", 0.0) for r in per_seed),
         "wall_seconds": time.perf_counter() - t_start, "commit": git_commit(), "dirty": dirty,
-        # a resumed run: wall_seconds is this invocation's; distill_seconds and each result's seconds count it all
+        # a resumed run: wall_seconds is this invocation's, distill_seconds counts every invocation, and each
+        # result's extra gives the networks loaded from progress and the training seconds they took then
         "progress": progress and {"dir": str(progress), "files_kept_before_start": kept_before},
         **peak_memory(),
         "date": time.strftime("%Y-%m-%d"),
