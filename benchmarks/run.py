@@ -4,6 +4,7 @@
     python benchmarks/run.py --check check_mnist_ipc1_ls   # re-run a committed record, compare per network
     python benchmarks/run.py --report                       # only regenerate benchmarks/RESULTS.md
     python benchmarks/run.py --progress                     # what unfinished runs kept for resuming
+    python benchmarks/run.py --profile tables --only mnist_ipc10_mtt --part --seeds 1 --threads 1  # one seed of a row
 
 Each entry runs in its own process (so wall time and peak memory are its own) and writes
 ``benchmarks/results/<name>.json``. An entry's ``seeds`` (or ``--seeds``) are root seeds: each gives
@@ -18,8 +19,13 @@ out before distilling (``ImageDataset.holdout``), for choices made on them. RESU
 all result files (``speed_*.json``, written by ``benchmarks/speed.py``, get their own section).
 From a clean tree a run keeps its distillation checkpoints and every trained network under
 ``results/.progress/<commit>/<entry>/<device>-t<threads>-data<hash>/`` as it goes (``--progress`` lists
-them); the same command started again after a kill (or the end of a session) resumes there with the same
-numbers, so entries longer than a sitting can finish.
+them); the same command started again after a kill resumes there with the same numbers. Each finished
+seed is also kept as a *part*, ``results/parts/<entry>/seed<N>.json`` (small: its accuracies and timings;
+the entry's last seed also keeps its set), stamped with what its numbers depend on (the git tree of
+``distillset/``, the entry, the data, device type, threads, versions, CPU). Parts can be committed, so a
+row longer than a session (or a machine's share of it) finishes later, elsewhere: a run uses every part
+whose stamp matches its own and re-runs a seed whose part does not. ``--part --seeds N`` runs only those
+seeds; the record is written once every seed of the entry has a part, and the parts it used are deleted.
 Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
 """
 from __future__ import annotations
@@ -142,6 +148,69 @@ def stream_seeds(root: int, baselines: list[str]) -> dict[str, int]:
             **{f"baseline/{b}": derive_seed(root, f"baseline/{b}") for b in baselines}}
 
 
+def data_hash(data) -> str:
+    return hashlib.sha256(json.dumps(data_checksums(data), sort_keys=True).encode()).hexdigest()
+
+
+# Bump when run_seed's output changes meaning (what is evaluated, how): older parts then no longer merge.
+PART_FORMAT = 1
+
+
+def part_stamp(entry: dict, data) -> dict | None:
+    """What a seed's numbers depend on, or None outside a clean tree (then no part is used or kept).
+
+    The code is the git tree of ``distillset/`` (not the commit: committing results or notes keeps parts
+    valid), with ``PART_FORMAT`` for this runner's own share. Entries with an ``extra`` hook need the last
+    seed's method object, which a part does not keep: they get no parts."""
+    import torch
+
+    from distillset.utils import resolve_device
+
+    code = git("rev-parse", "HEAD:distillset")
+    if code is None or git_dirty() is not False or entry.get("extra"):
+        return None
+    return {"format": PART_FORMAT, "code": code, "entry": entry, "data": data_hash(data),
+            "device": resolve_device(entry.get("device")).type, "threads": torch.get_num_threads(),
+            "versions": versions(), "cpu_model": cpu_model(), "isa": isa()}
+
+
+def _stamp_hash(stamp: dict) -> str:
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def part_path(out: Path, name: str, root: int) -> Path:
+    return out / "parts" / name / f"seed{root}.json"
+
+
+def part_set(path: Path) -> Path:
+    """The stem of a part's set: ``seed<N>-set.safetensors`` and ``seed<N>-set.json`` beside ``seed<N>.json``."""
+    return path.with_name(path.stem + "-set")
+
+
+def load_part(out: Path, name: str, root: int, stamp: dict | None) -> dict | None:
+    """The kept result of seed ``root`` when its stamp matches ``stamp``, else None (a stale part is re-run)."""
+    path = part_path(out, name, root)
+    if stamp is None or not path.is_file():
+        return None
+    part = json.loads(path.read_text())
+    if part.get("stamp_sha256") != _stamp_hash(stamp):
+        print(f"note: {path} was made by other code or settings (commit {part['run'].get('commit')}): seed {root} "
+              "runs again", flush=True)
+        return None
+    return {**part["run"], "from_part": True}
+
+
+def save_part(out: Path, entry: dict, run: dict, stamp: dict, keep_set: bool) -> None:
+    """Keep a finished seed (and, with ``keep_set``, its set: the record shows the entry's last seed's)."""
+    path = part_path(out, entry["name"], run["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_set:
+        run["method_obj"].synthetic_.save(part_set(path))
+    body = {k: v for k, v in run.items() if k != "method_obj"}
+    atomic_write(path, json.dumps({"stamp": stamp, "stamp_sha256": _stamp_hash(stamp), "run": body}, indent=1,
+                                  default=str))
+
+
 def progress_dir(entry: dict, out: Path, data) -> Path | None:
     """Where a run keeps its distillation checkpoints and trained networks as it goes, so that a run that is
     killed (or cut off by the end of a session) resumes where it stopped when started again with the same
@@ -154,8 +223,7 @@ def progress_dir(entry: dict, out: Path, data) -> Path | None:
     commit = git_commit()
     if commit is None or git_dirty() is not False:
         return None
-    data_hash = hashlib.sha256(json.dumps(data_checksums(data), sort_keys=True).encode()).hexdigest()[:8]
-    where = f"{resolve_device(entry.get('device')).type}-t{torch.get_num_threads()}-data{data_hash}"
+    where = f"{resolve_device(entry.get('device')).type}-t{torch.get_num_threads()}-data{data_hash(data)[:8]}"
     others = sorted(p.name for p in (out / ".progress").glob("*") if p.name != commit[:12])
     if others:  # never deleted here: they resume if that commit is checked out again
         print(f"note: {out / '.progress'} also keeps unfinished runs of commit(s) {', '.join(others)}; delete "
@@ -194,7 +262,11 @@ def progress_lines(out: Path = RESULTS) -> list[str]:
             distilled = f"distilled {record['iteration']}/{record['params'].get('iterations')} iterations"
         nets = len(list((seed_dir / "networks").glob("net-*.safetensors")))
         lines.append(f"{commit} {entry} ({where}) {seed_dir.name}: {distilled}, {nets} network(s) kept")
-    return lines or [f"no unfinished runs kept under {out / '.progress'}"]
+    for path in sorted((out / "parts").glob("*/seed*.json")):
+        if not path.stem.endswith("-set"):
+            run = json.loads(path.read_text())["run"]
+            lines.append(f"part {path.parent.name} {path.stem}: made at {run.get('commit')} in {run['seed_seconds']:.0f} s")
+    return lines or [f"no unfinished runs kept under {out / '.progress'} or {out / 'parts'}"]
 
 
 def make_evaluator(entry: dict, seed: int, device, **override):
@@ -265,10 +337,38 @@ def run_seed(entry: dict, data, root: int, device, progress: Path | None = None)
     return out
 
 
+def seed_result(entry: dict, data, root: int, device, progress: Path | None, out: Path, stamp: dict | None) -> dict:
+    """:func:`run_seed`, or the seed's kept part when one with this ``stamp`` exists; a new result is kept as a
+    part (under a stamp), with its commit and wall seconds."""
+    kept = load_part(out, entry["name"], root, stamp)
+    if kept is not None:
+        print(f"[{entry['name']} seed {root}] from its part (commit {kept.get('commit')})", flush=True)
+        return kept
+    t0 = time.perf_counter()
+    result = run_seed(entry, data, root, device, progress)
+    result.update(commit=git_commit(), seed_seconds=time.perf_counter() - t0)
+    if stamp is not None:
+        save_part(out, entry, result, stamp, keep_set=root == entry_seeds(entry)[-1])
+    return result
+
+
 def print_seed(name: str, seed: int, results: dict) -> None:
     for label, r in results.items():
         print(f"[{name} seed {seed}] {label}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
                                                          for k, v in r.items()), flush=True)
+
+
+def entry_seeds(entry: dict) -> list[int]:
+    return entry.get("seeds") or [entry.get("seed", 0)]
+
+
+def entry_data(entry: dict):
+    """The entry's data set, less its validation hold-out (held out before distillation: choices on it never
+    saw the test set)."""
+    from distillset import load_dataset
+
+    data = load_dataset(entry["dataset"], root=data_root())
+    return data.holdout(entry["val_per_class"]) if entry.get("val_per_class") else data
 
 
 def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads: int | None = None,
@@ -276,19 +376,18 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
     """Distill once per root seed, evaluate each set and its baselines under one protocol, pool the seeds."""
     import torch
 
-    from distillset import load_dataset
     from distillset.utils import peak_memory
 
     t_start = time.perf_counter()
-    data = load_dataset(entry["dataset"], root=data_root())
-    if entry.get("val_per_class"):  # held out before distillation: choices on it never saw the test set
-        data = data.holdout(entry["val_per_class"])
+    data = entry_data(entry)
     device = entry.get("device")
-    seeds = seeds or entry.get("seeds") or [entry.get("seed", 0)]
+    seeds = seeds or entry_seeds(entry)
     dirty = git_dirty()
     progress = progress_dir(entry, out, data)
     kept_before = len(list(progress.rglob("*.safetensors"))) if progress and progress.is_dir() else 0
-    per_seed = [run_seed(entry, data, root, device, progress) for root in seeds]
+    stamp = part_stamp(entry, data)
+    per_seed = [seed_result(entry, data, root, device, progress, out, stamp) for root in seeds]
+    parts_seconds = sum(r["seed_seconds"] for r in per_seed if r.get("from_part"))
     extra = {}
     if entry.get("extra"):  # "module:function", called as fn(method, data, entry) -> dict with a "summary" str
         import importlib
@@ -298,9 +397,14 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
         extra = getattr(importlib.import_module(mod), fn)(per_seed[-1]["method_obj"], data, entry)
         print(f"[{entry['name']}] extra: {extra.get('summary', '')}", flush=True)
     last = [run.pop("method_obj", None) for run in per_seed][-1]
-    if last is not None:
-        last_set = last.synthetic_
-        last_set.meta.update(commit=git_commit(), benchmark_entry=entry["name"])  # which code made it
+    last_set = last.synthetic_ if last is not None else None
+    stem = part_set(part_path(out, entry["name"], seeds[-1]))
+    if last is None and Path(f"{stem}.json").is_file():  # the last seed came from its part, which kept the set
+        from distillset import SyntheticSet
+
+        last_set = SyntheticSet.load(stem)
+    if last_set is not None:
+        last_set.meta.update(commit=per_seed[-1].get("commit") or git_commit(), benchmark_entry=entry["name"])  # its code
         last_set.save(out / "sets" / entry["name"])  # the last seed's set
         last_set.save_grid(out / "sets" / f"{entry['name']}.png")
     ev_cfg = entry.get("eval", {})
@@ -323,10 +427,12 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
                       "evaluate": ev_cfg.get("precision", "auto"), "resolved_on": "cpu" if not torch.cuda.is_available() else "cuda"},
         "data_sha256": data_checksums(data), "data_root": data_root(),
         "distill_seconds": sum(r.get("distill_seconds", 0.0) for r in per_seed),
-        "wall_seconds": time.perf_counter() - t_start, "commit": git_commit(), "dirty": dirty,
+        # seeds kept as parts (from_part in per_seed, each with its commit) add the seconds they took then
+        "wall_seconds": time.perf_counter() - t_start + parts_seconds, "commit": git_commit(), "dirty": dirty,
         # a resumed run: wall_seconds is this invocation's, distill_seconds counts every invocation, and each
         # result's extra gives the networks loaded from progress and the training seconds they took then
         "progress": progress and {"dir": str(progress), "files_kept_before_start": kept_before},
+        "parts": stamp and {"stamp": stamp, "loaded": [r["seed"] for r in per_seed if r.get("from_part")]},
         **peak_memory(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -425,6 +531,31 @@ def check(name: str, tolerance: float | None) -> int:
     return 0 if ok else 1
 
 
+def refuse_part(entries: list[dict], seeds: list[int] | None) -> None:
+    """``--part``'s mistakes, in one line each, before any work."""
+    if not seeds:
+        raise SystemExit("--part runs some seeds of an entry: name them with --seeds (e.g. --part --seeds 1)")
+    if git_dirty() is not False:
+        raise SystemExit("--part keeps results stamped with the code's git tree: commit your changes first")
+    for e in entries:
+        if e.get("extra"):
+            raise SystemExit(f"{e['name']} has an extra hook, which needs its last seed in the same run: run it whole")
+        unknown = sorted(set(seeds) - set(entry_seeds(e)))
+        if unknown:
+            raise SystemExit(f"--part: seed(s) {unknown} are not among {e['name']}'s seeds {e.get('seeds')}; "
+                             "a part must belong to the record")
+
+
+def run_parts(entry: dict, seeds: list[int], out: Path) -> list[int]:
+    """Run the seeds of ``entry`` that have no valid part and keep each; returns the entry's seeds still missing."""
+    data = entry_data(entry)
+    stamp = part_stamp(entry, data)
+    progress = progress_dir(entry, out, data)
+    for root in seeds:
+        seed_result(entry, data, root, entry.get("device"), progress, out, stamp)
+    return [r for r in entry_seeds(entry) if load_part(out, entry["name"], r, stamp) is None]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
@@ -434,6 +565,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (recorded; results depend on it)")
     p.add_argument("--check", metavar="NAME", help="re-run a committed record and compare with it")
     p.add_argument("--progress", action="store_true", help="list the unfinished runs kept for resuming, and stop")
+    p.add_argument("--part", action="store_true",
+                   help="with --seeds: run only these of the entry's seeds, keep them as parts (results/parts/), and "
+                        "write the record once every seed of the entry has one")
     p.add_argument("--tolerance", type=float, default=None,
                    help="--check: allowed per-network difference in points (default 0 on the record's software "
                         "and hardware, else 1)")
@@ -452,6 +586,8 @@ def main(argv=None) -> int:
     if args.only and len(entries) != len(args.only):
         known = [e["name"] for e in load_profile(args.profile)]
         raise SystemExit(f"unknown entry in {args.only}; known: {', '.join(known)}")
+    if args.part:
+        refuse_part(entries, args.seeds)
     if args.in_process:
         import torch
 
@@ -459,10 +595,26 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for e in entries:
-            cmd = command_line(args.profile, e["name"], args.seeds, args.threads)
-            res = run_entry(e, args.profile, args.seeds, args.threads, cmd, out)
+            seeds = args.seeds
+            if args.part:
+                missing = run_parts(e, args.seeds, out)
+                if missing:
+                    print(f"[{e['name']}] kept seed(s) {' '.join(map(str, args.seeds))} as parts; the record waits "
+                          f"for seed(s) {' '.join(map(str, missing))}", flush=True)
+                    continue
+                seeds = None  # every seed has its part: the record is the whole entry's
+            cmd = command_line(args.profile, e["name"], seeds, args.threads)
+            res = run_entry(e, args.profile, seeds, args.threads, cmd, out)
             atomic_write(out / f"{e['name']}.json", json.dumps(res, indent=2, default=str))
             print(f"[{e['name']}] wrote results ({res['wall_seconds']:.0f} s)", flush=True)
+            if res["parts"]:  # the record holds them now
+                for root in res["seeds"]:
+                    path = part_path(out, e["name"], root)
+                    for f in (path, *(Path(str(part_set(path)) + x) for x in (".json", ".safetensors"))):
+                        f.unlink(missing_ok=True)
+                for folder in (path.parent, path.parent.parent):
+                    if folder.is_dir() and not any(folder.iterdir()):
+                        folder.rmdir()
             if res["progress"]:  # the record holds it all now: drop this run's seeds (a parallel run may hold others)
                 done = Path(res["progress"]["dir"])
                 for root in res["seeds"]:
@@ -475,7 +627,7 @@ def main(argv=None) -> int:
     for e in entries:  # one process per entry: its own wall time and peak memory
         seeds = ["--seeds", *map(str, args.seeds)] if args.seeds else []
         rc = subprocess.call([sys.executable, __file__, "--profile", args.profile, "--only", e["name"], *seeds,
-                              "--threads", str(args.threads), "--in-process"])
+                              *(["--part"] if args.part else []), "--threads", str(args.threads), "--in-process"])
         if rc:
             failed.append(e["name"])
     print(f"wrote {write_report()}")

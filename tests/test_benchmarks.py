@@ -1,10 +1,12 @@
 """The benchmark runner's promises: independent random streams, records that say what made them."""
+import json
 import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -197,3 +199,54 @@ def test_gpu_data_parts_unpack_to_the_same_files(tmp_path):
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "out" / "toy") for p in (tmp_path / "out" / "toy").rglob("*") if p.is_file())
     assert all((root / f).read_bytes() == (tmp_path / "out" / "toy" / f).read_bytes() for f in files)
+
+
+def test_parts_let_a_row_finish_seed_by_seed(tmp_path, monkeypatch, capsys):
+    """Seeds run apart (other sessions, machines) merge into the record a whole run makes, then go away."""
+    entry = {"name": "t", "dataset": "digits", "method": "dm", "ipc": 1, "seeds": [0, 1],
+             "params": {"iterations": 2}, "baselines": ["random"],
+             "eval": {"models": "mlp", "n_models": 2, "epochs": 2, "augment": "none"}}
+    monkeypatch.setattr(run, "load_profile", lambda profile: [entry])
+    monkeypatch.setattr(run, "git_dirty", lambda: False)
+    out = tmp_path / "parts-run"
+    args = ["--profile", "x", "--only", "t", "--in-process", "--out", str(out), "--part", "--seeds"]
+    assert run.main(args + ["1"]) == 0
+    parts = out / "parts" / "t"
+    assert sorted(p.name for p in parts.iterdir()) == ["seed1-set.json", "seed1-set.safetensors", "seed1.json"]
+    assert not (out / "t.json").exists() and "waits for seed(s) 0" in capsys.readouterr().out
+    assert any(line.startswith("part t seed1: made at") for line in run.progress_lines(out))
+    assert run.main(args + ["0"]) == 0
+    record = json.loads((out / "t.json").read_text())
+    assert record["parts"]["loaded"] == [0, 1] and not parts.exists()
+    assert record["command"].endswith("--only t --threads 1")  # the whole entry's command
+    monkeypatch.setattr(run, "git_dirty", lambda: True)  # a whole run keeps no parts
+    whole = run.run_entry(entry, "x", out=tmp_path / "whole")
+    assert whole["parts"] is None and not (tmp_path / "whole" / "parts").exists()
+    for label in ("dm", "random"):
+        assert record["results"][label]["mlp"]["accuracies"] == whole["results"][label]["mlp"]["accuracies"]
+    assert (out / "sets" / "t.safetensors").is_file()
+
+
+def test_a_part_from_other_code_is_run_again(digits, tmp_path, monkeypatch, capsys):
+    entry = {"name": "t", "dataset": "digits", "method": "random", "ipc": 1, "seeds": [0], "baselines": [],
+             "eval": {"models": "mlp", "n_models": 1, "epochs": 1, "augment": "none"}}
+    stamp = {"code": "tree-a"}
+    first = run.seed_result(entry, digits, 0, "cpu", None, tmp_path, stamp)
+    assert run.load_part(tmp_path, "t", 0, stamp)["results"] == json.loads(json.dumps(first["results"]))
+    assert run.load_part(tmp_path, "t", 0, {"code": "tree-b"}) is None
+    assert "was made by other code or settings" in capsys.readouterr().out
+    assert run.load_part(tmp_path, "t", 0, None) is None  # a dirty tree uses no part
+
+
+def test_part_mistakes_are_one_line_before_any_work(monkeypatch):
+    entry = {"name": "t", "dataset": "digits", "method": "dm", "seeds": [0, 1]}
+    monkeypatch.setattr(run, "git_dirty", lambda: False)
+    for seeds, words in ((None, "name them with --seeds"), ([2], "not among t's seeds")):
+        with pytest.raises(SystemExit, match=words) as e:
+            run.refuse_part([entry], seeds)
+        assert "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="has an extra hook"):
+        run.refuse_part([{**entry, "extra": "m:f"}], [0])
+    monkeypatch.setattr(run, "git_dirty", lambda: True)
+    with pytest.raises(SystemExit, match="commit your changes first"):
+        run.refuse_part([entry], [0])
