@@ -273,7 +273,30 @@ def report_lines() -> list[str]:
         "'budget vs paper' = our (iterations x real images per class) over the paper's, and our evaluation epochs",
         "over the paper's 1000. Nothing was chosen on the test set: every setting is fixed in the profile.",
     ]
-    return head + table_lines(records) + budget_lines(records) + other_lines(records) + application_lines()
+    return (head + table_lines(records) + budget_lines(records) + other_lines(records) + pending_lines()
+            + application_lines())
+
+
+def pending_lines() -> list[str]:
+    """Rows still being made seed by seed (``results/parts/``): the seeds in so far, kept out of the tables."""
+    rows = []
+    for folder in sorted(p for p in (RESULTS / "parts").glob("*") if p.is_dir()):
+        parts = [json.loads(f.read_text()) for f in sorted(folder.glob("seed*.json")) if not f.stem.endswith("-set")]
+        if not parts:
+            continue
+        entry = parts[0]["stamp"]["entry"]
+        done = {part["run"]["seed"]: part["run"] for part in parts}
+        seeds = entry.get("seeds") or [0]
+        got = ", ".join(f"{k}: {next(iter(run['results'][entry['method']].values()))['mean']:.2f} ({run.get('commit')}, "
+                        f"{run['seed_seconds'] / 60:.0f} min)" for k, run in sorted(done.items()))
+        rows.append(f"| {folder.name} | {got} | {' '.join(str(k) for k in seeds if k not in done) or '-'} |")
+    if not rows:
+        return []
+    return ["", "## Rows in progress", "",
+            "Seeds finished so far of rows that take longer than a session (`benchmarks/run.py --part`): the mean over "
+            "that seed's networks, its commit and time. Not results yet: a row enters the tables when all its seeds "
+            "are in, made by the same code.", "",
+            "| entry | seeds done: mean (commit, time) | seeds to go |", "|---|---|---|", *rows]
 
 
 # ------------------------------------------------------------------------------------ applications

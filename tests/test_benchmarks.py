@@ -215,9 +215,13 @@ def test_parts_let_a_row_finish_seed_by_seed(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in parts.iterdir()) == ["seed1-set.json", "seed1-set.safetensors", "seed1.json"]
     assert not (out / "t.json").exists() and "waits for seed(s) 0" in capsys.readouterr().out
     assert any(line.startswith("part t seed1: made at") for line in run.progress_lines(out))
+    import report
+
+    monkeypatch.setattr(report, "RESULTS", out)
+    assert report.pending_lines()[-1].startswith("| t | 1: ") and report.pending_lines()[-1].endswith("| 0 |")
     assert run.main(args + ["0"]) == 0
     record = json.loads((out / "t.json").read_text())
-    assert record["parts"]["loaded"] == [0, 1] and not parts.exists()
+    assert record["parts"]["loaded"] == [0, 1] and not parts.exists() and report.pending_lines() == []
     assert record["command"].endswith("--only t --threads 1")  # the whole entry's command
     monkeypatch.setattr(run, "git_dirty", lambda: True)  # a whole run keeps no parts
     whole = run.run_entry(entry, "x", out=tmp_path / "whole")
