@@ -278,25 +278,27 @@ def report_lines() -> list[str]:
 
 
 def pending_lines() -> list[str]:
-    """Rows still being made seed by seed (``results/parts/``): the seeds in so far, kept out of the tables."""
+    """Rows being made seed by seed (``results/parts/``, see ``benchmarks/parts.py``): their seeds so far, kept
+    out of the tables. Parts under different stamps (code, settings, hardware) are listed apart."""
+    import parts
+
+    groups: dict[tuple, dict] = {}
+    for path, part in parts.kept(RESULTS):
+        groups.setdefault((path.parent.name, parts.stamp_id(part["stamp"])), {})[part["run"]["seed"]] = part
     rows = []
-    for folder in sorted(p for p in (RESULTS / "parts").glob("*") if p.is_dir()):
-        parts = [json.loads(f.read_text()) for f in sorted(folder.glob("seed*.json")) if not f.stem.endswith("-set")]
-        if not parts:
-            continue
-        entry = parts[0]["stamp"]["entry"]
-        done = {part["run"]["seed"]: part["run"] for part in parts}
-        seeds = entry.get("seeds") or [0]
-        got = ", ".join(f"{k}: {next(iter(run['results'][entry['method']].values()))['mean']:.2f} ({run.get('commit')}, "
-                        f"{run['seed_seconds'] / 60:.0f} min)" for k, run in sorted(done.items()))
-        rows.append(f"| {folder.name} | {got} | {' '.join(str(k) for k in seeds if k not in done) or '-'} |")
+    for (name, sid), by_seed in sorted(groups.items()):
+        entry = next(iter(by_seed.values()))["stamp"]["entry"]
+        done = "; ".join(f"{k}: {next(iter(p['run']['results'][entry['method']].values()))['mean']:.2f} "
+                         f"({p['run'].get('commit')}, {p['run']['seed_seconds'] / 60:.0f} min)"
+                         for k, p in sorted(by_seed.items()))
+        rows.append(f"| {name} | {sid} | {done} |")
     if not rows:
         return []
     return ["", "## Rows in progress", "",
-            "Seeds finished so far of rows that take longer than a session (`benchmarks/run.py --part`): the mean over "
-            "that seed's networks, its commit and time. Not results yet: a row enters the tables when all its seeds "
-            "are in, made by the same code.", "",
-            "| entry | seeds done: mean (commit, time) | seeds to go |", "|---|---|---|", *rows]
+            "Seeds finished so far of rows longer than a session (`benchmarks/run.py --part`, `benchmarks/parts.py`): "
+            "each seed's mean over its networks, commit and time. Not results yet: a row enters the tables when all "
+            "its seeds are in under one stamp (the same code, settings and hardware).", "",
+            "| entry | stamp | seeds done: mean (commit, time) |", "|---|---|---|", *rows, ""]
 
 
 # ------------------------------------------------------------------------------------ applications

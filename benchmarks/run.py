@@ -20,12 +20,11 @@ all result files (``speed_*.json``, written by ``benchmarks/speed.py``, get thei
 From a clean tree a run keeps its distillation checkpoints and every trained network under
 ``results/.progress/<commit>/<entry>/<device>-t<threads>-data<hash>/`` as it goes (``--progress`` lists
 them); the same command started again after a kill resumes there with the same numbers. Each finished
-seed is also kept as a *part*, ``results/parts/<entry>/seed<N>.json`` (small: its accuracies and timings;
-the entry's last seed also keeps its set), stamped with what its numbers depend on (the git tree of
-``distillset/``, the entry, the data, device type, threads, versions, CPU). Parts can be committed, so a
-row longer than a session (or a machine's share of it) finishes later, elsewhere: a run uses every part
-whose stamp matches its own and re-runs a seed whose part does not. ``--part --seeds N`` runs only those
-seeds; the record is written once every seed of the entry has a part, and the parts it used are deleted.
+seed is also kept as a *part* (``benchmarks/parts.py``: small, committed, named by a stamp of the code,
+settings, data and hardware that made it), so a row longer than a session, or a machine's share of it,
+finishes later or elsewhere: a run of the entry's seeds loads the parts made under its own stamp and runs
+the rest; ``--part --seeds N`` runs only those seeds and writes the record once every seed has a part.
+The parts a record holds are then deleted. Entries with an ``extra`` hook keep no parts.
 Data: ``$DISTILLSET_DATA``, else ``../shared/data`` beside the repository.
 """
 from __future__ import annotations
@@ -46,6 +45,9 @@ from pathlib import Path
 import yaml
 
 from distillset._io import atomic_write
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import parts  # noqa: E402  (benchmarks/parts.py)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -152,63 +154,29 @@ def data_hash(data) -> str:
     return hashlib.sha256(json.dumps(data_checksums(data), sort_keys=True).encode()).hexdigest()
 
 
-# Bump when run_seed's output changes meaning (what is evaluated, how): older parts then no longer merge.
-PART_FORMAT = 1
-
-
 def part_stamp(entry: dict, data) -> dict | None:
-    """What a seed's numbers depend on, or None outside a clean tree (then no part is used or kept).
-
-    The code is the git tree of ``distillset/`` (not the commit: committing results or notes keeps parts
-    valid), with ``PART_FORMAT`` for this runner's own share. Entries with an ``extra`` hook need the last
-    seed's method object, which a part does not keep: they get no parts."""
+    """What a seed's numbers depend on (``parts.stamp``), or None outside a clean tree: no part is used or kept."""
     import torch
 
     from distillset.utils import resolve_device
 
-    code = git("rev-parse", "HEAD:distillset")
-    if code is None or git_dirty() is not False or entry.get("extra"):
-        return None
-    return {"format": PART_FORMAT, "code": code, "entry": entry, "data": data_hash(data),
-            "device": resolve_device(entry.get("device")).type, "threads": torch.get_num_threads(),
-            "versions": versions(), "cpu_model": cpu_model(), "isa": isa()}
+    device = resolve_device(entry.get("device"))
+    environment = {"device": device.type, "threads": torch.get_num_threads(), "versions": versions(),
+                   "cpu_model": cpu_model(), "isa": isa()}
+    if device.type == "cuda":
+        environment.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                           cudnn=torch.backends.cudnn.version())
+    clean = git_dirty() is False
+    return parts.stamp(entry, data, code=git("rev-parse", "HEAD:distillset") if clean else None,
+                       runner=runner_source_hash(), data_hash=data_hash(data), environment=environment)
 
 
-def _stamp_hash(stamp: dict) -> str:
-    return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()
+def runner_source_hash() -> str:
+    """The source of this runner's functions that make a seed's numbers: a change to them retires old parts."""
+    import inspect
 
-
-def part_path(out: Path, name: str, root: int) -> Path:
-    return out / "parts" / name / f"seed{root}.json"
-
-
-def part_set(path: Path) -> Path:
-    """The stem of a part's set: ``seed<N>-set.safetensors`` and ``seed<N>-set.json`` beside ``seed<N>.json``."""
-    return path.with_name(path.stem + "-set")
-
-
-def load_part(out: Path, name: str, root: int, stamp: dict | None) -> dict | None:
-    """The kept result of seed ``root`` when its stamp matches ``stamp``, else None (a stale part is re-run)."""
-    path = part_path(out, name, root)
-    if stamp is None or not path.is_file():
-        return None
-    part = json.loads(path.read_text())
-    if part.get("stamp_sha256") != _stamp_hash(stamp):
-        print(f"note: {path} was made by other code or settings (commit {part['run'].get('commit')}): seed {root} "
-              "runs again", flush=True)
-        return None
-    return {**part["run"], "from_part": True}
-
-
-def save_part(out: Path, entry: dict, run: dict, stamp: dict, keep_set: bool) -> None:
-    """Keep a finished seed (and, with ``keep_set``, its set: the record shows the entry's last seed's)."""
-    path = part_path(out, entry["name"], run["seed"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if keep_set:
-        run["method_obj"].synthetic_.save(part_set(path))
-    body = {k: v for k, v in run.items() if k != "method_obj"}
-    atomic_write(path, json.dumps({"stamp": stamp, "stamp_sha256": _stamp_hash(stamp), "run": body}, indent=1,
-                                  default=str))
+    made_by = (entry_data, stream_seeds, run_seed, resumable_fit, make_evaluator, scored, full_data_set)
+    return hashlib.sha256("".join(inspect.getsource(f) for f in made_by).encode()).hexdigest()
 
 
 def progress_dir(entry: dict, out: Path, data) -> Path | None:
@@ -262,10 +230,9 @@ def progress_lines(out: Path = RESULTS) -> list[str]:
             distilled = f"distilled {record['iteration']}/{record['params'].get('iterations')} iterations"
         nets = len(list((seed_dir / "networks").glob("net-*.safetensors")))
         lines.append(f"{commit} {entry} ({where}) {seed_dir.name}: {distilled}, {nets} network(s) kept")
-    for path in sorted((out / "parts").glob("*/seed*.json")):
-        if not path.stem.endswith("-set"):
-            run = json.loads(path.read_text())["run"]
-            lines.append(f"part {path.parent.name} {path.stem}: made at {run.get('commit')} in {run['seed_seconds']:.0f} s")
+    for path, part in parts.kept(out):
+        run = part.get("run", {})
+        lines.append(f"part {path.parent.name} {path.stem}: made at {run.get('commit')} in {run.get('seed_seconds', 0):.0f} s")
     return lines or [f"no unfinished runs kept under {out / '.progress'} or {out / 'parts'}"]
 
 
@@ -338,17 +305,24 @@ def run_seed(entry: dict, data, root: int, device, progress: Path | None = None)
 
 
 def seed_result(entry: dict, data, root: int, device, progress: Path | None, out: Path, stamp: dict | None) -> dict:
-    """:func:`run_seed`, or the seed's kept part when one with this ``stamp`` exists; a new result is kept as a
-    part (under a stamp), with its commit and wall seconds."""
-    kept = load_part(out, entry["name"], root, stamp)
+    """:func:`run_seed`, or the seed's part when one made under ``stamp`` exists. A new result gets its commit,
+    wall seconds and peak memory, and under a stamp is kept as a part (the entry's last seed with its set)."""
+    from distillset.utils import peak_memory
+
+    last = root == entry_seeds(entry)[-1] and entry["method"] != "full"
+    kept = parts.load(out, entry["name"], root, stamp, need_set=last)
     if kept is not None:
         print(f"[{entry['name']} seed {root}] from its part (commit {kept.get('commit')})", flush=True)
         return kept
     t0 = time.perf_counter()
     result = run_seed(entry, data, root, device, progress)
-    result.update(commit=git_commit(), seed_seconds=time.perf_counter() - t0)
+    result.update(commit=git_commit(), seed_seconds=time.perf_counter() - t0, **peak_memory())
     if stamp is not None:
-        save_part(out, entry, result, stamp, keep_set=root == entry_seeds(entry)[-1])
+        method = result.pop("method_obj", None)
+        parts.save(out, entry["name"], result, stamp, method.synthetic_ if last else None)
+        result["method_obj"] = method
+        if progress is not None:  # the part holds this seed now
+            shutil.rmtree(progress / f"seed{root}", ignore_errors=True)
     return result
 
 
@@ -385,7 +359,7 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
     dirty = git_dirty()
     progress = progress_dir(entry, out, data)
     kept_before = len(list(progress.rglob("*.safetensors"))) if progress and progress.is_dir() else 0
-    stamp = part_stamp(entry, data)
+    stamp = part_stamp(entry, data) if seeds == entry_seeds(entry) else None  # a subset's record uses no parts
     per_seed = [seed_result(entry, data, root, device, progress, out, stamp) for root in seeds]
     parts_seconds = sum(r["seed_seconds"] for r in per_seed if r.get("from_part"))
     extra = {}
@@ -398,11 +372,10 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
         print(f"[{entry['name']}] extra: {extra.get('summary', '')}", flush=True)
     last = [run.pop("method_obj", None) for run in per_seed][-1]
     last_set = last.synthetic_ if last is not None else None
-    stem = part_set(part_path(out, entry["name"], seeds[-1]))
-    if last is None and Path(f"{stem}.json").is_file():  # the last seed came from its part, which kept the set
+    if last is None and per_seed[-1].get("from_part") and entry["method"] != "full":  # its part kept the set
         from distillset import SyntheticSet
 
-        last_set = SyntheticSet.load(stem)
+        last_set = SyntheticSet.load(parts.set_stem(parts.part_path(out, entry["name"], seeds[-1], stamp)))
     if last_set is not None:
         last_set.meta.update(commit=per_seed[-1].get("commit") or git_commit(), benchmark_entry=entry["name"])  # its code
         last_set.save(out / "sets" / entry["name"])  # the last seed's set
@@ -433,7 +406,8 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
         # result's extra gives the networks loaded from progress and the training seconds they took then
         "progress": progress and {"dir": str(progress), "files_kept_before_start": kept_before},
         "parts": stamp and {"stamp": stamp, "loaded": [r["seed"] for r in per_seed if r.get("from_part")]},
-        **peak_memory(),
+        **{k: max((v for v in (now, *(r.get(k) for r in per_seed)) if v is not None), default=None)
+           for k, now in peak_memory().items()},  # this process's and each part's
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -553,7 +527,7 @@ def run_parts(entry: dict, seeds: list[int], out: Path) -> list[int]:
     progress = progress_dir(entry, out, data)
     for root in seeds:
         seed_result(entry, data, root, entry.get("device"), progress, out, stamp)
-    return [r for r in entry_seeds(entry) if load_part(out, entry["name"], r, stamp) is None]
+    return [r for r in entry_seeds(entry) if not parts.part_path(out, entry["name"], r, stamp).is_file()]
 
 
 def main(argv=None) -> int:
@@ -608,13 +582,7 @@ def main(argv=None) -> int:
             atomic_write(out / f"{e['name']}.json", json.dumps(res, indent=2, default=str))
             print(f"[{e['name']}] wrote results ({res['wall_seconds']:.0f} s)", flush=True)
             if res["parts"]:  # the record holds them now
-                for root in res["seeds"]:
-                    path = part_path(out, e["name"], root)
-                    for f in (path, *(Path(str(part_set(path)) + x) for x in (".json", ".safetensors"))):
-                        f.unlink(missing_ok=True)
-                for folder in (path.parent, path.parent.parent):
-                    if folder.is_dir() and not any(folder.iterdir()):
-                        folder.rmdir()
+                parts.discard(out, e["name"], res["seeds"], res["parts"]["stamp"])
             if res["progress"]:  # the record holds it all now: drop this run's seeds (a parallel run may hold others)
                 done = Path(res["progress"]["dir"])
                 for root in res["seeds"]:

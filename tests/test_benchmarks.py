@@ -203,6 +203,8 @@ def test_gpu_data_parts_unpack_to_the_same_files(tmp_path):
 
 def test_parts_let_a_row_finish_seed_by_seed(tmp_path, monkeypatch, capsys):
     """Seeds run apart (other sessions, machines) merge into the record a whole run makes, then go away."""
+    import report
+
     entry = {"name": "t", "dataset": "digits", "method": "dm", "ipc": 1, "seeds": [0, 1],
              "params": {"iterations": 2}, "baselines": ["random"],
              "eval": {"models": "mlp", "n_models": 2, "epochs": 2, "augment": "none"}}
@@ -211,35 +213,63 @@ def test_parts_let_a_row_finish_seed_by_seed(tmp_path, monkeypatch, capsys):
     out = tmp_path / "parts-run"
     args = ["--profile", "x", "--only", "t", "--in-process", "--out", str(out), "--part", "--seeds"]
     assert run.main(args + ["1"]) == 0
-    parts = out / "parts" / "t"
-    assert sorted(p.name for p in parts.iterdir()) == ["seed1-set.json", "seed1-set.safetensors", "seed1.json"]
+    folder = out / "parts" / "t"
+    sid = run.parts.stamp_id(run.part_stamp(entry, run.entry_data(entry)))
+    assert sorted(p.name for p in folder.iterdir()) == [f"seed1-{sid}-set.json", f"seed1-{sid}-set.safetensors",
+                                                        f"seed1-{sid}.json"]  # seed 1 is the last: its set too
     assert not (out / "t.json").exists() and "waits for seed(s) 0" in capsys.readouterr().out
-    assert any(line.startswith("part t seed1: made at") for line in run.progress_lines(out))
-    import report
-
+    assert any(line.startswith(f"part t seed1-{sid}: made at") for line in run.progress_lines(out))
     monkeypatch.setattr(report, "RESULTS", out)
-    assert report.pending_lines()[-1].startswith("| t | 1: ") and report.pending_lines()[-1].endswith("| 0 |")
+    assert report.pending_lines()[-2].startswith(f"| t | {sid} | 1: ")
     assert run.main(args + ["0"]) == 0
     record = json.loads((out / "t.json").read_text())
-    assert record["parts"]["loaded"] == [0, 1] and not parts.exists() and report.pending_lines() == []
+    assert record["parts"]["loaded"] == [0, 1] and not folder.exists() and report.pending_lines() == []
     assert record["command"].endswith("--only t --threads 1")  # the whole entry's command
-    monkeypatch.setattr(run, "git_dirty", lambda: True)  # a whole run keeps no parts
+    assert record["peak_rss_mib"] >= max(r["peak_rss_mib"] for r in record["per_seed"])
+    assert (out / "sets" / "t.safetensors").is_file()
+    subset = run.run_entry(entry, "x", seeds=[1], out=tmp_path / "subset")  # a one-seed record keeps no parts
+    assert subset["parts"] is None and not (tmp_path / "subset" / "parts").exists()
+    monkeypatch.setattr(run, "git_dirty", lambda: True)  # a dirty tree keeps no parts
     whole = run.run_entry(entry, "x", out=tmp_path / "whole")
     assert whole["parts"] is None and not (tmp_path / "whole" / "parts").exists()
     for label in ("dm", "random"):
         assert record["results"][label]["mlp"]["accuracies"] == whole["results"][label]["mlp"]["accuracies"]
-    assert (out / "sets" / "t.safetensors").is_file()
 
 
-def test_a_part_from_other_code_is_run_again(digits, tmp_path, monkeypatch, capsys):
+def test_a_part_loads_only_under_its_own_stamp_and_intact(digits, tmp_path, capsys):
     entry = {"name": "t", "dataset": "digits", "method": "random", "ipc": 1, "seeds": [0], "baselines": [],
              "eval": {"models": "mlp", "n_models": 1, "epochs": 1, "augment": "none"}}
     stamp = {"code": "tree-a"}
     first = run.seed_result(entry, digits, 0, "cpu", None, tmp_path, stamp)
-    assert run.load_part(tmp_path, "t", 0, stamp)["results"] == json.loads(json.dumps(first["results"]))
-    assert run.load_part(tmp_path, "t", 0, {"code": "tree-b"}) is None
-    assert "was made by other code or settings" in capsys.readouterr().out
-    assert run.load_part(tmp_path, "t", 0, None) is None  # a dirty tree uses no part
+    assert run.parts.load(tmp_path, "t", 0, stamp, need_set=True)["results"] == json.loads(json.dumps(first["results"]))
+    assert run.parts.load(tmp_path, "t", 0, {"code": "tree-b"}, need_set=True) is None  # other code: not found
+    assert run.parts.load(tmp_path, "t", 0, None, need_set=True) is None  # a dirty tree uses no part
+    path = run.parts.part_path(tmp_path, "t", 0, stamp)
+    Path(f"{run.parts.set_stem(path)}.safetensors").unlink()
+    assert run.parts.load(tmp_path, "t", 0, stamp, need_set=True) is None
+    assert "lacks its set" in capsys.readouterr().out
+    path.write_text(path.read_text().replace('"seed": 0', '"seed": 0, "x": 1'))  # an edit breaks the checksum
+    assert run.parts.load(tmp_path, "t", 0, stamp, need_set=False) is None
+    assert "checksum fails" in capsys.readouterr().out
+    path.write_text("<<<<<<< HEAD")  # a merge conflict: one line, no traceback
+    assert run.parts.load(tmp_path, "t", 0, stamp, need_set=False) is None
+
+
+def test_a_full_data_entry_keeps_its_part_without_a_set(digits, tmp_path):
+    entry = {"name": "f", "dataset": "digits", "method": "full", "seeds": [0],
+             "eval": {"models": "mlp", "n_models": 1, "epochs": 1, "augment": "none"}}
+    run.seed_result(entry, digits, 0, "cpu", None, tmp_path, {"code": "a"})
+    assert run.parts.load(tmp_path, "f", 0, {"code": "a"}, need_set=False)["results"]["full"]
+
+
+def test_stamps_ignore_descriptions_and_see_settings():
+    entry = {"name": "t", "method": "dm", "params": {"iterations": 2}, "paper": "1", "seeds": [0]}
+    kw = {"code": "a", "runner": "r", "data_hash": "d", "environment": {"threads": 1}}
+    same = run.parts.stamp({**entry, "paper": "2", "seeds": [0, 1, 2]}, None, **kw)
+    assert run.parts.stamp(entry, None, **kw) == same
+    assert run.parts.stamp({**entry, "params": {"iterations": 3}}, None, **kw) != same
+    assert run.parts.stamp(entry, None, **{**kw, "code": None}) is None
+    assert run.parts.stamp({**entry, "extra": "m:f"}, None, **kw) is None
 
 
 def test_part_mistakes_are_one_line_before_any_work(monkeypatch):

@@ -1,0 +1,111 @@
+"""Parts: each finished seed of a benchmark entry, kept so that a row can finish seed by seed.
+
+Why: this project's machine starts every session from a fresh clone, so ``run.py``'s ``.progress/`` (and
+the preparation cache) are gone by the next one, and some rows take longer than a session. A part is small
+(the seed's accuracies, timings and peak memory; the entry's last seed also keeps its set) and is committed.
+
+Trust: a part is named by the hash of its *stamp*, everything its numbers depend on: the git tree of
+``distillset/``, the source of the runner's functions that make a seed's numbers, the entry's settings,
+the data's checksums, device type (and GPU, CUDA, cuDNN), torch threads, versions and CPU. A run loads
+only parts whose stamp equals its own, so a record never mixes seeds made by different code, settings or
+hardware; a part made elsewhere is never overwritten (its file name differs). A part whose checksum fails
+(edited, or a merge conflict) is reported in one line and its seed is run again.
+
+Layout: ``results/parts/<entry>/seed<N>-<stamp id>.json`` and, for the last seed,
+``seed<N>-<stamp id>-set.{json,safetensors}``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from distillset._io import atomic_write
+
+# Entry keys that describe a row without changing its numbers: editing them keeps its parts valid.
+DESCRIPTIVE = ("paper", "paper_random", "paper_budget", "seeds")
+
+
+def stamp(entry: dict, data, *, code: str | None, runner: str, data_hash: str, environment: dict) -> dict | None:
+    """What a seed's numbers depend on; None (no parts) without a clean code tree or for an ``extra`` hook,
+    which needs the last seed's method object in the same run."""
+    if code is None or entry.get("extra"):
+        return None
+    settings = {k: v for k, v in entry.items() if k not in DESCRIPTIVE}
+    return {"code": code, "runner": runner, "entry": settings, "data": data_hash, **environment}
+
+
+def _sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stamp_id(stamp: dict) -> str:
+    return _sha256(stamp)[:16]
+
+
+def part_path(out: Path, name: str, root: int, stamp: dict) -> Path:
+    return out / "parts" / name / f"seed{root}-{stamp_id(stamp)}.json"
+
+
+def set_stem(path: Path) -> Path:
+    """The stem of a part's set, beside the part."""
+    return path.with_name(path.stem + "-set")
+
+
+def load(out: Path, name: str, root: int, stamp: dict | None, need_set: bool) -> dict | None:
+    """Seed ``root``'s part made under ``stamp``, or None: no stamp, no such part, a failed checksum or
+    (with ``need_set``) a missing set; the seed then runs again."""
+    if stamp is None:
+        return None
+    path = part_path(out, name, root, stamp)
+    if not path.is_file():
+        return None
+    try:
+        part = json.loads(path.read_text())
+        intact = part["sha256"] == _sha256({"stamp": part["stamp"], "run": part["run"]})
+    except (ValueError, KeyError, TypeError):
+        intact = False
+    if not intact:
+        print(f"note: {path} is damaged or was edited (its checksum fails): seed {root} runs again", flush=True)
+        return None
+    if need_set and not Path(f"{set_stem(path)}.safetensors").is_file():
+        print(f"note: {path} lacks its set ({set_stem(path).name}.*): seed {root} runs again", flush=True)
+        return None
+    return {**part["run"], "from_part": True}
+
+
+def save(out: Path, name: str, run: dict, stamp: dict, set_=None) -> Path:
+    """Keep a finished seed's ``run`` (JSON-able) and, if given, its set; the part file is written last."""
+    path = part_path(out, name, run["seed"], stamp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if set_ is not None:
+        set_.save(set_stem(path))
+    body = json.loads(json.dumps(run, default=str))  # as it will read back
+    atomic_write(path, json.dumps({"stamp": stamp, "run": body, "sha256": _sha256({"stamp": stamp, "run": body})},
+                                  indent=1))
+    return path
+
+
+def discard(out: Path, name: str, roots: list[int], stamp: dict) -> None:
+    """Delete the parts a record now holds (those made under other stamps stay)."""
+    for root in roots:
+        path = part_path(out, name, root, stamp)
+        for f in (path, Path(f"{set_stem(path)}.json"), Path(f"{set_stem(path)}.safetensors")):
+            f.unlink(missing_ok=True)
+    folder = out / "parts" / name
+    for d in (folder, folder.parent):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
+def kept(out: Path) -> list[tuple[Path, dict]]:
+    """Every part under ``out`` as (path, its JSON), sets aside; unreadable ones are skipped."""
+    found = []
+    for path in sorted((out / "parts").glob("*/seed*.json")):
+        if path.stem.endswith("-set"):
+            continue
+        try:
+            found.append((path, json.loads(path.read_text())))
+        except ValueError:
+            continue
+    return found
