@@ -57,7 +57,10 @@ def scores_of(r: dict, rnd: dict | None, full: dict | None) -> dict[str, str]:
     m = r["method"]
     own = seed_means(r, m)
     gains = [ior(a, b) for a, b in zip(own, seed_means(rnd, "random"))] if rnd else []
-    hard = seed_means(r, m, "hard_label") if r.get("per_seed") and "hard_label" in r["per_seed"][0] else own
+    if r.get("per_seed") and "hard_label" in r["per_seed"][0]:
+        hard = seed_means(r, m, "hard_label")
+    else:  # hard labels score themselves; learned or soft ones without their hard-label networks have no HLR
+        hard = own if r.get("label_kind", "hard") == "hard" else []
     full_acc = next(iter(full["results"]["full"].values()))["mean"] if full else None
     losses = [hlr(full_acc, h) for h in hard] if full_acc is not None else []
     if gains:

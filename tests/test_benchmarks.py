@@ -94,6 +94,8 @@ def test_scores_join_the_right_records_per_seed():
     expect_ars = [ars(21, 15), ars(41, 30)]
     assert s["ARS"] == f"{sum(expect_ars) / 2:.1f} ± {abs(expect_ars[0] - expect_ars[1]) / 2 ** 0.5:.1f}"
     assert report.scores_of(dm, None, None) == {"IOR": "-", "HLR": "-", "LRS": "-", "ARS": "-"}
+    ls = _record("ls", [[80, 82], [90, 92]], label_kind="learned")  # no hard-label networks: no HLR, no LRS
+    assert report.scores_of(ls, rnd, full) == {"IOR": "31.0 ± 14.1", "HLR": "-", "LRS": "-", "ARS": "-"}
 
 
 def test_rows_under_another_network_or_augmentation_get_their_own_table():
