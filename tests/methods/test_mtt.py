@@ -211,3 +211,17 @@ def test_zca_run_whitens_with_its_experts_matrix(digits):
     nearest = torch.cdist(syn.images.flatten(1), whitened, compute_mode="donot_use_mm_for_euclid_dist").min(1).values
     # each image is a whitened real one (distinct images are several units apart)
     assert nearest.max() < 1e-4, nearest
+
+
+def test_bf16_precision_runs_the_unroll_in_bf16_and_stays_close(digits):
+    """The student's passes take the precision (a different set than float32's), the result stays near it."""
+    sets = {p: get_method("mtt", iterations=3, **{**MLP_RUN, "precision": p}).fit(digits).synthetic_
+            for p in ("fp32", "bf16")}
+    a, b = sets["fp32"].images, sets["bf16"].images
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    init = get_method("mtt", iterations=0, **MLP_RUN)
+    with pytest.warns(UserWarning, match="initialisation"):
+        moved = (a - init.fit(digits).synthetic_.images).norm()
+    assert (a - b).norm() < 0.2 * moved  # bf16's error is small next to what 3 iterations learn
+    with pytest.raises(InvalidParameterError, match="precision"):
+        get_method("mtt", precision="fp16").fit(digits)
