@@ -52,24 +52,44 @@ def set_stem(path: Path) -> Path:
     return path.with_name(path.stem + "-set")
 
 
-def load(out: Path, name: str, root: int, stamp: dict | None, need_set: bool) -> dict | None:
-    """Seed ``root``'s part made under ``stamp``, or None: no stamp, no such part, a failed checksum or
-    (with ``need_set``) a missing set; the seed then runs again."""
+def _files_sha256(stem: Path) -> str | None:
+    """One hash over a saved set's two files, or None if either is missing."""
+    files = [Path(f"{stem}.json"), Path(f"{stem}.safetensors")]
+    if not all(f.is_file() for f in files):
+        return None
+    return hashlib.sha256(b"".join(hashlib.sha256(f.read_bytes()).digest() for f in files)).hexdigest()
+
+
+def read(path: Path) -> dict | None:
+    """A part's JSON if it is intact (its checksum holds), else None."""
+    try:
+        part = json.loads(path.read_text())
+        body = {k: part[k] for k in ("stamp", "run", "set_sha256")}
+        return part if part["sha256"] == _sha256(body) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load(out: Path, name: str, root: int, stamp: dict | None, need_set: bool, quiet: bool = False) -> dict | None:
+    """Seed ``root``'s part made under ``stamp``, or None: no stamp, no such part, a failed checksum, another
+    stamp or seed inside (a renamed file), or (with ``need_set``) a missing or changed set; the seed then
+    runs again."""
     if stamp is None:
         return None
     path = part_path(out, name, root, stamp)
     if not path.is_file():
         return None
-    try:
-        part = json.loads(path.read_text())
-        intact = part["sha256"] == _sha256({"stamp": part["stamp"], "run": part["run"]})
-    except (ValueError, KeyError, TypeError):
-        intact = False
-    if not intact:
-        print(f"note: {path} is damaged or was edited (its checksum fails): seed {root} runs again", flush=True)
-        return None
-    if need_set and not Path(f"{set_stem(path)}.safetensors").is_file():
-        print(f"note: {path} lacks its set ({set_stem(path).name}.*): seed {root} runs again", flush=True)
+    part = read(path)
+    problem = None
+    if part is None:
+        problem = "is damaged or was edited (its checksum fails)"
+    elif _sha256(part["stamp"]) != _sha256(stamp) or part["run"].get("seed") != root:
+        problem = "holds another stamp or seed than its name says"
+    elif need_set and (part["set_sha256"] is None or _files_sha256(set_stem(path)) != part["set_sha256"]):
+        problem = f"lacks its set ({set_stem(path).name}.*), or the set changed"
+    if problem:
+        if not quiet:
+            print(f"note: {path} {problem}: seed {root} runs again", flush=True)
         return None
     return {**part["run"], "from_part": True}
 
@@ -80,9 +100,9 @@ def save(out: Path, name: str, run: dict, stamp: dict, set_=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if set_ is not None:
         set_.save(set_stem(path))
-    body = json.loads(json.dumps(run, default=str))  # as it will read back
-    atomic_write(path, json.dumps({"stamp": stamp, "run": body, "sha256": _sha256({"stamp": stamp, "run": body})},
-                                  indent=1))
+    body = {"stamp": stamp, "run": json.loads(json.dumps(run, default=str)),  # as it will read back
+            "set_sha256": _files_sha256(set_stem(path)) if set_ is not None else None}
+    atomic_write(path, json.dumps({**body, "sha256": _sha256(body)}, indent=1))
     return path
 
 
@@ -99,13 +119,6 @@ def discard(out: Path, name: str, roots: list[int], stamp: dict) -> None:
 
 
 def kept(out: Path) -> list[tuple[Path, dict]]:
-    """Every part under ``out`` as (path, its JSON), sets aside; unreadable ones are skipped."""
-    found = []
-    for path in sorted((out / "parts").glob("*/seed*.json")):
-        if path.stem.endswith("-set"):
-            continue
-        try:
-            found.append((path, json.loads(path.read_text())))
-        except ValueError:
-            continue
-    return found
+    """Every intact part under ``out`` as (path, its JSON); sets and damaged files are left out."""
+    found = [(path, read(path)) for path in sorted((out / "parts").glob("*/seed*.json")) if not path.stem.endswith("-set")]
+    return [(path, part) for path, part in found if part is not None]

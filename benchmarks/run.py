@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -166,15 +167,22 @@ def part_stamp(entry: dict, data) -> dict | None:
     if device.type == "cuda":
         environment.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                            cudnn=torch.backends.cudnn.version())
-    clean = git_dirty() is False
-    return parts.stamp(entry, data, code=git("rev-parse", "HEAD:distillset") if clean else None,
-                       runner=runner_source_hash(), data_hash=data_hash(data), environment=environment)
+    return parts.stamp(entry, data, code=code_tree(), runner=runner_source_hash(), data_hash=data_hash(data),
+                       environment=environment)
+
+
+def code_tree() -> str | None:
+    """The git tree of ``distillset/`` that this process runs: None with uncommitted changes, or when the
+    imported package is not this checkout's (an editable install of another worktree, say)."""
+    import distillset
+
+    if git_dirty() is not False or Path(distillset.__file__).resolve().parent != HERE.parent / "distillset":
+        return None
+    return git("rev-parse", "HEAD:distillset")
 
 
 def runner_source_hash() -> str:
     """The source of this runner's functions that make a seed's numbers: a change to them retires old parts."""
-    import inspect
-
     made_by = (entry_data, stream_seeds, run_seed, resumable_fit, make_evaluator, scored, full_data_set)
     return hashlib.sha256("".join(inspect.getsource(f) for f in made_by).encode()).hexdigest()
 
@@ -189,7 +197,7 @@ def progress_dir(entry: dict, out: Path, data) -> Path | None:
     from distillset.utils import resolve_device
 
     commit = git_commit()
-    if commit is None or git_dirty() is not False:
+    if commit is None or code_tree() is None:
         return None
     where = f"{resolve_device(entry.get('device')).type}-t{torch.get_num_threads()}-data{data_hash(data)[:8]}"
     others = sorted(p.name for p in (out / ".progress").glob("*") if p.name != commit[:12])
@@ -310,10 +318,10 @@ def seed_result(entry: dict, data, root: int, device, progress: Path | None, out
     from distillset.utils import peak_memory
 
     last = root == entry_seeds(entry)[-1] and entry["method"] != "full"
-    kept = parts.load(out, entry["name"], root, stamp, need_set=last)
-    if kept is not None:
-        print(f"[{entry['name']} seed {root}] from its part (commit {kept.get('commit')})", flush=True)
-        return kept
+    part = parts.load(out, entry["name"], root, stamp, need_set=last)
+    if part is not None:
+        print(f"[{entry['name']} seed {root}] from its part (commit {part.get('commit')})", flush=True)
+        return part
     t0 = time.perf_counter()
     result = run_seed(entry, data, root, device, progress)
     result.update(commit=git_commit(), seed_seconds=time.perf_counter() - t0, **peak_memory())
@@ -396,7 +404,7 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
         "paper": entry.get("paper"), "paper_random": entry.get("paper_random"), "paper_budget": entry.get("paper_budget"),
         "command": command or f"python benchmarks/run.py --profile {profile} --only {entry['name']}",
         "versions": versions(), "hardware": hardware(threads), "device": str(device or "auto"),
-        "precision": {"distill": entry.get("params", {}).get("precision", "auto"),
+        "precision": {"distill": entry.get("params", {}).get("precision", default_precision(entry["method"])),
                       "evaluate": ev_cfg.get("precision", "auto"), "resolved_on": "cpu" if not torch.cuda.is_available() else "cuda"},
         "data_sha256": data_checksums(data), "data_root": data_root(),
         "distill_seconds": sum(r.get("distill_seconds", 0.0) for r in per_seed),
@@ -410,6 +418,15 @@ def run_entry(entry: dict, profile: str, seeds: list[int] | None = None, threads
            for k, now in peak_memory().items()},  # this process's and each part's
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def default_precision(method: str) -> str | None:
+    """The method's own default ``precision`` (MTT's is fp32, most are auto; None if it has none)."""
+    from distillset.methods.base import METHODS
+
+    cls = METHODS.get(method) if method in METHODS else None  # "full" is no method
+    param = inspect.signature(cls.__init__).parameters.get("precision") if cls else None
+    return param.default if param else None
 
 
 def pool_seeds(per_seed: list[dict], key: str = "results") -> dict:
@@ -509,8 +526,9 @@ def refuse_part(entries: list[dict], seeds: list[int] | None) -> None:
     """``--part``'s mistakes, in one line each, before any work."""
     if not seeds:
         raise SystemExit("--part runs some seeds of an entry: name them with --seeds (e.g. --part --seeds 1)")
-    if git_dirty() is not False:
-        raise SystemExit("--part keeps results stamped with the code's git tree: commit your changes first")
+    if code_tree() is None:
+        raise SystemExit("--part keeps results stamped with the code's git tree: run it from a git checkout whose "
+                         "distillset/ is committed and is the one imported (set PYTHONPATH to the checkout)")
     for e in entries:
         if e.get("extra"):
             raise SystemExit(f"{e['name']} has an extra hook, which needs its last seed in the same run: run it whole")
@@ -527,7 +545,10 @@ def run_parts(entry: dict, seeds: list[int], out: Path) -> list[int]:
     progress = progress_dir(entry, out, data)
     for root in seeds:
         seed_result(entry, data, root, entry.get("device"), progress, out, stamp)
-    return [r for r in entry_seeds(entry) if not parts.part_path(out, entry["name"], r, stamp).is_file()]
+    last = entry_seeds(entry)[-1]
+    return [r for r in entry_seeds(entry)
+            if parts.load(out, entry["name"], r, stamp, need_set=r == last and entry["method"] != "full", quiet=True)
+            is None]
 
 
 def main(argv=None) -> int:
@@ -565,7 +586,12 @@ def main(argv=None) -> int:
     if args.in_process:
         import torch
 
+        from distillset.cache import cache_root
+
         torch.set_num_threads(args.threads)
+        tree = code_tree()
+        if tree and not os.environ.get("DISTILLSET_CACHE"):  # experts and pools made by the code that uses them
+            os.environ["DISTILLSET_CACHE"] = str(cache_root() / f"code-{tree[:12]}")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for e in entries:

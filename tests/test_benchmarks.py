@@ -247,9 +247,15 @@ def test_a_part_loads_only_under_its_own_stamp_and_intact(digits, tmp_path, caps
     assert run.parts.load(tmp_path, "t", 0, {"code": "tree-b"}, need_set=True) is None  # other code: not found
     assert run.parts.load(tmp_path, "t", 0, None, need_set=True) is None  # a dirty tree uses no part
     path = run.parts.part_path(tmp_path, "t", 0, stamp)
-    Path(f"{run.parts.set_stem(path)}.safetensors").unlink()
+    other = run.parts.part_path(tmp_path, "t", 0, {"code": "tree-b"})
+    other.write_bytes(path.read_bytes())  # a part renamed into another stamp's name
+    assert run.parts.load(tmp_path, "t", 0, {"code": "tree-b"}, need_set=False) is None
+    assert "holds another stamp" in capsys.readouterr().out
+    set_file = Path(f"{run.parts.set_stem(path)}.safetensors")
+    set_file.write_bytes(set_file.read_bytes()[:-4] + b"\0\0\0\0")  # a set half-merged from elsewhere
     assert run.parts.load(tmp_path, "t", 0, stamp, need_set=True) is None
     assert "lacks its set" in capsys.readouterr().out
+    assert run.parts.load(tmp_path, "t", 0, stamp, need_set=False) is not None
     path.write_text(path.read_text().replace('"seed": 0', '"seed": 0, "x": 1'))  # an edit breaks the checksum
     assert run.parts.load(tmp_path, "t", 0, stamp, need_set=False) is None
     assert "checksum fails" in capsys.readouterr().out
@@ -284,5 +290,5 @@ def test_part_mistakes_are_one_line_before_any_work(monkeypatch):
     with pytest.raises(SystemExit, match="has an extra hook"):
         run.refuse_part([{**entry, "extra": "m:f"}], [0])
     monkeypatch.setattr(run, "git_dirty", lambda: True)
-    with pytest.raises(SystemExit, match="commit your changes first"):
+    with pytest.raises(SystemExit, match="distillset/ is committed"):
         run.refuse_part([entry], [0])

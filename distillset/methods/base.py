@@ -592,6 +592,10 @@ class DistillMethod:
         checks = {"method": (record["method"], self.name), "dataset": (record["dataset"], dataset),
                   "device type": (record["device"].split(":")[0], device.type)}
         checks.update({k: (v, mine.get(k)) for k, v in record["params"].items() if k not in self._resumable_changes})
+        defaults = inspect.signature(type(self).__init__).parameters
+        for k in set(mine) - set(record["params"]) - set(self._resumable_changes):  # newer than the checkpoint:
+            if k in defaults and getattr(self, k) != defaults[k].default:  # it resumes at its default only
+                checks[k] = ("absent (made before it existed)", mine[k])
         for key, (theirs, ours) in checks.items():
             if theirs != ours:
                 raise CheckpointMismatchError(

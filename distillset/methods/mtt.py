@@ -75,10 +75,11 @@ class MTT(DistillMethod):
     expert_precision : {"auto", "fp32", "bf16"}, default="auto"
         Arithmetic of the experts' training passes.
     precision : {"auto", "fp32", "bf16"}, default="fp32"
-        Arithmetic of the student's unrolled passes (``distillset.precision``); weights, images and the
-        matching loss stay float32. Unlike the other methods the default is float32: bf16 runs the unroll
-        1.35-1.45x faster on this project's CPU (100 MNIST images) with an image gradient at cosine 0.99 to
-        float32's, and its effect on accuracy is measured only where benchmarks/NOTES.md says.
+        Arithmetic of the student's unrolled network passes (``distillset.precision``); weights, images,
+        their augmentation and the matching loss stay float32. Unlike the other methods the default is
+        float32: bf16 runs the unroll 1.35-1.47x faster on this project's CPU (100 MNIST images) with an
+        image gradient at cosine 0.99 to float32's, and its effect on accuracy is measured only where
+        benchmarks/NOTES.md says.
     syn_steps : int, default=50
         N, student steps per iteration.
     expert_epochs : int, default=2
@@ -282,8 +283,11 @@ class MTT(DistillMethod):
 
         def batch(n, leaves):  # leaves: images, alpha (and the label logits)
             x = leaves[0][batches[n]]
+            if augs[n] is not None:
+                with torch.autocast(state.device.type, enabled=False):  # augmentation stays float32, as in DM / DC
+                    x = apply(x, augs[n])
             y = F.softmax(leaves[2][batches[n]], 1) if self.soft_labels else t["labels"][batches[n]]
-            return (apply(x, augs[n]) if augs[n] is not None else x), y, leaves[1]
+            return x, y, leaves[1]
 
         # 3. normalised distance to the expert's later weights, and its gradient
         scale = ((theta0 - target) ** 2).sum()

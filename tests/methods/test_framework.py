@@ -169,3 +169,21 @@ def test_a_snapshot_is_the_set_a_shorter_run_makes(digits, name):
 def test_a_snapshot_outside_the_run_is_refused_before_work(digits):
     with pytest.raises(InvalidParameterError, match=r"snapshots must be iteration counts in \[1, 3\]"):
         get_method("dm", ipc=1, iterations=3, progress=False).fit(digits, snapshots=[2, 5])
+
+
+def test_a_checkpoint_older_than_a_parameter_resumes_only_at_its_default(digits, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    fast("dm", iterations=1, checkpoint_dir=str(tmp_path)).fit(digits)
+    path = tmp_path / "checkpoint.safetensors"
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    record = json.loads(meta["record"])
+    del record["params"]["precision"]  # as a checkpoint written before `precision` existed
+    save_file(load_file(path), path, metadata={**meta, "record": json.dumps(record)})
+    with pytest.raises(CheckpointMismatchError, match="precision"):
+        fast("dm", iterations=2, precision="fp32", checkpoint_dir=str(tmp_path)).fit(digits, resume=True)
+    assert fast("dm", iterations=2, checkpoint_dir=str(tmp_path)).fit(digits, resume=True).history_["loss"]
