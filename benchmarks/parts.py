@@ -26,7 +26,7 @@ from distillset._io import atomic_write
 DESCRIPTIVE = ("paper", "paper_random", "paper_budget", "seeds")
 
 
-def stamp(entry: dict, data, *, code: str | None, runner: str, data_hash: str, environment: dict) -> dict | None:
+def stamp(entry: dict, *, code: str | None, runner: str, data_hash: str, environment: dict) -> dict | None:
     """What a seed's numbers depend on; None (no parts) without a clean code tree or for an ``extra`` hook,
     which needs the last seed's method object in the same run."""
     if code is None or entry.get("extra"):

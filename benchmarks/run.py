@@ -167,7 +167,7 @@ def part_stamp(entry: dict, data) -> dict | None:
     if device.type == "cuda":
         environment.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                            cudnn=torch.backends.cudnn.version())
-    return parts.stamp(entry, data, code=code_tree(), runner=runner_source_hash(), data_hash=data_hash(data),
+    return parts.stamp(entry, code=code_tree(), runner=runner_source_hash(), data_hash=data_hash(data),
                        environment=environment)
 
 
@@ -317,7 +317,7 @@ def seed_result(entry: dict, data, root: int, device, progress: Path | None, out
     wall seconds and peak memory, and under a stamp is kept as a part (the entry's last seed with its set)."""
     from distillset.utils import peak_memory
 
-    last = root == entry_seeds(entry)[-1] and entry["method"] != "full"
+    last = keeps_set(entry, root)
     part = parts.load(out, entry["name"], root, stamp, need_set=last)
     if part is not None:
         print(f"[{entry['name']} seed {root}] from its part (commit {part.get('commit')})", flush=True)
@@ -342,6 +342,11 @@ def print_seed(name: str, seed: int, results: dict) -> None:
 
 def entry_seeds(entry: dict) -> list[int]:
     return entry.get("seeds") or [entry.get("seed", 0)]
+
+
+def keeps_set(entry: dict, root: int) -> bool:
+    """Whether seed ``root``'s part keeps its set: the record shows the entry's last seed's (full data has none)."""
+    return root == entry_seeds(entry)[-1] and entry["method"] != "full"
 
 
 def entry_data(entry: dict):
@@ -545,10 +550,8 @@ def run_parts(entry: dict, seeds: list[int], out: Path) -> list[int]:
     progress = progress_dir(entry, out, data)
     for root in seeds:
         seed_result(entry, data, root, entry.get("device"), progress, out, stamp)
-    last = entry_seeds(entry)[-1]
     return [r for r in entry_seeds(entry)
-            if parts.load(out, entry["name"], r, stamp, need_set=r == last and entry["method"] != "full", quiet=True)
-            is None]
+            if parts.load(out, entry["name"], r, stamp, need_set=keeps_set(entry, r), quiet=True) is None]
 
 
 def main(argv=None) -> int:

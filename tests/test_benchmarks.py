@@ -273,11 +273,11 @@ def test_a_full_data_entry_keeps_its_part_without_a_set(digits, tmp_path):
 def test_stamps_ignore_descriptions_and_see_settings():
     entry = {"name": "t", "method": "dm", "params": {"iterations": 2}, "paper": "1", "seeds": [0]}
     kw = {"code": "a", "runner": "r", "data_hash": "d", "environment": {"threads": 1}}
-    same = run.parts.stamp({**entry, "paper": "2", "seeds": [0, 1, 2]}, None, **kw)
-    assert run.parts.stamp(entry, None, **kw) == same
-    assert run.parts.stamp({**entry, "params": {"iterations": 3}}, None, **kw) != same
-    assert run.parts.stamp(entry, None, **{**kw, "code": None}) is None
-    assert run.parts.stamp({**entry, "extra": "m:f"}, None, **kw) is None
+    same = run.parts.stamp({**entry, "paper": "2", "seeds": [0, 1, 2]}, **kw)
+    assert run.parts.stamp(entry, **kw) == same
+    assert run.parts.stamp({**entry, "params": {"iterations": 3}}, **kw) != same
+    assert run.parts.stamp(entry, **{**kw, "code": None}) is None
+    assert run.parts.stamp({**entry, "extra": "m:f"}, **kw) is None
 
 
 def test_part_mistakes_are_one_line_before_any_work(monkeypatch):
