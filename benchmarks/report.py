@@ -90,7 +90,9 @@ def budget_ratio(r: dict) -> str:
         return f"eval {epochs / 10:.0f} %" if r["method"] not in ("full",) else "-"
     unit = next((k for k in ("batch_real", "syn_steps") if k in paper), None)
     per_it, paper_per_it = (params.get(unit, paper[unit]), paper[unit]) if unit else (1, 1)
-    return f"{100 * params['iterations'] * per_it / (paper['iterations'] * paper_per_it):.1f} % " \
+    percent = 100 * params["iterations"] * per_it / (paper["iterations"] * paper_per_it)
+    shown = f"{percent:.1f}" if percent >= 0.1 else f"{percent:.1g}"  # IDM's 5000-image real batch: 0.03 %
+    return f"{shown} % " \
            f"({params['iterations']} x {per_it}{_UNITS.get(unit, '')}); eval {epochs / 10:.0f} %"
 
 
