@@ -459,16 +459,24 @@ def pool_seeds(per_seed: list[dict], key: str = "results") -> dict:
 def write_report() -> Path:
     """``RESULTS.md`` (and ``report.html``, the same records as one HTML page) from every record."""
     sys.path.insert(0, str(HERE))
-    from report import report_lines, write_html
+    from report import write_html
 
     print(f"wrote {write_html(HERE / 'report.html')}")
+    out = HERE / "RESULTS.md"
+    out.write_text(results_text())
+    return out
+
+
+def results_text() -> str:
+    """What ``RESULTS.md`` holds: the tables of every record, the speed tables, then ``NOTES.md``."""
+    sys.path.insert(0, str(HERE))
+    from report import report_lines
+
     lines = report_lines() + speed_section()
     notes = HERE / "NOTES.md"
     if notes.is_file():
         lines += ["", notes.read_text().strip()]
-    out = HERE / "RESULTS.md"
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return "\n".join(lines) + "\n"
 
 
 def speed_section() -> list[str]:

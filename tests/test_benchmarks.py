@@ -292,3 +292,9 @@ def test_part_mistakes_are_one_line_before_any_work(monkeypatch):
     monkeypatch.setattr(run, "git_dirty", lambda: True)
     with pytest.raises(SystemExit, match="distillset/ is committed"):
         run.refuse_part([entry], [0])
+
+
+def test_committed_results_md_is_what_the_report_writes():
+    """RESULTS.md is generated: a record, part or NOTES change committed without `run.py --report` fails here."""
+    committed = (Path(run.HERE) / "RESULTS.md").read_text()
+    assert committed == run.results_text(), "benchmarks/RESULTS.md is stale: run `python benchmarks/run.py --report`"
