@@ -98,7 +98,8 @@ def save(out: Path, name: str, run: dict, stamp: dict, set_=None) -> Path:
     """Keep a finished seed's ``run`` (JSON-able) and, if given, its set; the part file is written last."""
     path = part_path(out, name, run["seed"], stamp)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if set_ is not None:
+    if set_ is not None:  # the set says which code made it, as a record's set does
+        set_.meta.update(commit=run.get("commit"), benchmark_entry=name)
         set_.save(set_stem(path))
     body = {"stamp": stamp, "run": json.loads(json.dumps(run, default=str)),  # as it will read back
             "set_sha256": _files_sha256(set_stem(path)) if set_ is not None else None}

@@ -247,6 +247,8 @@ def test_a_part_loads_only_under_its_own_stamp_and_intact(digits, tmp_path, caps
     assert run.parts.load(tmp_path, "t", 0, {"code": "tree-b"}, need_set=True) is None  # other code: not found
     assert run.parts.load(tmp_path, "t", 0, None, need_set=True) is None  # a dirty tree uses no part
     path = run.parts.part_path(tmp_path, "t", 0, stamp)
+    set_meta = json.loads(Path(f"{run.parts.set_stem(path)}.json").read_text())
+    assert set_meta["commit"] == first["commit"] and set_meta["benchmark_entry"] == "t"  # its code is named
     other = run.parts.part_path(tmp_path, "t", 0, {"code": "tree-b"})
     other.write_bytes(path.read_bytes())  # a part renamed into another stamp's name
     assert run.parts.load(tmp_path, "t", 0, {"code": "tree-b"}, need_set=False) is None
