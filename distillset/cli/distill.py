@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="dm", help="registered method (distillset list methods)")
     p.add_argument("--ipc", type=int, default=None,
                    help="images per class (DD: per class per step); default: 1 with --preset quick, else the "
-                        "method's own (10; DD 1)")
+                        "method's own (10; DD, MTT and DATM 1)")
     p.add_argument("--model", default=None, help="architecture used while distilling (default: the method's own)")
     p.add_argument("--iterations", type=int, default=None, help="outer iterations (default: from --preset)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")

@@ -63,6 +63,8 @@ class IDM(DM):
         Multi-formation factor (``distillset.formation``; 1 turns it off).
     ce_weight : float, default=0.5
         Weight of the cross-entropy regulariser, times the network's accuracy in percent (CIFAR-10 IPC 50: 0.1).
+        With a queue trained far less than the paper's it can dominate the loss and cost accuracy (MNIST IPC 10:
+        3.4 points on the validation split, ``benchmarks/NOTES.md``); 0 turns it off.
     net_num : int, default=100
         Largest queue size.
     net_generate_interval : int, default=30
