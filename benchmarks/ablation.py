@@ -2,71 +2,101 @@
 
 Distils the entry's root seed with ``key=value`` overrides of its ``params`` and scores the set with the
 entry's own evaluation (same streams: ``run.stream_seeds``), so each network pairs with the network of the
-same index in the entry's record or part for that seed. Only validation accuracies are kept: the Evaluator
-computes a test accuracy, which is neither printed nor stored, so an ablation can explain a row without
-the test set taking part in any choice. The entry needs ``val_per_class``. Usage:
+same index in the entry's record or part for that seed, when that was made by the same code and settings
+(the same part stamp, ``run.part_stamp``). Only validation accuracies are kept: the Evaluator computes a
+test accuracy, which is neither printed nor stored, so an ablation can explain a row without the test set
+taking part in any choice. The entry needs ``val_per_class``. Usage:
 
     python benchmarks/ablation.py mnist_ipc10_idm 0 ce_weight=0
 
 Writes ``results/ablation_<entry>_seed<N>_<key>-<value>....json`` (the variant's and, where a record or
-part of the seed exists, the entry's own validation accuracies; commit, command, versions, hardware).
+part of the seed under the same stamp exists, the entry's own validation accuracies; commit, command,
+versions, hardware); an existing file is kept unless ``--overwrite``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-import torch
-import yaml
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import run  # noqa: E402  (benchmarks/run.py)
 
-def table_val_accuracies(name: str, seed: int) -> list[float] | None:
-    """The validation accuracies of the entry's own networks for ``seed``, from its record or a part."""
-    record = HERE / "results" / f"{name}.json"
-    runs = json.loads(record.read_text())["per_seed"] if record.exists() else [
-        json.loads(p.read_text())["run"] for p in sorted((HERE / "results" / "parts" / name).glob(f"seed{seed}-*[0-9a-f].json"))]
-    for run in runs:
-        if run["seed"] == seed:
-            res = next(iter(next(iter(run["results"].values())).values()))
-            return res["extra"]["val_accuracies"]
+
+def entry_val_accuracies(entry: dict, seed: int, stamp: dict | None, out: Path) -> list[float] | None:
+    """The validation accuracies of the entry's own networks for ``seed``, made under ``stamp`` (its record
+    made from parts, else its part), or None: no such run, or one made by other code or settings."""
+    record = out / f"{entry['name']}.json"
+    runs = []
+    if record.exists():
+        rec = json.loads(record.read_text())
+        same = json.dumps((rec.get("parts") or {}).get("stamp"), sort_keys=True) == json.dumps(stamp, sort_keys=True)
+        if stamp is not None and same:
+            runs = rec["per_seed"]
+    part = run.parts.load(out, entry["name"], seed, stamp, need_set=False, quiet=True)
+    for r in runs + ([part] if part else []):
+        if r["seed"] == seed:
+            return next(iter(next(iter(r["results"].values())).values()))["extra"]["val_accuracies"]
     return None
 
 
-def main(name: str, seed: int, overrides: list[str]) -> None:
-    from run import entry_data, git_commit, git_dirty, hardware, make_evaluator, stream_seeds, versions
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("entry", help="a table entry with val_per_class (configs/<profile>.yaml)")
+    p.add_argument("seed", type=int, help="its root seed")
+    p.add_argument("changes", nargs="*", help="method parameters as key=value")
+    p.add_argument("--profile", default="tables")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result of the same ablation")
+    p.add_argument("--out", default=str(run.RESULTS), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
 
     from distillset import get_method
     from distillset.cli.common import parse_param
+    from distillset.errors import DistillsetError
 
-    entry = next(e for e in yaml.safe_load((HERE / "configs" / "tables.yaml").read_text())["entries"]
-                 if e["name"] == name)
+    entries = {e["name"]: e for e in run.load_profile(args.profile)}
+    if args.entry not in entries:
+        raise SystemExit(f"unknown entry {args.entry!r} in {args.profile}.yaml; known: {', '.join(entries)}")
+    entry, out = entries[args.entry], Path(args.out)
     if not entry.get("val_per_class"):
-        sys.exit(f"{name} holds out no validation split (val_per_class); an ablation needs one.")
-    changes = dict(parse_param(o) for o in overrides)
-    torch.set_num_threads(1)
-    data = entry_data(entry)
-    seeds = stream_seeds(seed, [])
-    t0 = time.perf_counter()
-    method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), **changes,
-                                            "ipc": entry["ipc"], "random_state": seeds["distill"]})
-    syn = method.fit(data).synthetic_
-    distill_s = time.perf_counter() - t0
-    res = make_evaluator(entry, seeds["evaluate"], None).score(syn, data)["convnet"]
+        raise SystemExit(f"{args.entry} holds out no validation split (val_per_class); an ablation needs one.")
+    try:
+        changes = dict(parse_param(c) for c in args.changes)
+    except DistillsetError as e:
+        raise SystemExit(str(e))
     tag = "_".join(f"{k}-{v}" for k, v in changes.items())
-    record = {"name": f"ablation_{name}_seed{seed}_{tag}", "ablation_of": name, "seed": seed, "changes": changes,
+    path = out / f"ablation_{args.entry}_seed{args.seed}_{tag}.json"
+    if path.exists() and not args.overwrite:
+        raise SystemExit(f"{path} exists: pass --overwrite to replace it, or remove it first.")
+    import torch
+
+    torch.set_num_threads(1)
+    run.use_code_cache()
+    data = run.entry_data(entry)
+    seeds = run.stream_seeds(args.seed, [])
+    t0 = time.perf_counter()
+    try:  # fit validates the parameters before any work
+        method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), **changes,
+                                                "ipc": entry["ipc"], "random_state": seeds["distill"]}).fit(data)
+    except DistillsetError as e:
+        raise SystemExit(str(e))
+    distill_s = time.perf_counter() - t0
+    res = run.make_evaluator(entry, seeds["evaluate"], None).score(method.synthetic_, data)["convnet"]
+    record = {"name": path.stem, "ablation_of": args.entry, "seed": args.seed, "changes": changes,
               "val_per_class": entry["val_per_class"], "val_accuracies": res.extra["val_accuracies"],
-              "entry_val_accuracies": table_val_accuracies(name, seed), "distill_seconds": distill_s,
-              "final_loss": {k: v[-1] for k, v in method.history_.items() if v},
-              "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]), "commit": git_commit(),
-              "dirty": git_dirty(), "versions": versions(), "hardware": hardware(1), "date": time.strftime("%Y-%m-%d")}
-    (HERE / "results" / f"{record['name']}.json").write_text(json.dumps(record, indent=1))
+              "entry_val_accuracies": entry_val_accuracies(entry, args.seed, run.part_stamp(entry, data), out),
+              "distill_seconds": distill_s, "final_loss": {k: v[-1] for k, v in method.history_.items() if v},
+              "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "commit": run.git_commit(), "dirty": run.git_dirty(), "versions": run.versions(),
+              "hardware": run.hardware(1), "date": time.strftime("%Y-%m-%d")}
+    run.atomic_write(path, json.dumps(record, indent=1))
     print(json.dumps({k: record[k] for k in ("name", "val_accuracies", "entry_val_accuracies", "distill_seconds")}))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
+    sys.exit(main())

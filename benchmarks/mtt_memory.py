@@ -25,7 +25,6 @@ PROBES = [(ipc, steps, backward) for ipc, steps_list in ((1, (10, 40)), (10, (5,
 
 def probe(backward: str, steps: int, ipc: int) -> dict:
     sys.path.insert(0, str(HERE))
-    import torch.nn.functional as F
 
     from dd_extra import _vm
     from run import data_root

@@ -171,6 +171,15 @@ def part_stamp(entry: dict, data) -> dict | None:
                        environment=environment)
 
 
+def use_code_cache() -> None:
+    """Experts and pools made by the code that uses them: a cache folder per git tree of ``distillset/``."""
+    from distillset.cache import cache_root
+
+    tree = code_tree()
+    if tree and not os.environ.get("DISTILLSET_CACHE"):
+        os.environ["DISTILLSET_CACHE"] = str(cache_root() / f"code-{tree[:12]}")
+
+
 def code_tree() -> str | None:
     """The git tree of ``distillset/`` that this process runs: None with uncommitted changes, or when the
     imported package is not this checkout's (an editable install of another worktree, say)."""
@@ -597,12 +606,8 @@ def main(argv=None) -> int:
     if args.in_process:
         import torch
 
-        from distillset.cache import cache_root
-
         torch.set_num_threads(args.threads)
-        tree = code_tree()
-        if tree and not os.environ.get("DISTILLSET_CACHE"):  # experts and pools made by the code that uses them
-            os.environ["DISTILLSET_CACHE"] = str(cache_root() / f"code-{tree[:12]}")
+        use_code_cache()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for e in entries:

@@ -300,3 +300,20 @@ def test_committed_results_md_is_what_the_report_writes():
     """RESULTS.md is generated: a record, part or NOTES change committed without `run.py --report` fails here."""
     committed = (Path(run.HERE) / "RESULTS.md").read_text()
     assert committed == run.results_text(), "benchmarks/RESULTS.md is stale: run `python benchmarks/run.py --report`"
+
+
+def test_ablation_refuses_bad_input_in_one_line_before_any_work(tmp_path):
+    import ablation
+
+    def refusal(*argv):
+        with pytest.raises(SystemExit) as e:
+            ablation.main([*argv, "--out", str(tmp_path)])
+        return str(e.value)
+
+    assert refusal("no_such_entry", "0").startswith("unknown entry 'no_such_entry' in tables.yaml")
+    assert "holds out no validation split" in refusal("mnist_ipc10_dm", "0")
+    assert "must look like key=value" in refusal("mnist_ipc10_idm", "0", "ce_weight")
+    kept = tmp_path / "ablation_mnist_ipc10_idm_seed0_ce_weight-0.json"
+    kept.write_text("mine")
+    assert "exists: pass --overwrite" in refusal("mnist_ipc10_idm", "0", "ce_weight=0")
+    assert kept.read_text() == "mine"  # nothing a user made is overwritten
