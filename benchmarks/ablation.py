@@ -75,13 +75,17 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    seeds = run.stream_seeds(args.seed, [])
+    try:  # the constructor only stores: an unknown parameter is named here, before the data load
+        method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), **changes,
+                                                "ipc": entry["ipc"], "random_state": seeds["distill"]})
+    except TypeError as e:
+        raise SystemExit(f"{e}; see `distillset list methods` and the method's docstring for its parameters")
     run.use_code_cache()
     data = run.entry_data(entry)
-    seeds = run.stream_seeds(args.seed, [])
     t0 = time.perf_counter()
-    try:  # fit validates the parameters before any work
-        method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), **changes,
-                                                "ipc": entry["ipc"], "random_state": seeds["distill"]}).fit(data)
+    try:  # fit validates the parameters' values before any work
+        method.fit(data)
     except DistillsetError as e:
         raise SystemExit(str(e))
     distill_s = time.perf_counter() - t0
