@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(run.RESULTS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    from distillset import get_method
     from distillset.cli.common import parse_param
-    from distillset.errors import DistillsetError
+    from distillset.errors import DistillsetError, UnknownNameError
+    from distillset.methods.base import METHODS
 
     entries = {e["name"]: e for e in run.load_profile(args.profile)}
     if args.entry not in entries:
@@ -75,12 +75,13 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    cls = METHODS.get(entry["method"])
+    unknown = [k for k in cls._rename(changes) if k not in cls._get_param_names()]
+    if unknown:  # named before the data load, with the close matches, as the CLI's --param does
+        raise SystemExit(str(UnknownNameError(f"{cls.name} parameter", unknown[0], cls._get_param_names())))
     seeds = run.stream_seeds(args.seed, [])
-    try:  # the constructor only stores: an unknown parameter is named here, before the data load
-        method = get_method(entry["method"], **{"progress": False, **entry.get("params", {}), **changes,
-                                                "ipc": entry["ipc"], "random_state": seeds["distill"]})
-    except TypeError as e:
-        raise SystemExit(f"{e}; see `distillset list methods` and the method's docstring for its parameters")
+    method = cls(**{"progress": False, **entry.get("params", {}), **changes, "ipc": entry["ipc"],
+                    "random_state": seeds["distill"]})
     run.use_code_cache()
     data = run.entry_data(entry)
     t0 = time.perf_counter()
