@@ -64,10 +64,14 @@ def main(argv=None) -> int:
     entry, out = entries[args.entry], Path(args.out)
     if not entry.get("val_per_class"):
         raise SystemExit(f"{args.entry} holds out no validation split (val_per_class); an ablation needs one.")
-    try:
-        changes = dict(parse_param(c) for c in args.changes)
+    cls = METHODS.get(entry["method"])
+    try:  # an old parameter name is taken under its new one, as the CLI's --param does
+        changes = cls._rename(dict(parse_param(c) for c in args.changes))
     except DistillsetError as e:
         raise SystemExit(str(e))
+    unknown = [k for k in changes if k not in cls._get_param_names()]
+    if unknown:  # named before the data load, with the close matches, as the CLI's --param does
+        raise SystemExit(str(UnknownNameError(f"{cls.name} parameter", unknown[0], cls._get_param_names())))
     tag = "_".join(f"{k}-{v}" for k, v in changes.items())
     path = out / f"ablation_{args.entry}_seed{args.seed}_{tag}.json"
     if path.exists() and not args.overwrite:
@@ -75,10 +79,6 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    cls = METHODS.get(entry["method"])
-    unknown = [k for k in cls._rename(changes) if k not in cls._get_param_names()]
-    if unknown:  # named before the data load, with the close matches, as the CLI's --param does
-        raise SystemExit(str(UnknownNameError(f"{cls.name} parameter", unknown[0], cls._get_param_names())))
     seeds = run.stream_seeds(args.seed, [])
     method = cls(**{"progress": False, **entry.get("params", {}), **changes, "ipc": entry["ipc"],
                     "random_state": seeds["distill"]})

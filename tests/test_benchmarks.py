@@ -315,6 +315,8 @@ def test_ablation_refuses_bad_input_in_one_line_before_any_work(tmp_path):
     assert "must look like key=value" in refusal("mnist_ipc10_idm", "0", "ce_weight")
     assert refusal("mnist_ipc10_idm", "0", "no_such_param=1").startswith("Unknown idm parameter 'no_such_param'.")
     assert "Did you mean 'ce_weight'?" in refusal("mnist_ipc10_idm", "0", "ce_weigth=0")
+    assert "got both 'init' and its new name 'image_init'" in refusal("mnist_ipc10_idm", "0", "init=noise",
+                                                                      "image_init=real")
     kept = tmp_path / "ablation_mnist_ipc10_idm_seed0_ce_weight-0.json"
     kept.write_text("mine")
     assert "exists: pass --overwrite" in refusal("mnist_ipc10_idm", "0", "ce_weight=0")
