@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from distillset.cli.common import parse_param
-    from distillset.errors import DistillsetError, UnknownNameError
+    from distillset.errors import DistillsetError
     from distillset.methods.base import METHODS
 
     entries = {e["name"]: e for e in run.load_profile(args.profile)}
@@ -65,13 +65,10 @@ def main(argv=None) -> int:
     if not entry.get("val_per_class"):
         raise SystemExit(f"{args.entry} holds out no validation split (val_per_class); an ablation needs one.")
     cls = METHODS.get(entry["method"])
-    try:  # an old parameter name is taken under its new one, as the CLI's --param does
-        changes = cls._rename(dict(parse_param(c) for c in args.changes))
+    try:  # names checked (old ones renamed) before the data load, as the CLI's --param does
+        changes = cls._checked_params(dict(parse_param(c) for c in args.changes))
     except DistillsetError as e:
         raise SystemExit(str(e))
-    unknown = [k for k in changes if k not in cls._get_param_names()]
-    if unknown:  # named before the data load, with the close matches, as the CLI's --param does
-        raise SystemExit(str(UnknownNameError(f"{cls.name} parameter", unknown[0], cls._get_param_names())))
     tag = "_".join(f"{k}-{v}" for k, v in changes.items())
     path = out / f"ablation_{args.entry}_seed{args.seed}_{tag}.json"
     if path.exists() and not args.overwrite:

@@ -313,7 +313,7 @@ def test_ablation_refuses_bad_input_in_one_line_before_any_work(tmp_path):
     assert refusal("no_such_entry", "0").startswith("unknown entry 'no_such_entry' in tables.yaml")
     assert "holds out no validation split" in refusal("mnist_ipc10_dm", "0")
     assert "must look like key=value" in refusal("mnist_ipc10_idm", "0", "ce_weight")
-    assert refusal("mnist_ipc10_idm", "0", "no_such_param=1").startswith("Unknown idm parameter 'no_such_param'.")
+    assert refusal("mnist_ipc10_idm", "0", "no_such_param=1").startswith("Unknown IDM parameter 'no_such_param'.")
     assert "Did you mean 'ce_weight'?" in refusal("mnist_ipc10_idm", "0", "ce_weigth=0")
     assert "got both 'init' and its new name 'image_init'" in refusal("mnist_ipc10_idm", "0", "init=noise",
                                                                       "image_init=real")

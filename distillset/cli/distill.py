@@ -14,7 +14,7 @@ import yaml
 
 from .. import distributed
 from .._io import atomic_write
-from ..errors import InvalidParameterError, UnknownNameError
+from ..errors import InvalidParameterError
 from .common import (PRESETS, apply_config, check_evaluator, check_run_folder, check_writable, format_own, format_table,
                      given_dests, result_rows, run_folder)
 
@@ -164,10 +164,8 @@ def method_params(cls, args, preset: dict) -> dict:
     defaults (seed 0, a checkpoint every 100 iterations), then the method's.
     """
     names = cls._get_param_names()
-    params = cls._rename(dict(args.params_dict))  # a renamed parameter's old name still works
+    params = cls._checked_params(dict(args.params_dict))  # a renamed parameter's old name still works
     for key in params:
-        if key not in names:
-            raise UnknownNameError(f"{cls.__name__} parameter", key, names)
         if key in MANAGED:
             raise InvalidParameterError(f"Set {key!r} with {MANAGED[key]}, not as a method parameter.")
         if key in FLAGGED and getattr(args, FLAGGED[key]) is not None:

@@ -41,7 +41,8 @@ from ..augment import check_augment
 from ..data import ImageDataset
 from ..data.real import RealData
 from .. import distributed
-from ..errors import CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError
+from ..errors import (CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError,
+                      UnknownNameError)
 from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
@@ -214,6 +215,16 @@ class DistillMethod:
             warnings.warn(f"The {old!r} parameter of {cls.__name__} is now called {new!r}; the old name stops working "
                           "in the next release.", DeprecationWarning, stacklevel=3)
             out[new] = out.pop(old)
+        return out
+
+    @classmethod
+    def _checked_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` under their current names, each checked to be a parameter of the method (values are
+        checked by ``fit``): what the CLI and the ablation runner do with user-named parameters."""
+        out, names = cls._rename(params), cls._get_param_names()
+        for key in out:
+            if key not in names:
+                raise UnknownNameError(f"{cls.__name__} parameter", key, names)
         return out
 
     @classmethod
