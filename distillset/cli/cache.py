@@ -12,6 +12,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..cache import cache_root, clear_cache, list_cache
 
+    kinds = sorted({e["kind"] for e in list_cache()})
+    if args.kind is not None and args.kind not in kinds:  # a typo must not read as "cleared"
+        print(f"no entries of kind {args.kind!r} in {cache_root()}; kinds there: {', '.join(kinds) or 'none'}")
+        return 0
     if args.action == "clear":
         print(f"deleted {clear_cache(args.kind)} entries from {cache_root()}")
         return 0

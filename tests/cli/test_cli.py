@@ -183,6 +183,10 @@ def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path
     from distillset.cache import list_cache
     assert len([e for e in list_cache() if e["kind"] == "expert" and e["settings"]["model"] == "mlp"
                 and e["settings"]["train_epochs"] == 3]) == 2  # the distill run trained no new expert
+    capsys.readouterr()
+    assert main(["cache", "clear", "--kind", "experts"]) == 0  # a typo of the kind: said, nothing deleted
+    assert "no entries of kind 'experts'" in capsys.readouterr().out
+    assert "expert" in {e["kind"] for e in list_cache()}
     assert main(["evaluate", str(out / "synthetic"), "--runs", "1", "--epochs", "2", "--lr", "learned", "--quiet",
                  "--device", "cpu"]) == 0
 
