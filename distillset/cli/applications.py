@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..errors import InvalidParameterError
-from .common import check_run_folder, format_table, parse_param, run_folder
+from .common import add_data_options, check_run_folder, format_table, parse_param, run_folder
 
 FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
          "audit-mia": ("audit.json", "roc.png")}
@@ -70,17 +70,15 @@ def _common(p, runs: int | None, epochs: int, networks: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace this command's files in --out")
-    p.add_argument("--data-root", default=None)
+    add_data_options(p)
     p.add_argument("--device", default=None)
 
 
 def _params(args, methods: list[str]) -> dict[str, dict]:
     """``--param method.key=value`` -> {method: {key: value}}, for named methods only."""
-    from ..errors import UnknownNameError
     from ..methods import METHODS
 
     out = {m: {} for m in methods}
-    names = {m: METHODS.get(m)._get_param_names() for m in methods}  # an unknown method: listed close names
     for text in args.param:
         key, value = parse_param(text)
         method, _, name = key.partition(".")
@@ -89,10 +87,9 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
                                         "METHOD.KEY=VALUE, e.g. dm.iterations=1000.")
         if name in OWN_FLAGS:
             raise InvalidParameterError(f"--param {text!r}: set {name} with {OWN_FLAGS[name]}, for every method.")
-        if name not in names[method]:
-            raise UnknownNameError(f"{method} parameter", name, names[method])
         out[method][name] = value
-    return out
+    # old names renamed, unknown ones refused with the close matches (an unknown method too)
+    return {m: METHODS.get(m)._checked_params(params) for m, params in out.items()}
 
 
 OWN_FLAGS = {"ipc": "--ipc", "random_state": "--seed", "device": "--device", "progress": "(always off here)"}
@@ -118,7 +115,7 @@ def _setup(args):
     out = Path(args.out)
     check_run_folder(out, resume=False, overwrite=args.overwrite)
     _check_evaluation(args)
-    return load_dataset(args.dataset, root=args.data_root), out
+    return load_dataset(args.dataset, root=args.data_root, download=args.download), out
 
 
 def _record(args, body: dict) -> dict:

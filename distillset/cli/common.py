@@ -30,6 +30,12 @@ PRESETS = {
 }
 
 
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """--data-root and --download, the same in every command that reads a data set."""
+    p.add_argument("--data-root", default=None, help="data root (default $DISTILLSET_DATA or ~/.cache/distillset/data)")
+    p.add_argument("--download", action="store_true", help="download missing data files (never at test time)")
+
+
 def parse_param(text: str) -> tuple[str, object]:
     """``key=value`` with the value read as YAML (so numbers, booleans and lists get their types)."""
     if "=" not in text:

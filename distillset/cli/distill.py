@@ -15,8 +15,8 @@ import yaml
 from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError
-from .common import (PRESETS, apply_config, check_evaluator, check_run_folder, check_writable, format_own, format_table,
-                     given_dests, result_rows, run_folder)
+from .common import (PRESETS, add_data_options, apply_config, check_evaluator, check_run_folder, check_writable,
+                     format_own, format_table, given_dests, result_rows, run_folder)
 
 # method parameters with a flag of their own: --param may set one only when its flag is not given
 FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_state": "seed", "device": "device",
@@ -43,8 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None, help="YAML file of these options (flags override it; key 'params' for method parameters)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter, repeatable (e.g. lr_img=1.0)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="iteration/evaluation budget (default quick)")
-    p.add_argument("--data-root", default=None, help="data root (default $DISTILLSET_DATA or ~/.cache/distillset/data)")
-    p.add_argument("--download", action="store_true", help="download missing data files")
+    add_data_options(p)
     p.add_argument("--val-per-class", type=int, default=None,
                    help="hold this many training images per class out of distillation as a validation split "
                         "(recorded in the set; what e.g. distillset nas ranks architectures on)")

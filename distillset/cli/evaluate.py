@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError
-from .common import PRESETS, check_evaluator, check_writable, format_own, format_table, result_rows
+from .common import PRESETS, add_data_options, check_evaluator, check_writable, format_own, format_table, result_rows
 
 
 def add_parser(sub) -> None:
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", choices=["last", "best_val"], default="last",
                    help="test the last weights, or those best on the validation split (needs --val-per-class)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", default=None)
+    add_data_options(p)
     p.add_argument("--device", default=None)
     p.add_argument("--protocol", choices=["standard", "long", "own"], default="standard",
                    help="'long': NCFM's training recipe (AdamW 1e-3, wd 0.01, batch 128, lr x0.5 at each fifth, CutMix "
@@ -78,7 +78,7 @@ def run(args) -> int:
     if "dataset" not in syn.meta:
         raise InvalidParameterError(f"{args.path} has no 'dataset' in its metadata, so the test set is unknown; "
                                     "add it to the .json (e.g. \"dataset\": \"mnist\").")
-    data = load_dataset(syn.meta["dataset"], root=args.data_root)
+    data = load_dataset(syn.meta["dataset"], root=args.data_root, download=args.download)
     if args.protocol == "own":
         return run_own(args, syn, data, runs)
     print(f"evaluating {args.path}: {runs} x {', '.join(args.models)} trained {epochs} epochs each", flush=True)

@@ -5,6 +5,8 @@ interrupted run keeps the experts it finished and resumes at the next one when r
 """
 from __future__ import annotations
 
+from .common import add_data_options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("experts", help="train expert trajectories for MTT / DATM (cached, resumable)")
@@ -18,8 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--zca", action="store_true", help="train on ZCA-whitened images (as MTT on CIFAR)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--seed", type=int, default=0, help="the experts' seed (MTT's expert_seed)")
-    p.add_argument("--data-root", default=None, help="data root (default $DISTILLSET_DATA or ~/.cache/distillset/data)")
-    p.add_argument("--download", action="store_true", help="download missing data files")
+    add_data_options(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -76,12 +76,13 @@ def _missing(name: str, looked: list[str], spec_files: tuple[RemoteFile, ...], r
     lines = [f"Data set {name!r}: files not found. Looked for:"]
     lines += [f"  {p}" for p in looked]
     if spec_files:
-        lines.append(f"To get them: load_dataset({name!r}, root={str(root)!r}, download=True) downloads")
+        lines.append(f"To get them: load_dataset({name!r}, root={str(root)!r}, download=True) (CLI: --download) "
+                     "downloads")
         lines += [f"  {f.url}  ->  {root / f.path}" for f in spec_files]
         lines.append(f"(set ${_dl.MIRROR_ENV} to use a mirror of the data root layout).")
     if hint:
         lines.append(hint)
-    lines.append("Or point root=... (or $DISTILLSET_DATA) at the folder that holds them.")
+    lines.append("Or point root=... (CLI: --data-root; or $DISTILLSET_DATA) at the folder that holds them.")
     return MissingDataError("\n".join(lines))
 
 

@@ -42,3 +42,15 @@ def test_bad_settings_are_one_line_before_any_work(tmp_path, capsys):
     (tmp_path / "full" / "mine.txt").write_text("a user's file")
     assert main(["continual", "--methods", "random", "--out", str(tmp_path / "full")]) == 2
     assert "already holds files" in capsys.readouterr().err
+
+
+def test_an_old_parameter_name_is_taken_under_its_new_one_as_in_distill():
+    import argparse
+
+    import pytest
+
+    from distillset.cli.applications import _params
+
+    with pytest.warns(DeprecationWarning, match="now called 'image_init'"):
+        assert _params(argparse.Namespace(param=["dm.init=noise"]), ["random", "dm"]) == {
+            "random": {}, "dm": {"image_init": "noise"}}
