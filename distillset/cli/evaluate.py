@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError
-from .common import PRESETS, add_data_options, check_evaluator, check_writable, format_own, format_table, result_rows
+from .common import PRESETS, add_data_options, check_evaluator, check_new_file, check_writable, format_own, format_table, result_rows
 
 
 def add_parser(sub) -> None:
@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume-dir", default=None,
                    help="keep each trained network in this folder; the same command again after an interruption "
                         "loads the networks kept there instead of training them again")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--json", default=None, help="write the results to this JSON file (a new one unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -68,7 +69,7 @@ def run(args) -> int:
                    random_state=args.seed, device=args.device, resume_dir=args.resume_dir, progress=not args.quiet and distributed.is_main(), **recipe)
     check_evaluator(ev)  # before reading anything: a typo costs no training
     if args.json:
-        check_writable(Path(args.json), "--json", folder=False)
+        check_new_file(Path(args.json), "--json", args.overwrite)
     if args.resume_dir and args.protocol == "own":
         raise InvalidParameterError("--resume-dir keeps networks of the standard and long protocols; a method's own "
                                     "protocol keeps none. Drop --resume-dir or use --protocol standard.")

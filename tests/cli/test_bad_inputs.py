@@ -162,6 +162,8 @@ CASES = [
      _set(), 2, "no own evaluation protocol"),
     case("evaluate-json-under-a-file", ["evaluate", "{d}/set.json", "--json", "{d}/set.json/r.json"],
      _set(), 2, "which is a file"),
+    case("evaluate-json-exists", ["evaluate", "{d}/set.json", "--json", "{d}/mine.json"],
+     lambda d, _: (write_set(d), (d / "mine.json").write_text("x")), 2, "pass --overwrite to replace it"),
     case("evaluate-bad-preset", ["evaluate", "{d}/set.json", "--preset", "turbo"], None, 2, "invalid choice: 'turbo'"),
     case("evaluate-epochs-negative", ["evaluate", "{d}/set.json", "--epochs", "-3"], None, 2, "'epochs' parameter"),
     case("evaluate-model-unknown-option", ["evaluate", "{d}/set.json", "--models", "convnet(widht=8)", "--runs", "1",
