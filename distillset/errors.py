@@ -72,3 +72,19 @@ class NumericalError(DistillsetError, ArithmeticError):
 
 class MissingDependencyError(DistillsetError, ImportError):
     """An optional package a feature needs is not installed (the message names the pip command)."""
+
+
+class ArgumentTypeError(DistillsetError, TypeError):
+    """An argument of the wrong kind (e.g. a data set's name where a loaded data set is needed)."""
+
+
+def require_type(value, cls: type, what: str, how: str) -> None:
+    """Raise :class:`ArgumentTypeError` naming ``what`` and ``how`` to make one unless ``value`` is a ``cls``.
+
+    >>> require_type("digits", int, "fit's data", "Load it with load_dataset(name).")
+    Traceback (most recent call last):
+    ...
+    distillset.errors.ArgumentTypeError: fit's data must be of type int, not str. Load it with load_dataset(name).
+    """
+    if not isinstance(value, cls):
+        raise ArgumentTypeError(f"{what} must be of type {cls.__name__}, not {type(value).__name__}. {how}")

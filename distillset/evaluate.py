@@ -30,8 +30,8 @@ from safetensors.torch import save
 from . import __version__
 from ._io import atomic_write
 from .augment import check_augment
-from .data import ImageDataset
-from .errors import InvalidParameterError
+from .data import ImageDataset, require_dataset
+from .errors import InvalidParameterError, require_type
 from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
@@ -378,6 +378,9 @@ class Evaluator:
         ``keep_networks`` keeps the trained networks in ``self.networks_`` ({model_name: [net, ...]}, this
         process's share) for a closer look, e.g. a membership audit."""
         validate_params(type(self).__name__, vars(self), self._parameter_constraints)
+        require_type(synthetic, SyntheticSet, "Evaluator.score's synthetic set",
+                     "Read a saved one with SyntheticSet.load(path), or take a method's synthetic_ after fit.")
+        require_dataset(data, "Evaluator.score's data")
         if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")

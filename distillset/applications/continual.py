@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from ..data import require_dataset
 from ..errors import InvalidParameterError
 from ..augment import check_augment
 from ..evaluate import Evaluator
@@ -88,6 +89,7 @@ class ClassIncremental:
     def _validate(self, data) -> None:
         from ..methods import get_method
 
+        require_dataset(data, "ClassIncremental.fit's data")
         k = data.num_classes
         for name, value, low in (("steps", self.steps, 1), ("ipc", self.ipc, 1), ("orders", self.orders, 1),
                                  ("n_models", self.n_models, 1), ("epochs", self.epochs, 0)):

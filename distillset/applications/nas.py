@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from ..data import require_dataset
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator
 from ..synthetic import SyntheticSet
@@ -152,6 +153,7 @@ class ArchitectureSearch:
         from ..cache import fingerprint
 
         specs = self._validate()
+        require_dataset(data, "ArchitectureSearch.fit's data")
         if not proxies:
             raise InvalidParameterError("An architecture search needs at least one proxy set.")
         data = data if data.val is not None else data.holdout(self.val_per_class)

@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from ..data import require_dataset
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator, real_inputs
 from ..utils import derive_seed, resolve_seed
@@ -138,6 +139,7 @@ class MembershipAudit:
     def _validate(self, data) -> None:
         from ..methods import get_method
 
+        require_dataset(data, "MembershipAudit.fit's data")
         k = data.num_classes
         if not isinstance(self.n_models, int) or self.n_models < 3:
             raise InvalidParameterError(f"n_models must be an int >= 3 (each model is the target once, the others its "

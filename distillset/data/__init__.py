@@ -9,6 +9,7 @@ from .base import (
     default_root,
     list_datasets,
     register_dataset,
+    require_dataset,
 )
 from .datasets import channel_stats, load_dataset
 
@@ -25,4 +26,5 @@ __all__ = [
     "load_dataset",
     "readers",
     "register_dataset",
+    "require_dataset",
 ]

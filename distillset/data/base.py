@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from .._registry import Registry
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, require_type
 
 
 @dataclass
@@ -261,3 +261,9 @@ class ImageDataset:
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+
+def require_dataset(data, what: str) -> None:
+    """A loaded :class:`ImageDataset` as ``what`` (e.g. a data set's name there is one line with the fix)."""
+    require_type(data, ImageDataset, what, "Load one first: distillset.data.load_dataset('digits'), or another name "
+                 "from distillset.data.list_datasets().")

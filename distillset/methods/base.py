@@ -38,7 +38,7 @@ from .. import __version__
 from .._io import atomic_write
 from .._registry import Registry, parse_spec
 from ..augment import check_augment
-from ..data import ImageDataset
+from ..data import ImageDataset, require_dataset
 from ..data.real import RealData
 from .. import distributed
 from ..errors import (CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError,
@@ -327,6 +327,7 @@ class DistillMethod:
     def _validate(self, data: ImageDataset) -> None:
         """:meth:`_validate_params`, then the data set's fit: classes, ``ipc``, the model on its images."""
         self._validate_params()
+        require_dataset(data, f"{type(self).__name__}.fit's data")
         if self.iterations == 0 and type(self)().iterations != 0:
             warnings.warn(f"{type(self).__name__}(iterations=0) returns its initialisation, not a distilled set.",
                           stacklevel=3)

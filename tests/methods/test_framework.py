@@ -39,6 +39,24 @@ def test_errors(digits):
         fast("dm").set_params(lr=1)
 
 
+def test_a_name_or_none_where_a_loaded_object_belongs_is_one_line_with_the_fix(digits):
+    from distillset.applications import ArchitectureSearch, ClassIncremental, MembershipAudit
+    from distillset.errors import ArgumentTypeError
+    from distillset.evaluate import Evaluator
+
+    with pytest.raises(ArgumentTypeError, match=r"DM.fit's data must be of type ImageDataset, not str. Load one"):
+        fast("dm", iterations=1).fit("digits")
+    for app in (ClassIncremental(), MembershipAudit()):
+        with pytest.raises(ArgumentTypeError, match=f"{type(app).__name__}.fit's data must be of type ImageDataset"):
+            app.fit("digits")
+    with pytest.raises(ArgumentTypeError, match="ArchitectureSearch.fit's data"):
+        ArchitectureSearch().fit("digits", {"dm": None})
+    with pytest.raises(ArgumentTypeError, match="synthetic set must be of type SyntheticSet, not NoneType. Read"):
+        Evaluator("convnet", n_models=1, epochs=1).score(None, digits)
+    with pytest.raises(TypeError, match="Evaluator.score's data"):  # still a TypeError for callers catching that
+        Evaluator("convnet", n_models=1, epochs=1).score(fast("random").fit(digits).synthetic_, "digits")
+
+
 def test_resume_refuses_any_changed_hyper_parameter(digits, tmp_path):
     fast("dm", iterations=2, checkpoint_dir=str(tmp_path)).fit(digits)
     with pytest.raises(CheckpointMismatchError, match="lr_img"):
