@@ -127,14 +127,25 @@ def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     return out
 
 
-def check_evaluator(ev) -> None:
-    """Validate an ``Evaluator``'s options now (parameters, model names, augmentation, device), not after a run."""
+EVAL_FLAGS = {"n_models": "--eval-runs", "epochs": "--eval-epochs"}  # distill's and the applications' names
+
+
+def check_evaluator(ev, flags: dict[str, str] = EVAL_FLAGS) -> None:
+    """Validate an ``Evaluator``'s options now (parameters, model names, augmentation, device), not after a run.
+
+    ``flags`` maps an Evaluator parameter to the command's flag for it, so a bad value names what was typed."""
     from ..augment import check_augment
     from .._registry import parse_spec
     from ..models import MODELS, canonical_model_name
     from ..utils import resolve_device, validate_params
 
-    validate_params("Evaluator", vars(ev), ev._parameter_constraints)
+    try:
+        validate_params("Evaluator", vars(ev), ev._parameter_constraints)
+    except InvalidParameterError as e:
+        for name, flag in flags.items():
+            if f"The {name!r} parameter of Evaluator" in str(e):
+                raise InvalidParameterError(str(e).replace(f"The {name!r} parameter of Evaluator", flag)) from None
+        raise
     if ((isinstance(ev.lr, (list, tuple)) and len(ev.lr) > 1) or ev.checkpoint == "best_val") and ev.val_per_class is None:
         raise InvalidParameterError("Several --lr values or --checkpoint best_val need a validation split: add "
                                     "--val-per-class N (the test set is never used for a choice).")
