@@ -26,7 +26,7 @@ import time
 import torch
 
 from ..data import require_dataset
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, require_type
 from ..evaluate import Evaluator
 from ..synthetic import SyntheticSet
 from ..utils import Instance, Interval, derive_seed, resolve_seed, validate_params
@@ -67,6 +67,7 @@ def check_proxies(proxies: dict[str, SyntheticSet], data) -> None:
     the rankings must come from images no proxy saw."""
     held = data.extra.get("val_per_class")
     for name, syn in proxies.items():
+        require_type(syn, SyntheticSet, f"Proxy {name!r}", "Read a saved set with SyntheticSet.load(path).")
         if "val_per_class" not in syn.meta or "val_seed" not in syn.meta:
             raise InvalidParameterError(f"Proxy {name!r} does not record which validation images it was distilled "
                                         f"without (meta 'val_per_class' / 'val_seed'); distil it with distillset "

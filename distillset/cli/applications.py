@@ -78,6 +78,8 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
     """``--param method.key=value`` -> {method: {key: value}}, for named methods only."""
     from ..methods import METHODS
 
+    for m in methods:
+        METHODS.get(m)  # an unknown method: its close names, before any --param is read
     out = {m: {} for m in methods}
     for text in args.param:
         key, value = parse_param(text)
@@ -88,7 +90,7 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
         if name in OWN_FLAGS:
             raise InvalidParameterError(f"--param {text!r}: set {name} with {OWN_FLAGS[name]}, for every method.")
         out[method][name] = value
-    # old names renamed, unknown ones refused with the close matches (an unknown method too)
+    # old names renamed, unknown ones refused with the close matches
     return {m: METHODS.get(m)._checked_params(params) for m, params in out.items()}
 
 
@@ -134,8 +136,8 @@ def run_continual(args) -> int:
     from ..applications import ClassIncremental
     from ..applications.continual import plot_curves
 
+    params = _params(args, args.methods)  # names before the data is read (or downloaded)
     data, out = _setup(args)
-    params = _params(args, args.methods)
     runs = [ClassIncremental(m, steps=args.steps, ipc=args.ipc, orders=args.orders, params=params[m] or None,
                              n_models=args.eval_runs, epochs=args.eval_epochs, model=args.eval_model,
                              augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
@@ -172,6 +174,7 @@ def run_nas(args) -> int:
     nas = ArchitectureSearch(args.grid, epochs=args.eval_epochs, full_epochs=args.full_epochs,
                              full_per_class=args.full_per_class, val_per_class=args.val_per_class,
                              n_models=args.eval_runs, random_state=args.seed, device=args.device)
+    _check_evaluation(args)  # --eval-runs / --eval-epochs named as typed, before the search's own checks
     nas._validate()  # every setting before any work or file
     data, out = _setup(args)
     data = data.holdout(args.val_per_class)
@@ -197,8 +200,8 @@ def run_audit(args) -> int:
     from ..applications import MembershipAudit
     from ..applications.privacy import plot_roc
 
+    params = _params(args, [p for p in args.pipelines if p != "full"])  # names before the data is read
     data, out = _setup(args)
-    params = _params(args, [p for p in args.pipelines if p != "full"])
     audits = {p: MembershipAudit(p, pool_size=args.pool_size, n_models=args.models, ipc=args.ipc,
                                  params=params.get(p) or None, model=args.eval_model, epochs=args.eval_epochs,
                                  augment=_augment(args), random_state=args.seed, device=args.device)

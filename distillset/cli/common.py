@@ -33,7 +33,7 @@ PRESETS = {
 def add_data_options(p: argparse.ArgumentParser) -> None:
     """--data-root and --download, the same in every command that reads a data set."""
     p.add_argument("--data-root", default=None, help="data root (default $DISTILLSET_DATA or ~/.cache/distillset/data)")
-    p.add_argument("--download", action="store_true", help="download missing data files (never at test time)")
+    p.add_argument("--download", action="store_true", help="download missing data files")
 
 
 def parse_param(text: str) -> tuple[str, object]:

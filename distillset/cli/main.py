@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 
 from ..errors import DistillsetError, DivergenceError, InvalidParameterError
 from . import applications, cache, distill, env, evaluate, experts, listing, report, show
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     where = ""
     try:
-        with processes(args) as where:
+        with processes(args) as where, warnings.catch_warnings():
+            # an old parameter name still works; say so (Python hides DeprecationWarning by default)
+            warnings.filterwarnings("default", message=r"The '.*' parameter of .* is now called", category=DeprecationWarning)
             return int(args.func(args) or 0)
     except (DistillsetError, OSError) as e:
         if args.debug:

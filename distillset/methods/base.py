@@ -63,8 +63,10 @@ def list_methods(pattern: str = "*") -> list[str]:
 
 
 def get_method(name: str, **params) -> "DistillMethod":
-    """Build a registered method: ``get_method("dm", ipc=10, iterations=1000)``."""
-    return METHODS.get(name)(**params)
+    """Build a registered method: ``get_method("dm", ipc=10, iterations=1000)`` (a misspelt parameter: its
+    close matches)."""
+    cls = METHODS.get(name)
+    return cls(**cls._checked_params(params))
 
 
 @dataclass

@@ -31,6 +31,10 @@ def test_bad_settings_are_one_line_before_any_work(tmp_path, capsys):
         (["nas", "--random", "--grid", "huge"], "Unknown grid"),
         (["nas", "--random", "--full-epochs", "-1"], "'full_epochs' parameter of ArchitectureSearch"),
         (["continual", "--methods", "random", "datm"], "makes soft labels"),
+        # the names before the data: a typo costs no download, and is said as such
+        (["continual", "--dataset", "mnist", "--data-root", str(tmp_path / "none"), "--param", "dm.nope=1"], "nope"),
+        (["continual", "--methods", "dn", "--param", "dm.iterations=1"], "Unknown method 'dn'. Did you mean"),
+        (["nas", "--random", "--eval-runs", "0"], "--eval-runs must be an int >= 1"),
     ]
     for argv, message in cases:
         out = tmp_path / "out"
@@ -54,3 +58,13 @@ def test_an_old_parameter_name_is_taken_under_its_new_one_as_in_distill():
     with pytest.warns(DeprecationWarning, match="now called 'image_init'"):
         assert _params(argparse.Namespace(param=["dm.init=noise"]), ["random", "dm"]) == {
             "random": {}, "dm": {"image_init": "noise"}}
+
+
+def test_every_command_that_reads_data_takes_data_root_and_download():
+    from distillset.cli.main import build_parser
+
+    parser = build_parser()
+    for argv in (["distill"], ["evaluate", "set"], ["experts"], ["continual", "--out", "o"], ["nas", "--out", "o"],
+                 ["audit-mia", "--out", "o"]):
+        args = parser.parse_args([*argv, "--data-root", "/d", "--download"])
+        assert (args.data_root, args.download) == ("/d", True), argv

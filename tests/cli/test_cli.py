@@ -155,7 +155,9 @@ def test_evaluate_resumes_from_the_networks_it_kept(tmp_path, capsys):
     args = ["evaluate", str(out / "synthetic"), "--runs", "2", "--epochs", "2", "--quiet", "--device", "cpu",
             "--resume-dir", str(tmp_path / "nets")]
     assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
-    assert main([*args, "--json", str(tmp_path / "b.json")]) == 0
+    (tmp_path / "b.json").write_text("a user's file")
+    assert main([*args, "--json", str(tmp_path / "b.json")]) == 2  # kept without --overwrite, nothing trained
+    assert main([*args, "--json", str(tmp_path / "b.json"), "--overwrite"]) == 0
     a, b = (json.loads((tmp_path / f"{n}.json").read_text())["convnet"] for n in "ab")
     assert a["accuracies"] == b["accuracies"] and b["extra"]["resumed_networks"] == 2
     (tmp_path / "file").write_text("x")

@@ -29,6 +29,8 @@ def test_resume_refuses_changed_ipc(digits, tmp_path):
 def test_errors(digits):
     with pytest.raises(UnknownNameError, match="Did you mean 'dm'"):
         get_method("dmm")
+    with pytest.raises(UnknownNameError, match="Unknown DM parameter 'lr_imgs'. Did you mean 'lr_img'"):
+        get_method("dm", lr_imgs=1.0)
     with pytest.raises(InvalidParameterError, match="The 'ipc' parameter of DM must be an int >= 1. Got 0 instead."):
         fast("dm", ipc=0).fit(digits)
     with pytest.raises(InvalidParameterError, match="larger than the smallest class"):
@@ -51,6 +53,8 @@ def test_a_name_or_none_where_a_loaded_object_belongs_is_one_line_with_the_fix(d
             app.fit("digits")
     with pytest.raises(ArgumentTypeError, match="ArchitectureSearch.fit's data"):
         ArchitectureSearch().fit("digits", {"dm": None})
+    with pytest.raises(ArgumentTypeError, match="Proxy 'dm' must be of type SyntheticSet, not str. Read"):
+        ArchitectureSearch().fit(digits, {"dm": "runs/dm/synthetic.json"})
     with pytest.raises(ArgumentTypeError, match="synthetic set must be of type SyntheticSet, not NoneType. Read"):
         Evaluator("convnet", n_models=1, epochs=1).score(None, digits)
     with pytest.raises(TypeError, match="Evaluator.score's data"):  # still a TypeError for callers catching that
