@@ -141,12 +141,14 @@ class Instance:
         return "an instance of " + " or ".join(t.__name__ for t in self.types)
 
 
-def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, Iterable[Any]]) -> None:
+def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, Iterable[Any]],
+                    flags: dict[str, str] | None = None) -> None:
     """Check ``params`` against a declarative ``constraints`` dict (sklearn's ``_parameter_constraints``).
 
     Each constraint list may hold ``Interval``, ``Options``, ``Instance``, ``None`` or ``callable``.
     Raises ``InvalidParameterError`` with the message form
-    "The 'ipc' parameter of DM must be an int >= 1. Got 0 instead."
+    "The 'ipc' parameter of DM must be an int >= 1. Got 0 instead."; a parameter in ``flags`` is named
+    by the command-line flag that set it instead ("--runs must be an int >= 1. Got 0 instead.").
     """
     for key, allowed in constraints.items():
         if key not in params:
@@ -164,7 +166,8 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, I
                 break
         if not ok:
             desc = " or ".join("None" if c is None else "a callable" if c is callable else str(c) for c in allowed)
-            raise InvalidParameterError(f"The {key!r} parameter of {owner} must be {desc}. Got {v!r} instead.")
+            name = (flags or {}).get(key) or f"The {key!r} parameter of {owner}"
+            raise InvalidParameterError(f"{name} must be {desc}. Got {v!r} instead.")
 
 
 # M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 64 MiB, M_MMAP_THRESHOLD 32 MiB, then M_MMAP_MAX 0 (no block of its own)

@@ -78,8 +78,7 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
     """``--param method.key=value`` -> {method: {key: value}}, for named methods only."""
     from ..methods import METHODS
 
-    for m in methods:
-        METHODS.get(m)  # an unknown method: its close names, before any --param is read
+    classes = {m: METHODS.get(m) for m in methods}  # an unknown method: its close names, before any --param
     out = {m: {} for m in methods}
     for text in args.param:
         key, value = parse_param(text)
@@ -91,7 +90,7 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
             raise InvalidParameterError(f"--param {text!r}: set {name} with {OWN_FLAGS[name]}, for every method.")
         out[method][name] = value
     # old names renamed, unknown ones refused with the close matches
-    return {m: METHODS.get(m)._checked_params(params) for m, params in out.items()}
+    return {m: classes[m]._checked_params(params) for m, params in out.items()}
 
 
 OWN_FLAGS = {"ipc": "--ipc", "random_state": "--seed", "device": "--device", "progress": "(always off here)"}

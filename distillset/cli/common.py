@@ -139,13 +139,7 @@ def check_evaluator(ev, flags: dict[str, str] = EVAL_FLAGS) -> None:
     from ..models import MODELS, canonical_model_name
     from ..utils import resolve_device, validate_params
 
-    try:
-        validate_params("Evaluator", vars(ev), ev._parameter_constraints)
-    except InvalidParameterError as e:
-        for name, flag in flags.items():
-            if f"The {name!r} parameter of Evaluator" in str(e):
-                raise InvalidParameterError(str(e).replace(f"The {name!r} parameter of Evaluator", flag)) from None
-        raise
+    validate_params("Evaluator", vars(ev), ev._parameter_constraints, flags)
     if ((isinstance(ev.lr, (list, tuple)) and len(ev.lr) > 1) or ev.checkpoint == "best_val") and ev.val_per_class is None:
         raise InvalidParameterError("Several --lr values or --checkpoint best_val need a validation split: add "
                                     "--val-per-class N (the test set is never used for a choice).")
