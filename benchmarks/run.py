@@ -172,7 +172,8 @@ def part_stamp(entry: dict, data) -> dict | None:
 
 
 def use_code_cache() -> None:
-    """Experts and pools made by the code that uses them: a cache folder per git tree of ``distillset/``."""
+    """Experts, pools and decoded images made by the code that uses them: a cache root per git tree of
+    ``distillset/``."""
     from distillset.cache import cache_root
 
     tree = code_tree()

@@ -1,11 +1,13 @@
-"""A content-addressed cache for costly, deterministic preparation (DD's pretrained pools; soon expert
-trajectories and model pools).
+"""A content-addressed cache for costly, deterministic preparation (DD's pretrained pools, expert
+trajectories, the model pools of IDM / DANCE / NCFM, NAS's real-data networks).
 
 An entry is a dict of tensors stored as ``<cache root>/prepared/<kind>-<key>.safetensors``, where the key
 hashes everything the result depends on: the settings, a fingerprint of the data set and the library
 version. A run whose settings hash to an existing key loads it instead of recomputing; any changed setting
 gives another key (a miss). Entries are never updated in place, so concurrent runs at worst compute the
-same entry twice. The root is ``$DISTILLSET_CACHE``, else ``~/.cache/distillset``.
+same entry twice. The root is ``$DISTILLSET_CACHE``, else ``~/.cache/distillset``; it is the one cache
+root of the library: image folders' decoded arrays live in its ``decoded/`` folder
+(:func:`distillset.data.readers.cache_dir`), and :func:`list_cache` / :func:`clear_cache` cover both.
 
 Examples
 --------
@@ -27,6 +29,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -37,7 +40,7 @@ from . import __version__
 def cache_root() -> Path:
     """``$DISTILLSET_CACHE``, else ``$XDG_CACHE_HOME/distillset`` (``~/.cache/distillset``)."""
     if os.environ.get("DISTILLSET_CACHE"):
-        return Path(os.environ["DISTILLSET_CACHE"])
+        return Path(os.environ["DISTILLSET_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distillset"
 
 
@@ -77,14 +80,42 @@ def cached(kind: str, settings: dict, build: Callable[[], dict[str, torch.Tensor
     return out
 
 
+# the kinds of entry besides a method's name (whose preparation it holds)
+OTHER_KINDS = ("decoded", "expert", "nas-real")
+
+
+def known_kinds() -> list[str]:
+    """Every kind an entry can have: the registered methods' names and :data:`OTHER_KINDS`."""
+    from .methods import METHODS
+
+    return sorted({*METHODS.names(), *OTHER_KINDS})
+
+
 def list_cache() -> list[dict]:
-    """The stored entries: ``path``, ``kind``, ``version``, ``settings`` and ``mib`` each."""
+    """The stored entries: ``path``, ``kind``, ``version``, ``settings`` and ``mib`` each.
+
+    Prepared entries first, then the decoded image folders (kind ``"decoded"``, settings: the folder)."""
     out = []
     for path in sorted(_folder().glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         out.append({"path": str(path), "kind": meta.get("kind", "?"), "version": meta.get("version", "?"),
                     "settings": json.loads(meta.get("settings", "{}")), "mib": path.stat().st_size / 2**20})
+    return out + _decoded_entries()
+
+
+def _decoded_entries() -> list[dict]:
+    from .data.readers import CACHE_VERSION, cache_dir
+
+    out = []
+    for path in sorted(cache_dir().glob("*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:  # reads only the member asked for
+                folder = str(z["folder"])
+        except Exception:  # a damaged copy is still an entry to list and clear
+            folder = "?"
+        out.append({"path": str(path), "kind": "decoded", "version": CACHE_VERSION, "settings": {"folder": folder},
+                    "mib": path.stat().st_size / 2**20})
     return out
 
 

@@ -1,4 +1,5 @@
 """The preparation cache: content-addressed entries, list and clear (API and CLI)."""
+import pytest
 import torch
 
 from distillset.cache import cache_key, cached, clear_cache, list_cache
@@ -25,5 +26,37 @@ def test_cli_lists_and_clears(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
     cached("demo", {"epochs": 1}, lambda: {"x": torch.zeros(2)})
     assert main(["cache", "list"]) == 0 and "epochs=1" in capsys.readouterr().out
-    assert main(["cache", "clear", "--kind", "other"]) == 0 and len(list_cache()) == 1
+    assert main(["cache", "clear", "--kind", "demp"]) == 2 and len(list_cache()) == 1  # a typo: refused
+    assert "Did you mean 'demo'" in capsys.readouterr().err
+    assert main(["cache", "clear", "--kind", "dd"]) == 0 and len(list_cache()) == 1  # a known kind, none there
     assert main(["cache", "clear"]) == 0 and list_cache() == [] and clear_cache() == 0
+
+
+def _image_folder(root):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        Image.new("L", (4, 4), 40 if c == "a" else 200).save(root / c / "0.png")
+
+
+def test_decoded_image_folders_live_under_the_one_root(tmp_path, monkeypatch, capsys):
+    from distillset.data.readers import read_image_folder
+
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DISTILLSET_CACHE_DIR", raising=False)
+    _image_folder(tmp_path / "imgs")
+    read_image_folder(tmp_path / "imgs")
+    [entry] = list_cache()
+    assert entry["kind"] == "decoded" and entry["path"].startswith(str(tmp_path / "cache" / "decoded"))
+    assert entry["settings"]["folder"] == str((tmp_path / "imgs").resolve())
+    assert main(["cache", "list", "--kind", "decoded"]) == 0 and "1 entries" in capsys.readouterr().out
+    assert main(["cache", "clear", "--kind", "decoded"]) == 0 and list_cache() == []
+
+
+def test_the_old_decoded_cache_variable_still_works_with_a_warning(tmp_path, monkeypatch):
+    from distillset.data.readers import cache_dir
+
+    monkeypatch.setenv("DISTILLSET_CACHE_DIR", str(tmp_path / "old"))
+    with pytest.warns(FutureWarning, match="DISTILLSET_CACHE_DIR is deprecated"):
+        assert cache_dir() == tmp_path / "old"

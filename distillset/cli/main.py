@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     where = ""
     try:
-        with processes(args) as where, warnings.catch_warnings():
+        with processes(args) as where, warnings.catch_warnings(), one_line_warnings(args.command):
             # an old parameter name still works; say so (Python hides DeprecationWarning by default)
             warnings.filterwarnings("default", message=r"The '.*' parameter of .* is now called", category=DeprecationWarning)
             return int(args.func(args) or 0)
@@ -73,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distillset {args.command}: {where}error: another process failed or stopped answering "
               f"({' '.join(str(e).split())[:200]}); {AFTER_FAILURE[args.command]}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    """Each warning as one line, like the errors (Python's format adds the library's file, line and source)."""
+    original = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"distillset {command}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
 
 
 # what a user does after a process of a torchrun run failed

@@ -435,8 +435,9 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
         Base URL that mirrors the data root layout, used instead of the canonical URLs
         (default ``$DISTILLSET_MIRROR``).
     cache : bool or path, default=True
-        For image-folder data sets: keep decoded arrays in the cache folder
-        (``$DISTILLSET_CACHE_DIR`` or ``~/.cache/distillset/decoded``), never in the data root.
+        For image-folder data sets: keep decoded arrays in the cache's ``decoded/`` folder
+        (``$DISTILLSET_CACHE/decoded``, default ``~/.cache/distillset/decoded``; see ``distillset cache``),
+        never in the data root; a path keeps them there instead, False nowhere.
 
     Returns
     -------

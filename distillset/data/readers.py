@@ -32,6 +32,7 @@ import os
 import pickle
 import tarfile
 import tempfile
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -519,25 +520,31 @@ def read_svhn_mat(path: str | os.PathLike) -> Arrays:
 # --------------------------------------------------------------------------------------------
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
-_CACHE_VERSION = 1
+CACHE_VERSION = 1
 _GRAY_MODES = {"1", "L", "LA", "P;L", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
 def cache_dir() -> Path:
-    """Folder for decoded-image caches.
+    """Folder for decoded-image caches: ``decoded/`` under the library's one cache root
+    (:func:`distillset.cache.cache_root`: ``$DISTILLSET_CACHE``, else ``~/.cache/distillset``), where
+    ``distillset cache list`` / ``clear`` see it. Never inside a data root.
 
-    ``$DISTILLSET_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/distillset/decoded``, else
-    ``~/.cache/distillset/decoded``. Never inside a data root.
+    ``$DISTILLSET_CACHE_DIR``, this folder's own variable before the two caches shared a root, is still
+    honoured for one release, with a FutureWarning.
 
     Returns
     -------
     pathlib.Path
     """
-    env = os.environ.get("DISTILLSET_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "distillset" / "decoded"
+    from ..cache import cache_root
+
+    legacy = os.environ.get("DISTILLSET_CACHE_DIR")
+    if legacy:
+        warnings.warn("$DISTILLSET_CACHE_DIR is deprecated and will be ignored in the next release: set "
+                      "$DISTILLSET_CACHE, the root of every cache (decoded images go to its decoded/ folder).",
+                      FutureWarning, stacklevel=2)
+        return Path(legacy).expanduser()
+    return cache_root() / "decoded"
 
 
 def _decode_one(path: Path, mode: str) -> np.ndarray:
@@ -627,7 +634,7 @@ def decode_images(paths: Sequence[str | os.PathLike], workers: int | None = None
 def _fingerprint(folder: Path, paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str]) -> str:
     """Cheap content key: relative names, sizes and mtimes of all files, plus labels and classes."""
     h = hashlib.sha256()
-    h.update(f"v{_CACHE_VERSION}\0{folder}\0{len(paths)}\0".encode())
+    h.update(f"v{CACHE_VERSION}\0{folder}\0{len(paths)}\0".encode())
     h.update("\0".join(classes).encode())
     h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     for p in paths:

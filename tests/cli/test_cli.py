@@ -11,6 +11,18 @@ def test_list(capsys):
         assert expect in capsys.readouterr().out
 
 
+def test_a_warning_is_one_line_inside_the_cli():
+    import warnings
+
+    from distillset.cli.main import one_line_warnings
+
+    message = DeprecationWarning("The 'init' parameter of DM is now called 'image_init'")
+    with one_line_warnings("distill"):
+        line = warnings.formatwarning(message, DeprecationWarning, "base.py", 217, "warnings.warn(...)")
+    assert line == "distillset distill: warning: The 'init' parameter of DM is now called 'image_init'\n"
+    assert "base.py" in warnings.formatwarning(message, DeprecationWarning, "base.py", 217)  # restored after
+
+
 def test_env(capsys):
     assert main(["env"]) == 0
     assert "torch" in capsys.readouterr().out
@@ -186,8 +198,8 @@ def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path
     assert len([e for e in list_cache() if e["kind"] == "expert" and e["settings"]["model"] == "mlp"
                 and e["settings"]["train_epochs"] == 3]) == 2  # the distill run trained no new expert
     capsys.readouterr()
-    assert main(["cache", "clear", "--kind", "experts"]) == 0  # a typo of the kind: said, nothing deleted
-    assert "no entries of kind 'experts'" in capsys.readouterr().out
+    assert main(["cache", "clear", "--kind", "experts"]) == 2  # a typo of the kind: one line, nothing deleted
+    assert "Did you mean 'expert'" in capsys.readouterr().err
     assert "expert" in {e["kind"] for e in list_cache()}
     assert main(["evaluate", str(out / "synthetic"), "--runs", "1", "--epochs", "2", "--lr", "learned", "--quiet",
                  "--device", "cpu"]) == 0

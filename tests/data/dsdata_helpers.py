@@ -38,11 +38,11 @@ def require_shared(sub: str) -> Path:
 
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
-    """Decoded-image cache in a temp folder, so tests never touch ~/.cache."""
-    d = tmp_path / "decoded-cache"
-    monkeypatch.setenv("DISTILLSET_CACHE_DIR", str(d))
+    """The cache root in a temp folder, so tests never touch ~/.cache; returns its decoded-image folder."""
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DISTILLSET_CACHE_DIR", raising=False)
     monkeypatch.delenv("DISTILLSET_MIRROR", raising=False)
-    return d
+    return tmp_path / "cache" / "decoded"
 
 
 def md5(path) -> str:
