@@ -26,13 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
 from . import __version__
 
@@ -70,13 +71,23 @@ def cached(kind: str, settings: dict, build: Callable[[], dict[str, torch.Tensor
     """
     path = _folder() / f"{cache_key(kind, settings)}.safetensors"
     if path.is_file():
-        return load_file(str(path), device=str(device or "cpu"))
+        try:
+            return load_file(str(path), device=str(device or "cpu"))
+        except (SafetensorError, OSError) as e:  # a damaged entry is a miss: built again, then replaced
+            warnings.warn(f"Ignoring the unreadable cache entry {path} ({e}); preparing it again.", stacklevel=2)
     out = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # written whole, then renamed: never half an entry
     meta = {"kind": kind, "version": __version__, "settings": json.dumps(settings, sort_keys=True, default=str)}
-    save_file({k: v.detach().cpu().contiguous() for k, v in out.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    blob = save({k: v.detach().cpu().contiguous() for k, v in out.items()}, metadata=meta)
+    try:  # Python's I/O, so that every failure is an OSError (safetensors' own writer raises its own error)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+    except OSError as e:  # the work is done: a cache that cannot keep it must not lose it
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        warnings.warn(f"Could not keep the prepared {kind!r} in the cache ({e}); continuing without it. Set "
+                      "$DISTILLSET_CACHE to a folder you may write to reuse it next time.", stacklevel=2)
     return out
 
 
@@ -97,8 +108,11 @@ def list_cache() -> list[dict]:
     Prepared entries first, then the decoded image folders (kind ``"decoded"``, settings: the folder)."""
     out = []
     for path in sorted(_folder().glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError):  # damaged: still listed, and cleared, by the kind in its name
+            meta = {"kind": path.stem.rpartition("-")[0], "settings": '{"damaged": true}'}
         out.append({"path": str(path), "kind": meta.get("kind", "?"), "version": meta.get("version", "?"),
                     "settings": json.loads(meta.get("settings", "{}")), "mib": path.stat().st_size / 2**20})
     return out + _decoded_entries()

@@ -60,3 +60,24 @@ def test_the_old_decoded_cache_variable_still_works_with_a_warning(tmp_path, mon
     monkeypatch.setenv("DISTILLSET_CACHE_DIR", str(tmp_path / "old"))
     with pytest.warns(FutureWarning, match="DISTILLSET_CACHE_DIR is deprecated"):
         assert cache_dir() == tmp_path / "old"
+
+
+def test_a_cache_that_cannot_keep_an_entry_warns_and_keeps_the_work(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path / "a-file"))  # not a folder: nothing can be stored
+    with pytest.warns(UserWarning, match="Could not keep the prepared 'demo' in the cache"):
+        out = cached("demo", {"epochs": 1}, lambda: {"x": torch.ones(2)})
+    assert torch.equal(out["x"], torch.ones(2))
+
+
+def test_a_damaged_entry_is_prepared_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    cached("demo", {"epochs": 1}, lambda: {"x": torch.ones(2)})
+    [entry] = list_cache()
+    with open(entry["path"], "r+b") as f:
+        f.truncate(20)
+    assert [(e["kind"], e["settings"]) for e in list_cache()] == [("demo", {"damaged": True})]
+    with pytest.warns(UserWarning, match="unreadable cache entry"):
+        out = cached("demo", {"epochs": 1}, lambda: {"x": torch.full((2,), 3.0)})
+    assert torch.equal(out["x"], torch.full((2,), 3.0))
+    assert torch.equal(cached("demo", {"epochs": 1}, lambda: 1 / 0)["x"], out["x"])  # replaced: a hit again
