@@ -37,7 +37,8 @@ def run(args) -> int:
               lr_teacher=args.lr_teacher, batch_train=args.batch_train,
               augment=None if args.augment == "none" else args.augment, zca=args.zca, precision=args.precision,
               random_state=args.seed)
-    validate_params("distillset experts", {k: v for k, v in kw.items() if k in EXPERT_CONSTRAINTS}, EXPERT_CONSTRAINTS)
+    validate_params("distillset experts", {k: v for k, v in kw.items() if k in EXPERT_CONSTRAINTS}, EXPERT_CONSTRAINTS,
+                    flags={k: "--seed" if k == "random_state" else "--" + k.replace("_", "-") for k in kw})
     device = resolve_device(args.device)  # every check before the data is read or a network trained
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
     experts = train_experts(data, device=device, progress=not args.quiet, **kw)

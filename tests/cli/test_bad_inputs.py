@@ -175,6 +175,8 @@ CASES = [
      "Unknown augmentation family 'wiggle'"),
     case("experts-augment-unknown", ["experts", "--dataset", "digits", "--augment", "wiggle", "--quiet"], None, 2,
      "Unknown augmentation family 'wiggle'"),
+    case("experts-num-experts-zero", ["experts", "--dataset", "digits", "--num-experts", "0"], None, 2,
+         "--num-experts must be an int >= 1. Got 0"),
     case("continual-eval-model-option", ["continual", "--dataset", "digits", "--methods", "dm", "--eval-model",
                                          "convnet(widht=3)", "--out", "{d}/cc"], None, 2, "has no option 'widht'"),
     case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
