@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..errors import InvalidParameterError
-from .common import add_data_options, check_run_folder, format_table, parse_param, run_folder
+from .common import add_data_options, check_run_folder, format_table, parse_param, path_arg, run_folder
 
 FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
          "audit-mia": ("audit.json", "roc.png")}
@@ -68,7 +68,7 @@ def _common(p, runs: int | None, epochs: int, networks: bool = True) -> None:
         p.add_argument("--eval-model", default="convnet", help="the evaluated architecture")
         p.add_argument("--eval-augment", default="auto", help="DSA strategy while training networks, 'none' to disable")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
+    p.add_argument("--out", type=path_arg, required=True, help="output folder (new or empty unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace this command's files in --out")
     add_data_options(p)
     p.add_argument("--device", default=None)

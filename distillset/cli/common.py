@@ -30,9 +30,18 @@ PRESETS = {
 }
 
 
+def path_arg(text: str) -> str:
+    """argparse type of every path option: an empty path (an unset shell variable, say) is a usage error,
+    not the current folder or the option's default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?); give a path")
+    return text
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     """--data-root and --download, the same in every command that reads a data set."""
-    p.add_argument("--data-root", default=None, help="data root (default $DISTILLSET_DATA or ~/.cache/distillset/data)")
+    p.add_argument("--data-root", type=path_arg, default=None,
+                   help="data root (default $DISTILLSET_DATA or ~/.cache/distillset/data)")
     p.add_argument("--download", action="store_true", help="download missing data files")
 
 

@@ -16,7 +16,7 @@ from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError
 from .common import (PRESETS, add_data_options, apply_config, check_evaluator, check_run_folder, check_writable,
-                     format_own, format_table, given_dests, result_rows, run_folder)
+                     format_own, format_table, given_dests, path_arg, result_rows, run_folder)
 
 # method parameters with a flag of their own: --param may set one only when its flag is not given
 FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_state": "seed", "device": "device",
@@ -39,8 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="architecture used while distilling (default: the method's own)")
     p.add_argument("--iterations", type=int, default=None, help="outer iterations (default: from --preset)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<method>-ipc<ipc>)")
-    p.add_argument("--config", default=None, help="YAML file of these options (flags override it; key 'params' for method parameters)")
+    p.add_argument("--out", type=path_arg, default=None, help="output folder (default runs/<dataset>-<method>-ipc<ipc>)")
+    p.add_argument("--config", type=path_arg, default=None, help="YAML file of these options (flags override it; key 'params' for method parameters)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter, repeatable (e.g. lr_img=1.0)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="iteration/evaluation budget (default quick)")
     add_data_options(p)

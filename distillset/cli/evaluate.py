@@ -12,7 +12,8 @@ from pathlib import Path
 from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError
-from .common import PRESETS, add_data_options, check_evaluator, check_new_file, check_writable, format_own, format_table, result_rows
+from .common import (PRESETS, add_data_options, check_evaluator, check_new_file, check_writable, format_own,
+                     format_table, path_arg, result_rows)
 
 
 def add_parser(sub) -> None:
@@ -42,10 +43,10 @@ def add_parser(sub) -> None:
                    help="'long': NCFM's training recipe (AdamW 1e-3, wd 0.01, batch 128, lr x0.5 at each fifth, CutMix "
                         "0.5; 2000 epochs unless --epochs); 'own': the method's own evaluation where it has one (DD: its "
                         "learned steps and step sizes; uses --runs, --seed and --device only)")
-    p.add_argument("--resume-dir", default=None,
+    p.add_argument("--resume-dir", type=path_arg, default=None,
                    help="keep each trained network in this folder; the same command again after an interruption "
                         "loads the networks kept there instead of training them again")
-    p.add_argument("--json", default=None, help="write the results to this JSON file (a new one unless --overwrite)")
+    p.add_argument("--json", type=path_arg, default=None, help="write the results to this JSON file (a new one unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

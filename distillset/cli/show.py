@@ -5,14 +5,14 @@ import json
 from pathlib import Path
 
 from ..errors import OutputError
-from .common import check_new_file, check_writable
+from .common import check_new_file, check_writable, path_arg
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help="print a saved set's metadata and write its image grid")
     p.add_argument("path", help="a saved set (its .json, .safetensors or common stem)")
-    p.add_argument("--grid", default=None, help="PNG to write (default: <stem>_grid.png, replaced if it exists)")
-    p.add_argument("--pngs", default=None, help="also write one PNG per image into this folder")
+    p.add_argument("--grid", type=path_arg, default=None, help="PNG to write (default: <stem>_grid.png, replaced if it exists)")
+    p.add_argument("--pngs", type=path_arg, default=None, help="also write one PNG per image into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file or PNGs in --pngs")
     p.set_defaults(func=run)
 

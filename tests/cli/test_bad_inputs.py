@@ -121,6 +121,8 @@ CASES = [
     case("config-params-and-flag", ["distill", "--config", "{d}/c.yaml", "--iterations", "3"],
      _cfg("params: {iterations: 2}\n"), 2, "given twice"),
     # output folders
+    case("out-empty", ["distill", "--out", ""], None, 2, "argument --out: the path is empty"),
+    case("evaluate-json-empty", ["evaluate", "{d}/set.json", "--json", " "], None, 2, "argument --json: the path is empty"),
     case("out-is-a-file", ["distill", "--out", "{d}/f"], lambda d, _: (d / "f").write_text("x"), 2, "is not a folder"),
     case("out-under-a-file", ["distill", "--out", "{d}/f/run"], lambda d, _: (d / "f").write_text("x"), 2, "which is a file"),
     case("out-not-writable", ["distill", "--out", "{d}/ro/run"], lambda d, _: (d / "ro").mkdir(0o500), 2,
