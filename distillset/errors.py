@@ -78,7 +78,7 @@ class ArgumentTypeError(DistillsetError, TypeError):
     """An argument of the wrong kind (e.g. a data set's name where a loaded data set is needed)."""
 
 
-def require_type(value, cls: type, what: str, how: str) -> None:
+def require_type(value, cls: type | tuple[type, ...], what: str, how: str) -> None:
     """Raise :class:`ArgumentTypeError` naming ``what`` and ``how`` to make one unless ``value`` is a ``cls``.
 
     >>> require_type("digits", int, "fit's data", "Load it with load_dataset(name).")
@@ -87,4 +87,5 @@ def require_type(value, cls: type, what: str, how: str) -> None:
     distillset.errors.ArgumentTypeError: fit's data must be of type int, not str. Load it with load_dataset(name).
     """
     if not isinstance(value, cls):
-        raise ArgumentTypeError(f"{what} must be of type {cls.__name__}, not {type(value).__name__}. {how}")
+        names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise ArgumentTypeError(f"{what} must be of type {names}, not {type(value).__name__}. {how}")

@@ -19,12 +19,13 @@ imagefolder     the root itself                         ``{train,test}/<class>/*
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import MissingDataError
+from ..errors import MissingDataError, require_type
 from . import download as _dl
 from . import readers
 from .base import DATASETS, DatasetSpec, ImageDataset, RemoteFile, Split, default_root, register_dataset
@@ -459,7 +460,10 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     >>> ds.image_shape, ds.num_classes, len(ds.train) + len(ds.test)
     ((1, 8, 8), 10, 1797)
     """
+    require_type(name, str, "load_dataset's name", "Give a registered name, e.g. 'mnist' (distillset list datasets).")
     spec = DATASETS.get(name)
+    if root is not None:
+        require_type(root, (str, os.PathLike), "load_dataset's root", "Give the folder that holds the data set.")
     root = Path(root).expanduser() if root is not None else default_root()
     options = {}
     if mirror is not None:

@@ -176,3 +176,12 @@ def test_channel_stats_matches_float_computation():
     xf = x.double() / 255
     assert mean == pytest.approx(tuple(xf.mean(dim=(0, 2, 3)).tolist()), abs=1e-12)
     assert std == pytest.approx(tuple(xf.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1).tolist()), abs=1e-12)
+
+
+def test_load_dataset_argument_types_are_one_line():
+    from distillset.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match="load_dataset's root must be of type str or PathLike, not int"):
+        load_dataset("digits", root=123)
+    with pytest.raises(ArgumentTypeError, match="load_dataset's name must be of type str, not NoneType"):
+        load_dataset(None)
