@@ -26,6 +26,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """
     path = Path(path)
     payload = memoryview(data.encode() if isinstance(data, str) else data)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the callers checked that it may be made (check_writable)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:

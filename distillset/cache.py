@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -123,6 +124,8 @@ def _decoded_entries() -> list[dict]:
 
     out = []
     for path in sorted(cache_dir().glob("*.npz")):
+        if not re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{24}\.npz", path.name):  # not ours: never listed, never cleared
+            continue
         try:
             with np.load(path, allow_pickle=False) as z:  # reads only the member asked for
                 folder = str(z["folder"])

@@ -52,7 +52,7 @@ EXPERT_CONSTRAINTS = {
     "gsam_rho": [None, Interval(float, 0, closed="neither")],
     "gsam_alpha": [Interval(float, 0)],
     "precision": [Options(PRECISIONS)],
-    "random_state": [Interval(int, 0)],
+    "random_state": [Interval(int, 0, 2**64 - 1)],
     "keep": [Options(("all", "ends"))],
 }
 

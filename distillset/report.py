@@ -77,6 +77,9 @@ def load_run(folder: str | Path) -> RunView:
     if not result.is_file():
         return _running_view(folder, settings, checkpoint)
     r = _read(result, json.loads)
+    if not {"dataset", "method"} <= r.keys():
+        raise CorruptFileError(f"{result} has no 'dataset' or 'method': not a distillset record (damaged?); rerun "
+                               "the distill command that wrote it, or leave this folder out.")
     view = RunView(name=folder.name, dataset=r["dataset"], method=r["method"], ipc=r.get("ipc"),
                    settings={**_flat(settings), **_flat(r.get("params", {}), "params.")},
                    iterations=r.get("params", {}).get("iterations"), history=r.get("history", {}),

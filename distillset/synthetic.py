@@ -251,6 +251,9 @@ class SyntheticSet:
             A file cannot be parsed, or its contents fail :meth:`check` (the message names the file).
         """
         stem = set_stem(path)
+        if stem.is_dir() and (stem / "checkpoint").is_dir():  # a distill run that has not written its set yet
+            raise MissingDataError(f"{stem} is a distill run that has not finished (a checkpoint, no synthetic set "
+                                   f"yet); finish it with 'distillset distill --out {stem} --resume' and its settings.")
         st, js = Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
         for f in (st, js):
             if not f.is_file():

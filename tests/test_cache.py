@@ -47,11 +47,13 @@ def test_decoded_image_folders_live_under_the_one_root(tmp_path, monkeypatch, ca
     monkeypatch.delenv("DISTILLSET_CACHE_DIR", raising=False)
     _image_folder(tmp_path / "imgs")
     read_image_folder(tmp_path / "imgs")
+    (tmp_path / "cache" / "decoded" / "mine.npz").write_bytes(b"a file of the user's")  # never listed or cleared
     [entry] = list_cache()
     assert entry["kind"] == "decoded" and entry["path"].startswith(str(tmp_path / "cache" / "decoded"))
     assert entry["settings"]["folder"] == str((tmp_path / "imgs").resolve())
     assert main(["cache", "list", "--kind", "decoded"]) == 0 and "1 entries" in capsys.readouterr().out
     assert main(["cache", "clear", "--kind", "decoded"]) == 0 and list_cache() == []
+    assert (tmp_path / "cache" / "decoded" / "mine.npz").is_file()
 
 
 def test_the_old_decoded_cache_variable_still_works_with_a_warning(tmp_path, monkeypatch):

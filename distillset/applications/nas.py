@@ -138,7 +138,7 @@ class ArchitectureSearch:
     _parameter_constraints = {
         "grid": [Instance((str, list, tuple))], "epochs": [Interval(int, 1)], "full_epochs": [Interval(int, 1)],
         "full_per_class": [None, Interval(int, 1)], "val_per_class": [Interval(int, 1)],
-        "n_models": [Interval(int, 1)], "random_state": [None, Interval(int, 0)],
+        "n_models": [Interval(int, 1)], "random_state": [None, Interval(int, 0, 2**64 - 1)],
     }
 
     def _validate(self) -> list[str]:

@@ -14,7 +14,7 @@ import yaml
 
 from .. import distributed
 from .._io import atomic_write
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, OutputError
 from .common import (PRESETS, add_data_options, apply_config, check_evaluator, check_run_folder, check_writable,
                      format_own, format_table, given_dests, path_arg, result_rows, run_folder)
 
@@ -117,6 +117,7 @@ def _prepare(args):
     """Everything checked before a folder is made; returns (method, evaluator, out, data, resume)."""
     from ..data import DATASETS, load_dataset
     from ..methods import METHODS
+    from ..methods.base import CHECKPOINT
 
     # 1. the options alone: names, parameters, device, evaluation, the output folder
     args = apply_config(args._parser, args, given_dests(args._parser, args.argv))
@@ -134,6 +135,9 @@ def _prepare(args):
     if args.baseline not in (None, "none"):
         distributed.check_supported(METHODS.get(args.baseline)())  # e.g. under torchrun, before the run
     check_run_folder(out, args.resume, args.overwrite)
+    if args.resume and out.is_dir() and any(out.iterdir()) and not (out / "checkpoint" / CHECKPOINT).is_file():
+        raise OutputError(f"--out {out} holds files but no checkpoint to resume; pass --overwrite to replace them, "
+                          "or choose another --out.")  # a resume must not write over a folder it did not make
     if args.tensorboard:
         _check_tensorboard(args)
     # 2. the data, and what depends on it: ipc vs class sizes, the model on these images, the checkpoint

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             # an old parameter name still works; say so (Python hides DeprecationWarning by default)
             warnings.filterwarnings("default", message=r"The '.*' parameter of .* is now called", category=DeprecationWarning)
             return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader of our output stopped (`distillset list ... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush is quiet too
+        return 0
     except (DistillsetError, OSError) as e:
         if args.debug:
             raise

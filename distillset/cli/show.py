@@ -33,8 +33,10 @@ def run(args) -> int:
         raise OutputError(f"--pngs {args.pngs} already holds {clash[0].name} (and {len(clash) - 1} more of this set's "
                           "PNGs); pass --overwrite to replace them, or choose another --pngs.")
     print(json.dumps(s.meta, indent=2, sort_keys=True))
-    print(f"images: {tuple(s.images.shape)}  labels: {tuple(s.labels.shape)} ({'hard' if s.labels.dim() == 1 else 'soft'})"
-          f"  ipc: {s.ipc}" + (f"  learned steps: {len(s.lrs)}" if s.lrs is not None else ""))
+    factor = s.meta.get("factor", 1)
+    print(f"images: {tuple(s.images.shape)}  labels: {tuple(s.labels.shape)} ({s.label_kind}, trained with {s.loss})"
+          f"  ipc: {s.ipc}" + (f" (each image holds {factor}x{factor})" if factor > 1 else "")
+          + (f"  learned steps: {len(s.lrs)}" if s.lrs is not None else ""))
     if s.lrs is not None:
         print("learned step sizes: " + " ".join(f"{v:.4g}" for v in s.lrs.tolist()))
     s.save_grid(grid)

@@ -175,7 +175,7 @@ class DistillMethod:
         "ipc": [Interval(int, 1)],
         "iterations": [Interval(int, 0)],  # 0: the initialisation (tests' starting point); fit warns, the CLI refuses
         "model": [Instance((str, dict))],
-        "random_state": [None, Interval(int, 0), Instance((torch.Generator,))],
+        "random_state": [None, Interval(int, 0, 2**64 - 1), Instance((torch.Generator,))],
         "device": [None, Instance((str, torch.device))],
         "checkpoint_dir": [None, Instance((str, os.PathLike))],
         "checkpoint_every": [None, Interval(int, 1)],
@@ -610,6 +610,11 @@ class DistillMethod:
         for k in set(mine) - set(record["params"]) - set(self._resumable_changes):  # newer than the checkpoint:
             if k in defaults and getattr(self, k) != defaults[k].default:  # it resumes at its default only
                 checks[k] = ("absent (made before it existed)", mine[k])
+        if record["iteration"] > self.iterations:  # its set is already past this run's end: it would be mislabelled
+            raise CheckpointMismatchError(
+                f"Cannot resume from {ckpt_dir}: the checkpoint is at iteration {record['iteration']}, past this "
+                f"run's iterations={self.iterations}. Give iterations >= {record['iteration']}, or another "
+                "checkpoint_dir to start afresh.")
         for key, (theirs, ours) in checks.items():
             if theirs != ours:
                 raise CheckpointMismatchError(

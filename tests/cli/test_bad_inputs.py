@@ -123,6 +123,12 @@ CASES = [
     # output folders
     case("out-empty", ["distill", "--out", ""], None, 2, "argument --out: the path is empty"),
     case("evaluate-json-empty", ["evaluate", "{d}/set.json", "--json", " "], None, 2, "argument --json: the path is empty"),
+    case("resume-a-foreign-folder", ["distill", "--out", "{d}/mine", "--resume", *FAST],
+         lambda d, _: ((d / "mine").mkdir(), (d / "mine" / "report.html").write_text("mine")), 2,
+         "holds files but no checkpoint to resume"),
+    case("resume-fewer-iterations", ["distill", "--out", "{d}/run", "--resume", *FAST[2:], "--iterations", "1"],
+         _copy_run(), 2, "the checkpoint is at iteration 2, past this run's iterations=1"),
+    case("seed-too-large", ["distill", "--seed", str(2**70)], None, 2, "an int in the range [0, 18446744073709551615]"),
     case("out-is-a-file", ["distill", "--out", "{d}/f"], lambda d, _: (d / "f").write_text("x"), 2, "is not a folder"),
     case("out-under-a-file", ["distill", "--out", "{d}/f/run"], lambda d, _: (d / "f").write_text("x"), 2, "which is a file"),
     case("out-not-writable", ["distill", "--out", "{d}/ro/run"], lambda d, _: (d / "ro").mkdir(0o500), 2,
@@ -138,6 +144,8 @@ CASES = [
     # data
     case("data-missing", ["distill", "--dataset", "mnist", "--data-root", "{d}"], None, 2, "not found"),
     # saved sets: evaluate and show
+    case("set-unfinished-run", ["show", "{d}/run"], lambda d, _: (d / "run" / "checkpoint").mkdir(parents=True), 2,
+         "is a distill run that has not finished"),
     case("set-missing", ["evaluate", "{d}/nope.json"], None, 2, "Synthetic set file not found"),
     case("set-json-a-list", ["evaluate", "{d}/set.json"], _set(meta=[1, 2]), 2, "must hold a JSON object"),
     case("set-json-invalid", ["evaluate", "{d}/set.json"],

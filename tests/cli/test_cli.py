@@ -184,7 +184,7 @@ def test_experts_then_mtt_reuses_them_and_evaluates_with_the_learned_lr(tmp_path
     assert main(["experts", *recipe, "--device", "cpu"]) == 0
     assert "2 experts on digits: 4 weight vectors" in capsys.readouterr().out
     assert main(["experts", "--num-experts", "0"]) == 2
-    assert "num_experts" in capsys.readouterr().err
+    assert "--num-experts must be an int >= 1" in capsys.readouterr().err
     assert main(["experts", "--model", "convnet_bn", "--quiet"]) == 2  # refused before any training
     assert "without BatchNorm" in capsys.readouterr().err
     out = tmp_path / "mtt"
@@ -235,3 +235,19 @@ def test_the_quick_preset_keeps_pools_and_experts_small_unless_asked():
     mtt = METHODS.get("mtt")(**method_params(METHODS.get("mtt"), args(), PRESETS["quick"]))
     mtt._validate_params()
     assert (mtt.num_experts, mtt.train_epochs, mtt.max_start_epoch) == (2, 3, 2)
+
+
+def test_report_and_show_details(tmp_path, capsys):
+    import json as _json
+
+    out = tmp_path / "run"
+    assert main(["distill", "--method", "dm", "--param", "factor=2", "--iterations", "1", "--no-eval", "--quiet",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["show", str(out), "--grid", str(tmp_path / "g.png")]) == 0
+    assert "(hard, trained with ce)  ipc: 1 (each image holds 2x2)" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--runs", "1", "--epochs", "1", "--quiet", "--device", "cpu",
+                 "--json", str(tmp_path / "new" / "folder" / "r.json")]) == 0  # its folder is made
+    assert _json.loads((tmp_path / "new" / "folder" / "r.json").read_text())
+    (out / "result.json").write_text("{}")
+    assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 2
+    assert "has no 'dataset' or 'method'" in capsys.readouterr().err
