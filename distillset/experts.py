@@ -34,8 +34,8 @@ from .errors import InvalidParameterError
 from .models import get_model, has_batchnorm
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .unroll import FlatNet
-from .utils import (Instance, Interval, Options, derive_seed, keep_freed_memory, make_generator, release_freed_memory,
-                    resolve_device, validate_params)
+from .utils import (SEED_RANGE, Instance, Interval, Options, derive_seed, keep_freed_memory, make_generator,
+                    release_freed_memory, resolve_device, validate_params)
 from .zca import ZCA, apply_zca
 
 EXPERT_CONSTRAINTS = {
@@ -52,7 +52,7 @@ EXPERT_CONSTRAINTS = {
     "gsam_rho": [None, Interval(float, 0, closed="neither")],
     "gsam_alpha": [Interval(float, 0)],
     "precision": [Options(PRECISIONS)],
-    "random_state": [Interval(int, 0, 2**64 - 1)],
+    "random_state": [SEED_RANGE],
     "keep": [Options(("all", "ends"))],
 }
 

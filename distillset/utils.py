@@ -117,6 +117,10 @@ class Interval:
         return f"{kind} in the range {lb}{self.left}, {self.right}{rb}"
 
 
+# a seed: what torch.Generator.manual_seed takes (a larger one was a traceback after the data was loaded)
+SEED_RANGE = Interval(int, 0, 2**64 - 1)
+
+
 @dataclass(frozen=True)
 class Options:
     """One of a fixed set of values (strings, usually)."""

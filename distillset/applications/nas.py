@@ -29,7 +29,7 @@ from ..data import require_dataset
 from ..errors import InvalidParameterError, require_type
 from ..evaluate import Evaluator
 from ..synthetic import SyntheticSet
-from ..utils import Instance, Interval, derive_seed, resolve_seed, validate_params
+from ..utils import SEED_RANGE, Instance, Interval, derive_seed, resolve_seed, validate_params
 
 GRIDS = {  # (depth, width, act, norm, pooling)
     "paper": ((1, 2, 3, 4), (32, 64, 128, 256), ("sigmoid", "relu", "leakyrelu"),
@@ -138,7 +138,7 @@ class ArchitectureSearch:
     _parameter_constraints = {
         "grid": [Instance((str, list, tuple))], "epochs": [Interval(int, 1)], "full_epochs": [Interval(int, 1)],
         "full_per_class": [None, Interval(int, 1)], "val_per_class": [Interval(int, 1)],
-        "n_models": [Interval(int, 1)], "random_state": [None, Interval(int, 0, 2**64 - 1)],
+        "n_models": [Interval(int, 1)], "random_state": [None, SEED_RANGE],
     }
 
     def _validate(self) -> list[str]:

@@ -135,7 +135,7 @@ def _prepare(args):
     if args.baseline not in (None, "none"):
         distributed.check_supported(METHODS.get(args.baseline)())  # e.g. under torchrun, before the run
     check_run_folder(out, args.resume, args.overwrite)
-    if args.resume and out.is_dir() and any(out.iterdir()) and not (out / "checkpoint" / CHECKPOINT).is_file():
+    if args.resume and out.is_dir() and any(out.iterdir()) and not (Path(method.checkpoint_dir) / CHECKPOINT).is_file():
         raise OutputError(f"--out {out} holds files but no checkpoint to resume; pass --overwrite to replace them, "
                           "or choose another --out.")  # a resume must not write over a folder it did not make
     if args.tensorboard:
