@@ -92,8 +92,10 @@ def cached(kind: str, settings: dict, build: Callable[[], dict[str, torch.Tensor
     return out
 
 
-# the kinds of entry besides a method's name (whose preparation it holds)
-OTHER_KINDS = ("decoded", "expert", "nas-real")
+# the kinds of entry besides a method's name (whose preparation it holds): decoded image folders (also the
+# sub-folder of the root they live in), trained experts, the architecture search's real-data trainings
+DECODED, EXPERT, NAS_REAL = "decoded", "expert", "nas-real"
+OTHER_KINDS = (DECODED, EXPERT, NAS_REAL)
 
 
 def known_kinds() -> list[str]:
@@ -131,7 +133,7 @@ def _decoded_entries() -> list[dict]:
                 folder = str(z["folder"])
         except Exception:  # a damaged copy is still an entry to list and clear
             folder = "?"
-        out.append({"path": str(path), "kind": "decoded", "version": CACHE_VERSION, "settings": {"folder": folder},
+        out.append({"path": str(path), "kind": DECODED, "version": CACHE_VERSION, "settings": {"folder": folder},
                     "mib": path.stat().st_size / 2**20})
     return out
 

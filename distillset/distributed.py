@@ -134,26 +134,35 @@ def barrier() -> None:
         dist.barrier()
 
 
+def world_size_from_env() -> int:
+    """The number of processes ``torchrun`` started (``$WORLD_SIZE``; 1 when unset)."""
+    from .utils import env_number
+
+    return env_number("WORLD_SIZE")
+
+
 def init_from_env(device: str | None = None) -> bool:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1); returns
     True when it did. NCCL when this process has a GPU (``cuda:LOCAL_RANK``), gloo otherwise. A rank
     that waits longer than ``$DISTILLSET_TIMEOUT_S`` seconds (default 1800, as torch's) for the others
     fails with an error rather than hanging: ranks with fewer evaluation networks wait for the others."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if world_size_from_env() <= 1:
         return False
     import torch
     import torch.distributed as dist
 
+    from .utils import env_number
+
     if dist.is_initialized():
         return False
-    timeout_s = float(os.environ.get("DISTILLSET_TIMEOUT_S", "1800"))
+    timeout_s = env_number("DISTILLSET_TIMEOUT_S")
     for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
             raise InvalidParameterError(f"WORLD_SIZE is set but {key} is not: start several processes with torchrun "
                                         "(torchrun --nproc-per-node N -m distillset ...), which sets them.")
     gpu = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     if gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(env_number("LOCAL_RANK"))
     dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return True
 

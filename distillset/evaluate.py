@@ -391,12 +391,7 @@ class Evaluator:
                                         f"{data.name!r} has {data.num_classes}; evaluate on the data set it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         synthetic = synthetic.decoded()  # multi-formation: networks train on the f x f tiles of each image
-        lrs = list(self.lr) if isinstance(self.lr, (list, tuple)) else [self.lr]
-        lrs = [_learned_lr(synthetic) if v == "learned" else v for v in lrs]
-        if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):
-            raise InvalidParameterError(f"The 'lr' parameter of Evaluator must be a float > 0, 'learned' or a non-empty "
-                                        f"list of them. Got {self.lr!r} instead.")
-        lrs = [float(v) for v in lrs]
+        lrs = self._lrs(synthetic)
         data = self._with_validation(data, len(lrs) > 1 or self.checkpoint == "best_val", synthetic.meta.get("val_per_class"))
         device = resolve_device(self.device)
         keep_freed_memory(device)
@@ -483,6 +478,15 @@ class Evaluator:
         return {"optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay, "batch_size": self.batch_size, "schedule": self.schedule,
                 "cutmix_prob": self.cutmix_prob, "checkpoint": self.checkpoint}
+
+    def _lrs(self, synthetic: SyntheticSet) -> list[float]:
+        """The step sizes to try on ``synthetic`` ("learned": the one it carries); checked without the data."""
+        lrs = list(self.lr) if isinstance(self.lr, (list, tuple)) else [self.lr]
+        lrs = [_learned_lr(synthetic) if v == "learned" else v for v in lrs]
+        if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):
+            raise InvalidParameterError(f"The 'lr' parameter of Evaluator must be a float > 0, 'learned' or a non-empty "
+                                        f"list of them. Got {self.lr!r} instead.")
+        return [float(v) for v in lrs]
 
     def _with_validation(self, data: ImageDataset, choices: bool, synthetic_held_out: int | None) -> ImageDataset:
         """``data`` with its validation split (held out here if ``val_per_class`` asks and data has none)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .augment import check_augment, resolve_strategy
-from .cache import cached, fingerprint
+from .cache import EXPERT, cached, fingerprint
 from .data import ImageDataset
 from .evaluate import test_accuracy, train_network
 from .errors import InvalidParameterError
@@ -154,7 +154,7 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
                 images = (apply_zca(x, extra["zca"], extra["zca_mean"]) if zca else x), extra
             return _train_one(data, images, recipe, derive_seed(random_state, f"expert/{i}"), device)
 
-        entry = cached("expert", {**recipe, "index": i}, build, device)
+        entry = cached(EXPERT, {**recipe, "index": i}, build, device)
         trajectories.append(entry["trajectory"])
         accuracies.append(float(entry["test_accuracy"]))
     release_freed_memory()

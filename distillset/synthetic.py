@@ -45,6 +45,19 @@ def set_stem(path: str | Path) -> Path:
     return stem
 
 
+def _as_tensor(value, name: str) -> torch.Tensor:
+    """A tensor as given; a NumPy array or nested list as a tensor (float64, NumPy's default, as float32:
+    the networks' dtype)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidParameterError(f"SyntheticSet {name} must be a tensor, a NumPy array or a nested list of numbers. "
+                                    f"Got {type(value).__name__} instead.") from None
+    return tensor.float() if tensor.dtype == torch.float64 else tensor
+
+
 @dataclass
 class SyntheticSet:
     """A synthetic (distilled) training set.
@@ -81,6 +94,7 @@ class SyntheticSet:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        self.images, self.labels = _as_tensor(self.images, "images"), _as_tensor(self.labels, "labels")
         if self.images.dim() != 4:
             raise InvalidParameterError(f"SyntheticSet images must be (N, C, H, W). Got shape {tuple(self.images.shape)}.")
         if self.labels.dim() not in (1, 2) or self.labels.shape[0] != self.images.shape[0]:

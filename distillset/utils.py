@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
+import os
 import secrets
 import numbers
 from dataclasses import dataclass
@@ -98,8 +100,8 @@ class Interval:
             return False
         if self.type is int and not isinstance(v, numbers.Integral):
             return False
-        if self.type is float and not isinstance(v, numbers.Real):
-            return False
+        if self.type is float and not (isinstance(v, numbers.Real) and math.isfinite(v)):
+            return False  # inf passed "> 0" and the run ended hours later as "diverged"
         lo_ok = self.left is None or (v >= self.left if self.closed in ("both", "left") else v > self.left)
         hi_ok = self.right is None or (v <= self.right if self.closed in ("both", "right") else v < self.right)
         return lo_ok and hi_ok
@@ -117,6 +119,36 @@ class Interval:
         return f"{kind} in the range {lb}{self.left}, {self.right}{rb}"
 
 
+# the environment variables distillset reads as numbers: name -> (default, what it must be)
+ENV_NUMBERS = {"WORLD_SIZE": (1, Interval(int, 1)),  # set by torchrun, as LOCAL_RANK
+               "LOCAL_RANK": (0, Interval(int, 0)),
+               "DISTILLSET_TIMEOUT_S": (1800.0, Interval(float, 0, closed="neither")),
+               "DISTILLSET_KEEP_FREED_MEMORY": (1, Interval(int, 0, 1))}
+
+
+def env_number(name: str):
+    """The environment variable ``name`` of :data:`ENV_NUMBERS` as its number (its default when unset or
+    empty); any other value is one line naming the variable, not a traceback in the middle of a run."""
+    default, interval = ENV_NUMBERS[name]
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = interval.type(text)
+    except ValueError:
+        value = None
+    if value is None or not interval.accepts(value):
+        raise InvalidParameterError(f"The environment variable {name}={text!r} must be {interval}; "
+                                    f"set it to such a number or unset it (default {default}).")
+    return value
+
+
+def check_environment() -> None:
+    """Read every variable of :data:`ENV_NUMBERS` once, so that a bad one stops a command before any work."""
+    for name in ENV_NUMBERS:
+        env_number(name)
+
+
 # a seed: what torch.Generator.manual_seed takes (a larger one was a traceback after the data was loaded)
 SEED_RANGE = Interval(int, 0, 2**64 - 1)
 
@@ -132,6 +164,24 @@ class Options:
 
     def __str__(self) -> str:
         return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Exactly:
+    """The one value a parameter may take, and why (it said "in the range [0, 0]")."""
+
+    value: Any
+    why: str
+
+    def accepts(self, v: Any) -> bool:
+        return type(v) is type(self.value) and v == self.value
+
+    def __str__(self) -> str:
+        return f"{self.value!r} ({self.why})"
+
+
+# the iterations of a method that solves or selects in one step
+NO_ITERATIONS = Exactly(0, "it has no iterations; leave the option out")
 
 
 @dataclass(frozen=True)
@@ -208,10 +258,9 @@ def _glibc_with_settings():
     """glibc, after applying :data:`_MALLOPT` in order (stopping at a refusal); None where it cannot."""
     import ctypes
     import ctypes.util
-    import os
     import sys
 
-    if os.environ.get("DISTILLSET_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    if env_number("DISTILLSET_KEEP_FREED_MEMORY") == 0 or not sys.platform.startswith("linux"):
         return None
     name = ctypes.util.find_library("c")
     try:

@@ -187,7 +187,7 @@ class ArchitectureSearch:
 
     def _real(self, data, spec: str) -> dict[str, float]:
         """The reference training of one architecture (cached: it is shared by every proxy)."""
-        from ..cache import cached
+        from ..cache import NAS_REAL, cached
 
         def build():
             t0 = time.perf_counter()
@@ -198,7 +198,7 @@ class ArchitectureSearch:
         settings = {"spec": spec, "data": self._data_key, "val_per_class": data.extra.get("val_per_class"),
                     "epochs": self.full_epochs, "per_class": self.full_per_class, "n_models": self.n_models,
                     "seed": self.seed_}
-        out = cached("nas-real", settings, build)
+        out = cached(NAS_REAL, settings, build)
         return {"val": float(out["val"].mean()), "test": float(out["test"].mean()), "seconds": float(out["seconds"])}
 
     def _full(self, data) -> SyntheticSet:

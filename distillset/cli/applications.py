@@ -93,6 +93,12 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
     return {m: classes[m]._checked_params(params) for m, params in out.items()}
 
 
+def _named_once(names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # their results would share one name in the record (one overwritten)
+        raise InvalidParameterError(f"{', '.join(map(repr, twice))} given twice; name each once.")
+
+
 OWN_FLAGS = {"ipc": "--ipc", "random_state": "--seed", "device": "--device", "progress": "(always off here)"}
 
 
@@ -115,7 +121,6 @@ def _setup(args):
 
     out = Path(args.out)
     check_run_folder(out, resume=False, overwrite=args.overwrite)
-    _check_evaluation(args)
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
 
 
@@ -135,14 +140,17 @@ def run_continual(args) -> int:
     from ..applications import ClassIncremental
     from ..applications.continual import plot_curves
 
+    _named_once(args.methods)
     params = _params(args, args.methods)  # names before the data is read (or downloaded)
+    _check_evaluation(args)
     data, out = _setup(args)
     runs = [ClassIncremental(m, steps=args.steps, ipc=args.ipc, orders=args.orders, params=params[m] or None,
                              n_models=args.eval_runs, epochs=args.eval_epochs, model=args.eval_model,
                              augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
     for r in runs:
         r._validate(data)  # every method's settings before the first one works
-    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), keep="continual.json"):
+    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), expect_empty=not args.overwrite,
+                    keep="continual.json"):
         records = []
         for r in runs:
             print(f"{r.method}: {args.orders} orders x {args.steps} steps of {data.num_classes // args.steps} classes",
@@ -181,7 +189,8 @@ def run_nas(args) -> int:
     if args.random:
         ipc = next(iter(sets.values())).ipc if sets else 10
         sets["random"] = get_method("random", ipc=ipc, random_state=args.seed).fit(data).synthetic_
-    with run_folder(out, previous=FILES["nas"] if args.overwrite else (), keep="nas.json"):
+    with run_folder(out, previous=FILES["nas"] if args.overwrite else (), expect_empty=not args.overwrite,
+                    keep="nas.json"):
         record = nas.fit(data, sets).to_dict()
         _write(out, "nas.json", _record(args, record))
         plot_ranking(nas, out / "nas.png", data.name)
@@ -199,7 +208,9 @@ def run_audit(args) -> int:
     from ..applications import MembershipAudit
     from ..applications.privacy import plot_roc
 
+    _named_once(args.pipelines)
     params = _params(args, [p for p in args.pipelines if p != "full"])  # names before the data is read
+    _check_evaluation(args)
     data, out = _setup(args)
     audits = {p: MembershipAudit(p, pool_size=args.pool_size, n_models=args.models, ipc=args.ipc,
                                  params=params.get(p) or None, model=args.eval_model, epochs=args.eval_epochs,
@@ -207,7 +218,8 @@ def run_audit(args) -> int:
               for p in args.pipelines}
     for a in audits.values():
         a._validate(data)
-    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else (), keep="audit.json"):
+    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else (), expect_empty=not args.overwrite,
+                    keep="audit.json"):
         done = {}
         for name, a in audits.items():
             print(f"{name}: {args.models} models on random halves of a {args.pool_size}-image pool", flush=True)

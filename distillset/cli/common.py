@@ -68,6 +68,8 @@ def _yaml_number(value):
 def load_config(path: str | Path) -> dict:
     """A YAML mapping from ``path``; any other content is an error naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise InvalidParameterError(f"Config {path} is a folder; --config takes a YAML file.")
     if not path.is_file():
         raise InvalidParameterError(f"Config file not found: {path}. Check the --config path.")
     try:
@@ -193,8 +195,9 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoint/checkpoint*"):
-    """Create ``out``; ``previous`` names the old run's files to delete (``--overwrite``).
+def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoint/checkpoint*", expect_empty: bool = True):
+    """Create ``out`` and hold it for this command; ``previous`` names the old run's files to delete
+    (``--overwrite``); ``expect_empty``: neither --resume nor --overwrite was given.
 
     If the command then fails before it has written a file matching ``keep`` (a checkpoint; an
     application's record), the folders it created are removed again: a failed command leaves nothing
@@ -205,15 +208,43 @@ def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoin
         created = created.parent
     created = None if created.exists() else created
     out.mkdir(parents=True, exist_ok=True)
-    for name in previous:
-        target = out / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    with _held(out):
+        if expect_empty and any(out.iterdir()):  # another command wrote here since check_run_folder looked
+            raise OutputError(f"--out {out} received files from another command while this one started; "
+                              "choose another --out.")
+        for name in previous:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        try:
+            yield out
+        except BaseException:
+            if created is not None and not any(out.glob(keep)):
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+
+
+@contextlib.contextmanager
+def _held(folder: Path):
+    """An exclusive lock on ``folder`` itself (no lock file is left in it) while inside: two commands given
+    the same --out at once both passed the emptiness check and wrote over each other. Advisory, where the
+    system has flock (not on Windows, not always on network file systems)."""
     try:
-        yield out
-    except BaseException:
-        if created is not None and not any(out.glob(keep)):
-            shutil.rmtree(created, ignore_errors=True)
-        raise
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"Another distillset command is writing to --out {folder} now; wait for it to end "
+                              "or choose another --out.") from None
+        except OSError:  # a file system without locks: run as before
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # ---------------------------------------------------------------------------------- printing

@@ -80,6 +80,8 @@ def run(args) -> int:
     if "dataset" not in syn.meta:
         raise InvalidParameterError(f"{args.path} has no 'dataset' in its metadata, so the test set is unknown; "
                                     "add it to the .json (e.g. \"dataset\": \"mnist\").")
+    if args.protocol != "own":
+        ev._lrs(syn)  # --lr learned on a set without a learned step size: before the data is read
     data = load_dataset(syn.meta["dataset"], root=args.data_root, download=args.download)
     if args.protocol == "own":
         return run_own(args, syn, data, runs)

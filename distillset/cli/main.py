@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from ..errors import DistillsetError, DivergenceError, InvalidParameterError
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0, 1 for a diverged run, 2 for an error, 130 if interrupted)."""
+    """Run the CLI; returns the exit code (0, 1 for a diverged run, 2 for an error, 130 if interrupted,
+    143 if terminated)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     where = ""
     try:
-        with processes(args) as where, warnings.catch_warnings(), one_line_warnings(args.command):
+        with sigterm_as_interrupt(), processes(args) as where, warnings.catch_warnings(), one_line_warnings(args.command):
             # an old parameter name still works; say so (Python hides DeprecationWarning by default)
             warnings.filterwarnings("default", message=r"The '.*' parameter of .* is now called", category=DeprecationWarning)
             return int(args.func(args) or 0)
@@ -65,17 +68,40 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"distillset {args.command}: {where}error: {describe(e)}", file=sys.stderr)
         return 1 if isinstance(e, DivergenceError) else 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if args.debug:
             raise
         print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     except RuntimeError as e:  # a collective that failed: another process died or stopped answering
         if args.debug or not where or not _collective_failure(e):
             raise
         print(f"distillset {args.command}: {where}error: another process failed or stopped answering "
               f"({' '.join(str(e).split())[:200]}); {AFTER_FAILURE[args.command]}", file=sys.stderr)
         return 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit, torchrun ending its processes)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM ends a command as Ctrl-C does, so that its cleanup runs: the folder of a command that wrote
+    nothing yet is removed (it was left empty), a run keeps its last checkpoint. Main thread only (Python
+    installs signal handlers there alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -106,8 +132,10 @@ def processes(args):
     """Under ``torchrun`` (WORLD_SIZE > 1): join the process group for the command, let rank 0 alone print,
     and yield the prefix of this process's error lines ("rank R: "); else yield ""."""
     from .. import distributed
+    from ..utils import check_environment
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in AFTER_FAILURE:
+    check_environment()
+    if distributed.world_size_from_env() > 1 and args.command not in AFTER_FAILURE:
         raise InvalidParameterError(f"'distillset {args.command}' runs in one process; under torchrun only "
                                     f"{' and '.join(AFTER_FAILURE)} split their work. Run it without torchrun.")
     if not distributed.init_from_env(getattr(args, "device", None)):

@@ -536,7 +536,7 @@ def cache_dir() -> Path:
     -------
     pathlib.Path
     """
-    from ..cache import cache_root
+    from ..cache import DECODED, cache_root
 
     legacy = os.environ.get("DISTILLSET_CACHE_DIR")
     if legacy:
@@ -544,7 +544,7 @@ def cache_dir() -> Path:
                       "$DISTILLSET_CACHE, the root of every cache (decoded images go to its decoded/ folder).",
                       FutureWarning, stacklevel=2)
         return Path(legacy).expanduser()
-    return cache_root() / "decoded"
+    return cache_root() / DECODED
 
 
 def _decode_one(path: Path, mode: str) -> np.ndarray:

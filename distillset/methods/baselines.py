@@ -15,7 +15,7 @@ import torch
 from .._registry import parse_spec
 from ..models import MODELS, canonical_model_name
 from ..precision import PRECISIONS, chunk_size, frozen_embed, precision_name, resolve_precision
-from ..utils import Instance, Interval, Options, draw_seed
+from ..utils import NO_ITERATIONS, Instance, Interval, Options, draw_seed
 from .base import DistillMethod, RealData, State, register_method
 from .common import class_labels
 
@@ -38,7 +38,7 @@ class _Selection(DistillMethod):
     _distributed = True  # no iterations: every process makes the same selection
 
     _parameter_constraints = {"features": [Instance((str,))], "feature_epochs": [Interval(int, 0)],
-                              "iterations": [Interval(int, 0, 0)], "precision": [Options(PRECISIONS)]}
+                              "iterations": [NO_ITERATIONS], "precision": [Options(PRECISIONS)]}
 
     def __init__(self, ipc=10, *, features="convnet", feature_epochs=5, precision="auto", model="convnet",
                  random_state=None, device=None, iterations=0, checkpoint_dir=None, checkpoint_every=None, log_every=1,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..augment import augment, resolve_strategy
 from ..kernels import (centered_one_hot, is_random_kernel, kernel_accuracy, krr_predict, label_solve, make_kernel,
                        parse_kernel_spec)
-from ..utils import Instance, Interval, Options, draw_seed
+from ..utils import NO_ITERATIONS, Instance, Interval, Options, draw_seed
 from ..zca import ZCA
 from .base import DistillMethod, State, register_method
 from .common import class_labels, init_images
@@ -257,7 +257,7 @@ class LS(DistillMethod):
     name = "ls"
     _distributed = True  # closed form, no iterations: every process solves the same
     _parameter_constraints = {
-        "iterations": [Interval(int, 0, 0)],
+        "iterations": [NO_ITERATIONS],
         "kernel": [Instance((str,))],
         "reg": [Interval(float, 0)],
         "ls_reg": [Interval(float, 0)],

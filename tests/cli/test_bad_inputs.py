@@ -78,9 +78,10 @@ root = pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 
 
 
-def case(name, argv, setup, code, text, marks=()):
-    """argv ("{d}" = the case's folder), setup(d, finished_run) or None, exit code, text the line must hold."""
-    return pytest.param(argv, setup, code, text, id=name, marks=marks)
+def case(name, argv, setup, code, text, marks=(), env=None):
+    """argv ("{d}" = the case's folder), setup(d, finished_run) or None, exit code, text the line must hold,
+    environment variables to set."""
+    return pytest.param(argv, setup, code, text, env or {}, id=name, marks=marks)
 
 
 CASES = [
@@ -93,9 +94,12 @@ CASES = [
     case("param-managed", ["distill", "--param", "checkpoint_dir=x"], None, 2, "with --out"),
     case("param-bad-yaml", ["distill", "--param", "lr_img=[1"], None, 2, "not valid YAML"),
     case("param-out-of-range", ["distill", "--param", "lr_img=-1"], None, 2, "'lr_img' parameter of DM must be"),
+    case("param-infinite", ["distill", "--param", "lr_img=.inf"], None, 2, "'lr_img' parameter of DM must be a float > 0. Got inf"),
     case("param-bad-option", ["distill", "--param", "image_init=magic"], None, 2, "'image_init' parameter of DM must be one of"),
     case("param-wrong-type", ["distill", "--param", "batch_real=many"], None, 2, "'batch_real' parameter of DM"),
     case("iterations-zero", ["distill", "--iterations", "0"], None, 2, "iterations=0"),
+    case("iterations-closed-form", ["distill", "--method", "ls", "--iterations", "5"], None, 2,
+         "'iterations' parameter of LS must be 0 (it has no iterations; leave the option out). Got 5"),
     case("ipc-zero", ["distill", "--ipc", "0"], None, 2, "'ipc' parameter of DM must be an int >= 1"),
     case("ipc-too-large", ["distill", "--ipc", "1000"], None, 2, "larger than the smallest class"),
     case("seed-negative", ["distill", "--seed", "-1"], None, 2, "'random_state' parameter of DM"),
@@ -114,6 +118,7 @@ CASES = [
     case("config-bad-preset", ["distill", "--config", "{d}/c.yaml"], _cfg("preset: turbo\n"), 2, "'turbo' is not one of"),
     case("config-unknown-key", ["distill", "--config", "{d}/c.yaml"], _cfg("ipcs: 3\n"), 2, "Unknown key 'ipcs'"),
     case("config-missing", ["distill", "--config", "{d}/nope.yaml"], None, 2, "Config file not found"),
+    case("config-a-folder", ["distill", "--config", "{d}"], None, 2, "is a folder; --config takes a YAML file"),
     case("config-not-yaml", ["distill", "--config", "{d}/c.yaml"], _cfg("a: [1\n"), 2, "is not valid YAML"),
     case("config-a-list", ["distill", "--config", "{d}/c.yaml"], _cfg("- 1\n- 2\n"), 2, "must be a YAML mapping"),
     case("config-wrong-type", ["distill", "--config", "{d}/c.yaml"], _cfg("ipc: ten\n"), 2, "ipc must be an int"),
@@ -141,6 +146,13 @@ CASES = [
     case("resume-garbage-checkpoint", ["distill", "--out", "{d}/run", "--resume"],
      _copy_run(lambda p: p.write_bytes(b"\0" * 99)), 2,
      "checkpoint.safetensors is unreadable"),
+    # environment variables: read before any work (a bad one was a traceback in the middle of a run)
+    case("env-world-size-text", ["distill", *FAST], None, 2, "WORLD_SIZE='two' must be an int >= 1",
+         env={"WORLD_SIZE": "two"}),
+    case("env-timeout-negative", ["distill", *FAST], None, 2, "DISTILLSET_TIMEOUT_S='-5' must be a float > 0",
+         env={"DISTILLSET_TIMEOUT_S": "-5"}),
+    case("env-keep-freed-memory-word", ["evaluate", "{d}/set.json"], _set(), 2,
+         "DISTILLSET_KEEP_FREED_MEMORY='off' must be an int in the range [0, 1]", env={"DISTILLSET_KEEP_FREED_MEMORY": "off"}),
     # data
     case("data-missing", ["distill", "--dataset", "mnist", "--data-root", "{d}"], None, 2, "not found"),
     # saved sets: evaluate and show
@@ -174,6 +186,8 @@ CASES = [
      _set(), 2, "which is a file"),
     case("evaluate-json-exists", ["evaluate", "{d}/set.json", "--json", "{d}/mine.json"],
      lambda d, _: (write_set(d), (d / "mine.json").write_text("x")), 2, "pass --overwrite to replace it"),
+    case("evaluate-lr-learned-none", ["evaluate", "{d}/set.json", "--lr", "learned", "--data-root", "{d}/none"],
+         _set(meta={**META, "dataset": "mnist"}), 2, "lr='learned' needs a set that carries"),  # before the data
     case("evaluate-bad-preset", ["evaluate", "{d}/set.json", "--preset", "turbo"], None, 2, "invalid choice: 'turbo'"),
     case("evaluate-epochs-negative", ["evaluate", "{d}/set.json", "--epochs", "-3"], None, 2, "--epochs must be an int"),
     case("evaluate-model-unknown-option", ["evaluate", "{d}/set.json", "--models", "convnet(widht=8)", "--runs", "1",
@@ -189,6 +203,10 @@ CASES = [
          "--num-experts must be an int >= 1. Got 0"),
     case("continual-eval-model-option", ["continual", "--dataset", "digits", "--methods", "dm", "--eval-model",
                                          "convnet(widht=3)", "--out", "{d}/cc"], None, 2, "has no option 'widht'"),
+    case("continual-method-twice", ["continual", "--methods", "dm", "random", "dm", "--out", "{d}/cc"], None, 2,
+         "'dm' given twice; name each once"),
+    case("audit-pipeline-twice", ["audit-mia", "--pipelines", "full", "random", "full", "--out", "{d}/aa"], None, 2,
+         "'full' given twice"),
     case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
      "Labels must lie in [0, 10)"),
     case("show-grid-exists", ["show", "{d}/set.json", "--grid", "{d}/mine.png"],
@@ -200,9 +218,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv,setup,code,text", CASES)
-def test_bad_input(argv, setup, code, text, tmp_path, monkeypatch, capsys, finished_run):
+@pytest.mark.parametrize("argv,setup,code,text,env", CASES)
+def test_bad_input(argv, setup, code, text, env, tmp_path, monkeypatch, capsys, finished_run):
     monkeypatch.chdir(tmp_path)  # a default runs/<name> folder would land here, and be caught
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     if setup is not None:
         setup(tmp_path, finished_run)
     argv = [a.replace("{d}", str(tmp_path)) for a in argv]
@@ -318,3 +338,42 @@ def test_out_not_writable_even_as_root(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ro is not writable; choose another --out" in err
     assert snapshot(tmp_path) == before
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path):
+    """A terminated continual run that had written nothing leaves no folder behind (it left an empty one)."""
+    import signal
+    import time
+
+    out = tmp_path / "cl"
+    run = subprocess.Popen([sys.executable, "-m", "distillset", "continual", "--dataset", "digits", "--methods", "random",
+                            "--steps", "2", "--ipc", "2", "--orders", "1", "--eval-runs", "1", "--eval-epochs", "3000",
+                            "--device", "cpu", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 60
+    while not out.exists() and time.time() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    assert out.exists(), "the command never made its folder"
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143 and err.strip().endswith("interrupted"), err
+    assert not out.exists()
+
+
+def test_a_second_command_on_the_same_out_is_refused(tmp_path, monkeypatch, capsys):
+    """Two commands given one --out at once both passed the emptiness check and wrote over each other."""
+    import distillset.cli.common
+    from distillset.cli.common import _held
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with _held(out):  # the first command, still running
+        assert main(["distill", *FAST, "--out", str(out)]) == 2
+    assert "Another distillset command is writing to --out" in capsys.readouterr().err
+    assert not any(out.iterdir())
+    # the first one wrote between the second's check and its start
+    monkeypatch.setattr(distillset.cli.distill, "check_run_folder",
+                        lambda *a: (distillset.cli.common.check_run_folder(*a), (out / "config.yaml").write_text("x")))
+    assert main(["distill", *FAST, "--out", str(out)]) == 2
+    assert "received files from another command" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["config.yaml"] and (out / "config.yaml").read_text() == "x"
