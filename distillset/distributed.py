@@ -162,7 +162,11 @@ def init_from_env(device: str | None = None) -> bool:
                                         "(torchrun --nproc-per-node N -m distillset ...), which sets them.")
     gpu = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     if gpu:
-        torch.cuda.set_device(env_number("LOCAL_RANK"))
+        local_rank = env_number("LOCAL_RANK")
+        if local_rank >= torch.cuda.device_count():
+            raise InvalidParameterError(f"LOCAL_RANK={local_rank} but this machine has {torch.cuda.device_count()} CUDA "
+                                        "device(s); start at most that many processes per node (torchrun --nproc-per-node).")
+        torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return True
 

@@ -95,6 +95,8 @@ class SyntheticSet:
 
     def __post_init__(self):
         self.images, self.labels = _as_tensor(self.images, "images"), _as_tensor(self.labels, "labels")
+        if self.labels.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
+            self.labels = self.labels.long()  # class indices as int32 / uint8 (NumPy's): the loss takes int64
         if self.images.dim() != 4:
             raise InvalidParameterError(f"SyntheticSet images must be (N, C, H, W). Got shape {tuple(self.images.shape)}.")
         if self.labels.dim() not in (1, 2) or self.labels.shape[0] != self.images.shape[0]:

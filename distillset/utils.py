@@ -100,7 +100,7 @@ class Interval:
             return False
         if self.type is int and not isinstance(v, numbers.Integral):
             return False
-        if self.type is float and not (isinstance(v, numbers.Real) and math.isfinite(v)):
+        if self.type is float and not (isinstance(v, numbers.Integral) or isinstance(v, numbers.Real) and math.isfinite(v)):
             return False  # inf passed "> 0" and the run ended hours later as "diverged"
         lo_ok = self.left is None or (v >= self.left if self.closed in ("both", "left") else v > self.left)
         hi_ok = self.right is None or (v <= self.right if self.closed in ("both", "right") else v < self.right)
@@ -122,7 +122,7 @@ class Interval:
 # the environment variables distillset reads as numbers: name -> (default, what it must be)
 ENV_NUMBERS = {"WORLD_SIZE": (1, Interval(int, 1)),  # set by torchrun, as LOCAL_RANK
                "LOCAL_RANK": (0, Interval(int, 0)),
-               "DISTILLSET_TIMEOUT_S": (1800.0, Interval(float, 0, closed="neither")),
+               "DISTILLSET_TIMEOUT_S": (1800.0, Interval(float, 0, 1e9, closed="right")),  # timedelta's range
                "DISTILLSET_KEEP_FREED_MEMORY": (1, Interval(int, 0, 1))}
 
 
@@ -174,7 +174,8 @@ class Exactly:
     why: str
 
     def accepts(self, v: Any) -> bool:
-        return type(v) is type(self.value) and v == self.value
+        kind = numbers.Integral if isinstance(self.value, int) else type(self.value)
+        return isinstance(v, kind) and not isinstance(v, bool) and v == self.value
 
     def __str__(self) -> str:
         return f"{self.value!r} ({self.why})"

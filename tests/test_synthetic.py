@@ -75,6 +75,7 @@ def test_shape_errors():
 def test_arrays_and_lists_become_tensors():
     s = SyntheticSet(np.zeros((2, 1, 8, 8)), [0, 1], {"num_classes": 2, "mean": [0.0], "std": [1.0]})
     assert s.images.dtype == torch.float32 and s.labels.dtype == torch.int64 and s.ipc == 1
+    assert SyntheticSet(s.images, np.array([0, 1], dtype=np.int32)).labels.dtype == torch.int64  # the loss's dtype
     for images in ("abc", None, [[1.0], [1.0, 2.0]]):  # were raw TypeErrors / ValueErrors from .dim()
         with pytest.raises(ValueError, match="images must be a tensor, a NumPy array or a nested list"):
             SyntheticSet(images, [0, 1])

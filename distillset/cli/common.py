@@ -203,10 +203,7 @@ def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoin
     application's record), the folders it created are removed again: a failed command leaves nothing
     behind, a failed *run* keeps what it made (the checkpoint for --resume, the results so far).
     """
-    created = out
-    while not created.parent.exists():
-        created = created.parent
-    created = None if created.exists() else created
+    missing = [f for f in (out, *out.parents) if not f.exists()]  # the folders this command makes, deepest first
     out.mkdir(parents=True, exist_ok=True)
     with _held(out):
         if expect_empty and any(out.iterdir()):  # another command wrote here since check_run_folder looked
@@ -218,9 +215,20 @@ def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoin
         try:
             yield out
         except BaseException:
-            if created is not None and not any(out.glob(keep)):
-                shutil.rmtree(created, ignore_errors=True)
+            if missing and not any(out.glob(keep)):
+                _remove_made(missing)
             raise
+
+
+def _remove_made(folders: list[Path]) -> None:
+    """Remove ``out`` (``folders[0]``, made by this command) and then each parent it made while empty: a
+    parent can by now hold another run's folder (``runs/exp/seed1`` beside a failed ``runs/exp/seed0``)."""
+    shutil.rmtree(folders[0], ignore_errors=True)
+    for parent in folders[1:]:
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: someone else's now
+            return
 
 
 @contextlib.contextmanager

@@ -95,7 +95,8 @@ def sigterm_as_interrupt():
         return
 
     def terminate(signum, frame):
-        raise Terminated()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once (cleanup can wait on a
+        raise Terminated()                             # network being trained, or on a collective)
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:

@@ -149,7 +149,7 @@ CASES = [
     # environment variables: read before any work (a bad one was a traceback in the middle of a run)
     case("env-world-size-text", ["distill", *FAST], None, 2, "WORLD_SIZE='two' must be an int >= 1",
          env={"WORLD_SIZE": "two"}),
-    case("env-timeout-negative", ["distill", *FAST], None, 2, "DISTILLSET_TIMEOUT_S='-5' must be a float > 0",
+    case("env-timeout-negative", ["distill", *FAST], None, 2, "DISTILLSET_TIMEOUT_S='-5' must be a float in the range (0, 1000000000.0]",
          env={"DISTILLSET_TIMEOUT_S": "-5"}),
     case("env-keep-freed-memory-word", ["evaluate", "{d}/set.json"], _set(), 2,
          "DISTILLSET_KEEP_FREED_MEMORY='off' must be an int in the range [0, 1]", env={"DISTILLSET_KEEP_FREED_MEMORY": "off"}),
@@ -377,3 +377,37 @@ def test_a_second_command_on_the_same_out_is_refused(tmp_path, monkeypatch, caps
     assert main(["distill", *FAST, "--out", str(out)]) == 2
     assert "received files from another command" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["config.yaml"] and (out / "config.yaml").read_text() == "x"
+
+
+def test_a_failed_command_removes_only_the_folders_it_made(tmp_path, monkeypatch):
+    """runs/exp/seed0 fails before its first checkpoint while runs/exp/seed1 has finished: runs/exp, made by the
+    first, stays with seed1's result (the whole runs/exp was removed)."""
+    from distillset.cli.common import run_folder
+
+    first = tmp_path / "runs" / "exp" / "seed0"
+    with pytest.raises(KeyboardInterrupt):
+        with run_folder(first):
+            (tmp_path / "runs" / "exp" / "seed1").mkdir()
+            (tmp_path / "runs" / "exp" / "seed1" / "result.json").write_text("{}")
+            raise KeyboardInterrupt
+    assert not first.exists() and (tmp_path / "runs" / "exp" / "seed1" / "result.json").exists()
+    with pytest.raises(KeyboardInterrupt):  # alone, it leaves nothing
+        with run_folder(tmp_path / "a" / "b" / "c"):
+            raise KeyboardInterrupt
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_second_sigterm_kills_at_once():
+    """The first SIGTERM raises (its cleanup may wait on a network in training); the second is not caught."""
+    import signal
+    import time
+
+    from distillset.cli.main import Terminated, sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before
