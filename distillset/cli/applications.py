@@ -149,8 +149,7 @@ def run_continual(args) -> int:
                              augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
     for r in runs:
         r._validate(data)  # every method's settings before the first one works
-    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), expect_empty=not args.overwrite,
-                    keep="continual.json"):
+    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), keep="continual.json"):
         records = []
         for r in runs:
             print(f"{r.method}: {args.orders} orders x {args.steps} steps of {data.num_classes // args.steps} classes",
@@ -189,8 +188,7 @@ def run_nas(args) -> int:
     if args.random:
         ipc = next(iter(sets.values())).ipc if sets else 10
         sets["random"] = get_method("random", ipc=ipc, random_state=args.seed).fit(data).synthetic_
-    with run_folder(out, previous=FILES["nas"] if args.overwrite else (), expect_empty=not args.overwrite,
-                    keep="nas.json"):
+    with run_folder(out, previous=FILES["nas"] if args.overwrite else (), keep="nas.json"):
         record = nas.fit(data, sets).to_dict()
         _write(out, "nas.json", _record(args, record))
         plot_ranking(nas, out / "nas.png", data.name)
@@ -218,8 +216,7 @@ def run_audit(args) -> int:
               for p in args.pipelines}
     for a in audits.values():
         a._validate(data)
-    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else (), expect_empty=not args.overwrite,
-                    keep="audit.json"):
+    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else (), keep="audit.json"):
         done = {}
         for name, a in audits.items():
             print(f"{name}: {args.models} models on random halves of a {args.pool_size}-image pool", flush=True)

@@ -195,9 +195,9 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoint/checkpoint*", expect_empty: bool = True):
+def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoint/checkpoint*", resume: bool = False):
     """Create ``out`` and hold it for this command; ``previous`` names the old run's files to delete
-    (``--overwrite``); ``expect_empty``: neither --resume nor --overwrite was given.
+    (``--overwrite``); ``resume``: --resume continues the run in it. Otherwise it must still be empty.
 
     If the command then fails before it has written a file matching ``keep`` (a checkpoint; an
     application's record), the folders it created are removed again: a failed command leaves nothing
@@ -206,7 +206,7 @@ def run_folder(out: Path, previous: tuple[str, ...] = (), keep: str = "checkpoin
     missing = [f for f in (out, *out.parents) if not f.exists()]  # the folders this command makes, deepest first
     out.mkdir(parents=True, exist_ok=True)
     with _held(out):
-        if expect_empty and any(out.iterdir()):  # another command wrote here since check_run_folder looked
+        if not (previous or resume) and any(out.iterdir()):  # another command wrote here since check_run_folder looked
             raise OutputError(f"--out {out} received files from another command while this one started; "
                               "choose another --out.")
         for name in previous:

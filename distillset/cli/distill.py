@@ -73,7 +73,7 @@ def run(args) -> int:
     main = distributed.is_main()  # under torchrun every process computes; rank 0 alone writes and prints
     distributed.barrier()  # every process has checked everything before rank 0 writes a file
     with _logger(args) as logger, run_folder(out, previous=RUN_FILES if args.overwrite else (),
-                                                    expect_empty=not (args.resume or args.overwrite)) if main else \
+                                                    resume=args.resume) if main else \
             contextlib.nullcontext():
         if main:
             atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
