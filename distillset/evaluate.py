@@ -483,7 +483,7 @@ class Evaluator:
         """The step sizes to try on ``synthetic`` ("learned": the one it carries); checked without the data."""
         lrs = list(self.lr) if isinstance(self.lr, (list, tuple)) else [self.lr]
         lrs = [_learned_lr(synthetic) if v == "learned" else v for v in lrs]
-        if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):
+        if not lrs or not all(Interval(float, 0, closed="neither").accepts(v) for v in lrs):  # a finite float > 0
             raise InvalidParameterError(f"The 'lr' parameter of Evaluator must be a float > 0, 'learned' or a non-empty "
                                         f"list of them. Got {self.lr!r} instead.")
         return [float(v) for v in lrs]
