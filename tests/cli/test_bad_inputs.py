@@ -188,7 +188,8 @@ CASES = [
      lambda d, _: (write_set(d), (d / "mine.json").write_text("x")), 2, "pass --overwrite to replace it"),
     case("evaluate-lr-learned-none", ["evaluate", "{d}/set.json", "--lr", "learned", "--data-root", "{d}/none"],
          _set(meta={**META, "dataset": "mnist"}), 2, "lr='learned' needs a set that carries"),  # before the data
-    case("evaluate-lr-list-infinite", ["evaluate", "{d}/set.json", "--lr", "0.01", "inf", "--data-root", "{d}/none"],
+    case("evaluate-lr-list-infinite", ["evaluate", "{d}/set.json", "--lr", "0.01", "inf", "--val-per-class", "10",
+                                       "--data-root", "{d}/none"],
          _set(meta={**META, "dataset": "mnist"}), 2, "'lr' parameter of Evaluator must be a float > 0"),
     case("evaluate-bad-preset", ["evaluate", "{d}/set.json", "--preset", "turbo"], None, 2, "invalid choice: 'turbo'"),
     case("evaluate-epochs-negative", ["evaluate", "{d}/set.json", "--epochs", "-3"], None, 2, "--epochs must be an int"),
