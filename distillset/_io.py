@@ -1,12 +1,13 @@
 """Crash-safe file writes: a temporary file beside the target, fsync, then one atomic rename.
 
 Whatever instant the process dies at, a reader (or a resumed run) finds either the complete old file
-or the complete new one, never a mix; at worst a stray ``.<name>.tmp`` is left, which the next write
-replaces. Files get the mode the user's umask allows (0644 under the usual 022): ``os.open`` with
+or the complete new one, never a mix. An error or Ctrl-C removes the temporary ``.<name>.tmp``; only a
+kill or a power cut can leave it, and the next write replaces it. Files get the mode the user's umask allows (0644 under the usual 022): ``os.open`` with
 0o666 applies the umask, whereas ``tempfile.mkstemp`` always creates 0600.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -30,12 +31,17 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        while payload:
-            payload = payload[os.write(fd, payload):]
-        os.fsync(fd)  # the bytes reach the disk before the rename makes them visible
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            while payload:
+                payload = payload[os.write(fd, payload):]
+            os.fsync(fd)  # the bytes reach the disk before the rename makes them visible
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C: no half-written hidden file is left in the user's folder
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     _fsync_dir(path.parent)  # and the rename itself survives a power cut
     return path
 

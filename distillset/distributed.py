@@ -127,6 +127,31 @@ def broadcast_module_(net: torch.nn.Module) -> None:
     broadcast_(list(net.parameters()) + list(net.buffers()))
 
 
+@contextlib.contextmanager
+def on_main(context):
+    """Enter ``context()`` on rank 0 alone (the one process that writes, e.g. holding the --out folder);
+    when rank 0 is refused (a :class:`DistillsetError`), every process raises that error, so each names
+    the reason rather than waiting at its first collective until torchrun ends it."""
+    from .errors import DistillsetError
+
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if is_main():
+            try:
+                stack.enter_context(context())
+            except DistillsetError as e:
+                refused = e
+        if active():
+            import torch.distributed as dist
+
+            shared = [refused]
+            dist.broadcast_object_list(shared, 0)
+            refused = shared[0]
+        if refused is not None:
+            raise refused
+        yield
+
+
 def barrier() -> None:
     if active():
         import torch.distributed as dist

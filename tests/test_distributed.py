@@ -192,3 +192,24 @@ def test_torchrun_refuses_commands_that_do_not_split(tmp_path):
                           str(tmp_path / "cl")], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "runs in one process; under torchrun only distill and evaluate" in run.stderr
     assert not (tmp_path / "cl").exists()
+
+
+def test_an_out_held_by_another_command_is_refused_on_every_rank(tmp_path):
+    """Rank 0 alone takes the --out folder; when it is refused, rank 1 names the same reason (not a hang
+    until torchrun tears it down)."""
+    fcntl = pytest.importorskip("fcntl", reason="the --out lock is an flock (not on Windows)")
+    out = tmp_path / "held"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another command writing there
+    try:
+        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                              "127.0.0.1", "--master-port", str(free_port()), "-m", "distillset", "distill",
+                              "--iterations", "1", "--no-eval", "--quiet", "--device", "cpu", "--out", str(out)],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(fd)
+    assert run.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank}: error: Another distillset command is writing to --out" in run.stderr, run.stderr[-2000:]
+    assert not any(out.iterdir())

@@ -72,9 +72,8 @@ def run(args) -> int:
     method, evaluator, out, data, resume = _prepare(args)
     main = distributed.is_main()  # under torchrun every process computes; rank 0 alone writes and prints
     distributed.barrier()  # every process has checked everything before rank 0 writes a file
-    with _logger(args) as logger, run_folder(out, previous=RUN_FILES if args.overwrite else (),
-                                                    resume=args.resume) if main else \
-            contextlib.nullcontext():
+    with _logger(args) as logger, distributed.on_main(
+            lambda: run_folder(out, previous=RUN_FILES if args.overwrite else (), resume=args.resume)):
         if main:
             atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
         print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "

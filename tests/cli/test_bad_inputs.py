@@ -279,6 +279,22 @@ def test_faults_inside_the_run(tmp_path, monkeypatch, capsys):
     assert "not positive definite" in err and err.count("\n") == 1 and not (tmp_path / "a").exists()
 
 
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    """A full disk (or Ctrl-C) mid-write: the target keeps its old bytes and no hidden .tmp stays beside it."""
+    import distillset._io
+
+    target = tmp_path / "grid.png"
+    target.write_bytes(b"old")
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(distillset._io.os, "write", full)
+    with pytest.raises(OSError, match="No space"):
+        distillset._io.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+
+
 def test_overwrite_replaces_only_the_run(tmp_path, finished_run, capsys):
     _copy_run()(tmp_path, finished_run)
     (tmp_path / "run" / "notes.txt").write_text("mine")
