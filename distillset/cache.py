@@ -46,7 +46,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distillset"
 
 
-def _folder() -> Path:
+def prepared_folder() -> Path:
+    """Where the prepared entries (experts, model pools, ...) are kept."""
     return cache_root() / "prepared"
 
 
@@ -70,7 +71,7 @@ def cached(kind: str, settings: dict, build: Callable[[], dict[str, torch.Tensor
 
     ``settings`` must name everything the result depends on (JSON-able values); a miss stores the result.
     """
-    path = _folder() / f"{cache_key(kind, settings)}.safetensors"
+    path = prepared_folder() / f"{cache_key(kind, settings)}.safetensors"
     if path.is_file():
         try:
             return load_file(str(path), device=str(device or "cpu"))
@@ -110,7 +111,7 @@ def list_cache() -> list[dict]:
 
     Prepared entries first, then the decoded image folders (kind ``"decoded"``, settings: the folder)."""
     out = []
-    for path in sorted(_folder().glob("*.safetensors")):
+    for path in sorted(prepared_folder().glob("*.safetensors")):
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}

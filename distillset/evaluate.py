@@ -36,7 +36,7 @@ from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
 from . import distributed
-from .utils import (keep_freed_memory, make_generator, release_freed_memory, resolve_device, resolve_seed,
+from .utils import (RANDOM_STATE, keep_freed_memory, make_generator, release_freed_memory, resolve_device, resolve_seed,
                     validate_params, Interval, Options, Instance)
 from .zca import apply_zca
 
@@ -236,6 +236,10 @@ def test_accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     return 100.0 * correct.item() / images.shape[0]
 
 
+def _listed(names, most: int = 4) -> str:
+    return ", ".join(map(str, names[:most])) + (", ..." if len(names) > most else "")
+
+
 def network_seeds(random_state: int, model_index: int, n_models: int) -> list[tuple[int, int]]:
     """(init seed, training-stream seed) of each network: independent streams derived from one root.
 
@@ -336,6 +340,7 @@ class Evaluator:
         "workers": [None, Interval(int, 1)],
         "resume_dir": [None, Instance((str, Path))],
         "progress": [Instance((bool,))],
+        "random_state": RANDOM_STATE,
     }
 
     def __init__(self, models: str | Sequence[str] = "convnet", *, n_models=5, epochs=1000, augment="auto",
@@ -389,6 +394,10 @@ class Evaluator:
         if (declared is not None and declared != data.num_classes) or too_many:
             raise InvalidParameterError(f"The synthetic set has {declared or synthetic.num_classes} classes but the data set "
                                         f"{data.name!r} has {data.num_classes}; evaluate on the data set it was distilled from.")
+        names = synthetic.meta.get("classes")
+        if isinstance(names, list) and names != list(data.classes):  # e.g. another image folder with as many classes
+            raise InvalidParameterError(f"The synthetic set's classes ({_listed(names)}) are not those of the data set "
+                                        f"{data.name!r} ({_listed(data.classes)}); evaluate on the data it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         synthetic = synthetic.decoded()  # multi-formation: networks train on the f x f tiles of each image
         lrs = self._lrs(synthetic)

@@ -80,6 +80,7 @@ def load_run(folder: str | Path) -> RunView:
     if not {"dataset", "method"} <= r.keys():
         raise CorruptFileError(f"{result} has no 'dataset' or 'method': not a distillset record (damaged?); rerun "
                                "the distill command that wrote it, or leave this folder out.")
+    _check_shapes(r, result)
     view = RunView(name=folder.name, dataset=r["dataset"], method=r["method"], ipc=r.get("ipc"),
                    settings={**_flat(settings), **_flat(r.get("params", {}), "params.")},
                    iterations=r.get("params", {}).get("iterations"), history=r.get("history", {}),
@@ -93,6 +94,22 @@ def load_run(folder: str | Path) -> RunView:
     view.measurements.update(r.get("measurements", {}))
     _read_set(view, folder / "synthetic", r.get("params", {}))
     return view
+
+
+def _check_shapes(r: dict, path: Path) -> None:
+    """The record's parts the report reads, of the types it reads them as: a damaged or hand-edited file is
+    named in one line rather than failing mid-report."""
+    number = (int, float)
+    bad = [k for k in ("params", "history", "results", "memory") if not isinstance(r.get(k, {}), dict)]
+    if not bad:
+        bad = [f"history.{k}" for k, v in r.get("history", {}).items() if not isinstance(v, list)]
+        bad += [f"results.{label}" for label, per_model in r.get("results", {}).items()
+                if not isinstance(per_model, dict) or not all(
+                    isinstance(res, dict) and isinstance(res.get("mean"), number) and isinstance(res.get("std"), number)
+                    for res in per_model.values())]
+    if bad:
+        raise CorruptFileError(f"{path} is damaged ({', '.join(bad[:3])} not as distillset writes it); rerun the distill "
+                               "command that wrote it, or leave this folder out.")
 
 
 def _read(path: Path, parse):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -328,9 +329,17 @@ class SyntheticSet:
         return atomic_save(path, lambda buf: image.save(buf, format="PNG"))
 
     def png_paths(self, directory: str | Path) -> list[Path]:
-        """Where :meth:`save_pngs` writes each image: ``<directory>/<class>_<index>.png``."""
+        """Where :meth:`save_pngs` writes each image: ``<directory>/<class>_<index>.png``, the class name kept
+        to letters, digits, spaces and dashes (Fashion-MNIST's "T-shirt/top" is ``T-shirt_top``: a name is
+        never a path).
+
+        >>> s = SyntheticSet(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]), {"classes": ["T-shirt/top", "../up"]})
+        >>> [p.name for p in s.png_paths("pngs")]
+        ['T-shirt_top_0000.png', '_up_0001.png']
+        """
         classes = self.meta.get("classes") or [str(c) for c in range(self.num_classes)]
-        return [Path(directory) / f"{classes[c]}_{i:04d}.png" for i, c in enumerate(self.hard_labels.tolist())]
+        names = [re.sub(r"[^\w\- ]+", "_", str(name)) or str(c) for c, name in enumerate(classes)]
+        return [Path(directory) / f"{names[c]}_{i:04d}.png" for i, c in enumerate(self.hard_labels.tolist())]
 
     def save_pngs(self, directory: str | Path) -> list[Path]:
         """One PNG per image, named ``<class>_<index>.png`` (native resolution)."""

@@ -23,6 +23,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
+        if dev.type not in ("cpu", "cuda", "mps"):  # torch knows others (meta, xpu, ...) that distillset never tried
+            raise RuntimeError
     except (RuntimeError, TypeError):
         raise InvalidParameterError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. "
                                     f"Got {device!r} instead.") from None
@@ -196,6 +198,10 @@ class Instance:
         return "an instance of " + " or ".join(t.__name__ for t in self.types)
 
 
+# what every random_state takes: a seed, a generator, or None (fresh entropy, recorded as ``seed_``)
+RANDOM_STATE = (None, SEED_RANGE, Instance((torch.Generator,)))
+
+
 def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, Iterable[Any]],
                     flags: dict[str, str] | None = None) -> None:
     """Check ``params`` against a declarative ``constraints`` dict (sklearn's ``_parameter_constraints``).
@@ -220,9 +226,19 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, I
             if ok:
                 break
         if not ok:
-            desc = " or ".join("None" if c is None else "a callable" if c is callable else str(c) for c in allowed)
-            name = (flags or {}).get(key) or f"The {key!r} parameter of {owner}"
+            flag = (flags or {}).get(key)
+            # a flag's message lists only what can be typed after it (not None, a callable or a Generator)
+            shown = [c for c in allowed if not flag or _typeable(c)] or allowed
+            desc = " or ".join("None" if c is None else "a callable" if c is callable else str(c) for c in shown)
+            name = flag or f"The {key!r} parameter of {owner}"
             raise InvalidParameterError(f"{name} must be {desc}. Got {v!r} instead.")
+
+
+def _typeable(constraint) -> bool:
+    """Whether a value typed on the command line can meet ``constraint``."""
+    if constraint is None or constraint is callable:
+        return False
+    return not isinstance(constraint, Instance) or bool(set(constraint.types) & {str, int, float})
 
 
 # M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 64 MiB, M_MMAP_THRESHOLD 32 MiB, then M_MMAP_MAX 0 (no block of its own)

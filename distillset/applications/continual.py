@@ -32,7 +32,7 @@ from ..augment import check_augment
 from ..evaluate import Evaluator
 from ..models import check_model
 from ..synthetic import SyntheticSet
-from ..utils import derive_seed, resolve_seed
+from ..utils import RANDOM_STATE, derive_seed, resolve_seed, validate_params
 
 
 class ClassIncremental:
@@ -96,6 +96,7 @@ class ClassIncremental:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InvalidParameterError(f"The {name!r} parameter of ClassIncremental must be an int >= {low}. "
                                             f"Got {value!r} instead.")
+        validate_params(type(self).__name__, {"random_state": self.random_state}, {"random_state": RANDOM_STATE})
         if k % self.steps:
             divisors = [d for d in range(1, k + 1) if k % d == 0]
             raise InvalidParameterError(f"steps={self.steps} does not split the {k} classes of {data.name!r} evenly; "

@@ -37,7 +37,7 @@ import torch
 from ..data import require_dataset
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator, real_inputs
-from ..utils import derive_seed, resolve_seed
+from ..utils import RANDOM_STATE, derive_seed, resolve_seed, validate_params
 
 
 def confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -144,6 +144,7 @@ class MembershipAudit:
         if not isinstance(self.n_models, int) or self.n_models < 3:
             raise InvalidParameterError(f"n_models must be an int >= 3 (each model is the target once, the others its "
                                         f"shadows). Got {self.n_models!r}.")
+        validate_params(type(self).__name__, {"random_state": self.random_state}, {"random_state": RANDOM_STATE})
         smallest = int(data.class_counts().min())
         if not isinstance(self.pool_size, int) or not 2 * k <= self.pool_size <= smallest * k:
             raise InvalidParameterError(f"pool_size must be an int in [{2 * k}, {smallest * k}] for {data.name!r}. "

@@ -103,24 +103,25 @@ OWN_FLAGS = {"ipc": "--ipc", "random_state": "--seed", "device": "--device", "pr
 
 
 def _check_evaluation(args) -> None:
-    """The networks' settings, before any work (a typo in --eval-model costs nothing)."""
+    """The networks' settings and --seed, before any work (a typo in --eval-model costs nothing)."""
     from ..evaluate import Evaluator
-    from .common import check_evaluator
+    from .common import EVAL_FLAGS, check_evaluator
 
     check_evaluator(Evaluator(getattr(args, "eval_model", "convnet"), n_models=getattr(args, "eval_runs", 1),
-                              epochs=args.eval_epochs, augment=_augment(args), device=args.device))
+                              epochs=args.eval_epochs, augment=_augment(args), random_state=args.seed,
+                              device=args.device), {**EVAL_FLAGS, "random_state": "--seed"})
 
 
 def _write(out: Path, name: str, record: dict) -> None:
     atomic_write(out / name, json.dumps(record, indent=2))
 
 
-def _setup(args):
+def _setup(args, command: str):
     """The data and the output folder, checked before any work; returns (data, out)."""
     from ..data import load_dataset
 
     out = Path(args.out)
-    check_run_folder(out, resume=False, overwrite=args.overwrite)
+    check_run_folder(out, resume=False, overwrite=args.overwrite, marks=FILES[command][:1])
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
 
 
@@ -143,7 +144,7 @@ def run_continual(args) -> int:
     _named_once(args.methods)
     params = _params(args, args.methods)  # names before the data is read (or downloaded)
     _check_evaluation(args)
-    data, out = _setup(args)
+    data, out = _setup(args, "continual")
     runs = [ClassIncremental(m, steps=args.steps, ipc=args.ipc, orders=args.orders, params=params[m] or None,
                              n_models=args.eval_runs, epochs=args.eval_epochs, model=args.eval_model,
                              augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
@@ -182,7 +183,7 @@ def run_nas(args) -> int:
                              n_models=args.eval_runs, random_state=args.seed, device=args.device)
     _check_evaluation(args)  # --eval-runs / --eval-epochs named as typed, before the search's own checks
     nas._validate()  # every setting before any work or file
-    data, out = _setup(args)
+    data, out = _setup(args, "nas")
     data = data.holdout(args.val_per_class)
     check_proxies(sets, data)  # before any training
     if args.random:
@@ -209,7 +210,7 @@ def run_audit(args) -> int:
     _named_once(args.pipelines)
     params = _params(args, [p for p in args.pipelines if p != "full"])  # names before the data is read
     _check_evaluation(args)
-    data, out = _setup(args)
+    data, out = _setup(args, "audit-mia")
     audits = {p: MembershipAudit(p, pool_size=args.pool_size, n_models=args.models, ipc=args.ipc,
                                  params=params.get(p) or None, model=args.eval_model, epochs=args.eval_epochs,
                                  augment=_augment(args), random_state=args.seed, device=args.device)

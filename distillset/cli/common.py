@@ -120,6 +120,11 @@ def _config_value(action: argparse.Action, key: str, value, path):
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:
         ok = isinstance(value, str)
+    if ok and action.type is path_arg and value is not None:  # "" would fall back to the default folder
+        try:
+            path_arg(value)
+        except argparse.ArgumentTypeError as e:
+            raise InvalidParameterError(f"Config {path}: {key}: {e}.") from None
     if ok and action.choices is not None and value not in action.choices:
         raise InvalidParameterError(f"Config {path}: {key}: {value!r} is not one of {', '.join(action.choices)}.")
     if not ok:
@@ -184,14 +189,20 @@ def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
         raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another {flag}.")
 
 
-def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """A run folder must be new or empty, unless the user asked to continue (--resume) or replace it."""
+def check_run_folder(out: Path, resume: bool, overwrite: bool, marks: tuple[str, ...]) -> None:
+    """A run folder must be new or empty, unless the user asked to continue (--resume) or replace the run
+    in it (--overwrite: only where one of ``marks``, the files a run of this command leaves, shows one)."""
     if resume and overwrite:
         raise InvalidParameterError("--resume and --overwrite contradict each other; pass one of them.")
     check_writable(out, "--out", folder=True)
-    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not (resume or overwrite):
         raise OutputError(f"--out {out} already holds files; pass --resume to continue that run, --overwrite to "
                           "replace it, or choose another --out.")
+    if overwrite and not any((out / m).is_file() for m in marks):  # the user's own files, not a run's
+        raise OutputError(f"--out {out} holds files but no run to replace (no {', '.join(marks)}): --overwrite "
+                          "replaces a run's own files only; choose another --out.")
 
 
 @contextlib.contextmanager

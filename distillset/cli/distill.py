@@ -23,9 +23,11 @@ FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_s
            "checkpoint_every": "checkpoint_every"}
 MANAGED = {"checkpoint_dir": "--out", "progress": "--quiet"}  # set by the CLI only
 CLI_DEFAULTS = {"random_state": 0, "checkpoint_every": 100}
-# what a run writes into --out (--overwrite deletes exactly these)
+# what a run writes into --out (--overwrite deletes exactly these), and the files that show a run is there
+CHECKPOINT_FILE = "checkpoint/checkpoint.safetensors"  # methods.base.CHECKPOINT in it (not imported: --help needs no torch)
 RUN_FILES = ("synthetic.safetensors", "synthetic.json", "grid.png", "loss.png", "step_sizes.png", "result.json",
-             "config.yaml", "report.html", "checkpoint")
+             "config.yaml", "report.html", CHECKPOINT_FILE)
+RUN_MARKS = ("result.json", "synthetic.safetensors", CHECKPOINT_FILE)
 
 
 def add_parser(sub) -> None:
@@ -133,8 +135,8 @@ def _prepare(args):
                                     "give --iterations >= 1.")
     evaluator = None if args.no_eval else _evaluator(args, preset, params)
     if args.baseline not in (None, "none"):
-        distributed.check_supported(METHODS.get(args.baseline)())  # e.g. under torchrun, before the run
-    check_run_folder(out, args.resume, args.overwrite)
+        _check_baseline(METHODS, args.baseline)
+    check_run_folder(out, args.resume, args.overwrite, RUN_MARKS)
     if args.resume and out.is_dir() and any(out.iterdir()) and not (Path(method.checkpoint_dir) / CHECKPOINT).is_file():
         raise OutputError(f"--out {out} holds files but no checkpoint to resume; pass --overwrite to replace them, "
                           "or choose another --out.")  # a resume must not write over a folder it did not make
@@ -149,6 +151,18 @@ def _prepare(args):
     if args.resume and not resume:
         print(f"(no checkpoint in {out / 'checkpoint'} yet: starting from the beginning)", flush=True)
     return method, evaluator, out, data, resume
+
+
+def _check_baseline(methods, name: str) -> None:
+    """A baseline is a set made without iterations (a selection such as random): a distillation method
+    there would run its own default budget, unasked, after the user's run."""
+    baseline = methods.get(name)()
+    if baseline.iterations != 0:
+        quick = sorted(n for n in methods if methods.get(n)().iterations == 0)
+        raise InvalidParameterError(f"--baseline {name} distils (its default {baseline.iterations} iterations would run "
+                                    f"after yours); a baseline is one of {', '.join(quick)} or 'none'. Distil {name} in "
+                                    "a run of its own and compare the two sets with distillset evaluate.")
+    distributed.check_supported(baseline)  # e.g. under torchrun, before the run
 
 
 def _check_tensorboard(args) -> None:

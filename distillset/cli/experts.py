@@ -5,7 +5,7 @@ interrupted run keeps the experts it finished and resumes at the next one when r
 """
 from __future__ import annotations
 
-from .common import add_data_options
+from .common import add_data_options, check_writable
 
 
 def add_parser(sub) -> None:
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import statistics
 
+    from ..cache import prepared_folder
     from ..data import load_dataset
     from ..experts import EXPERT_CONSTRAINTS, train_experts
     from ..utils import resolve_device, validate_params
@@ -40,6 +41,7 @@ def run(args) -> int:
     validate_params("distillset experts", {k: v for k, v in kw.items() if k in EXPERT_CONSTRAINTS}, EXPERT_CONSTRAINTS,
                     flags={k: "--seed" if k == "random_state" else "--" + k.replace("_", "-") for k in kw})
     device = resolve_device(args.device)  # every check before the data is read or a network trained
+    check_writable(prepared_folder(), "$DISTILLSET_CACHE", folder=True)  # keeping them is this command's purpose
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
     experts = train_experts(data, device=device, progress=not args.quiet, **kw)
     acc = experts.test_accuracy

@@ -778,7 +778,8 @@ def read_image_folder_tree(root: str | os.PathLike, *, cache: bool | str | os.Pa
     if missing:
         raise MissingDataError(
             f"Image folder tree incomplete: {' and '.join(missing)} not found. Expected "
-            f"{root}/train/<class>/*.png|jpg and {root}/test/<class>/*.png|jpg."
+            f"{root}/train/<class>/*.png|jpg and {root}/test/<class>/*.png|jpg; point root=... (CLI: --data-root) "
+            "at the tree's folder."
         )
     train, classes = read_image_folder(root / "train", cache=cache, workers=workers)
     test, _ = read_image_folder(test_dir, classes, cache=cache, workers=workers)

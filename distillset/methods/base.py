@@ -47,7 +47,7 @@ from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
 from ..synthetic import LABEL_KINDS, SyntheticSet, infer_label_kind
-from ..utils import (SEED_RANGE, Instance, Interval, derive_seed, keep_freed_memory, make_generator,
+from ..utils import (RANDOM_STATE, Instance, Interval, derive_seed, keep_freed_memory, make_generator,
                      release_freed_memory, resolve_device, resolve_seed, validate_params)
 
 METHODS: Registry[type] = Registry("method")
@@ -175,7 +175,7 @@ class DistillMethod:
         "ipc": [Interval(int, 1)],
         "iterations": [Interval(int, 0)],  # 0: the initialisation (tests' starting point); fit warns, the CLI refuses
         "model": [Instance((str, dict))],
-        "random_state": [None, SEED_RANGE, Instance((torch.Generator,))],
+        "random_state": RANDOM_STATE,
         "device": [None, Instance((str, torch.device))],
         "checkpoint_dir": [None, Instance((str, os.PathLike))],
         "checkpoint_every": [None, Interval(int, 1)],

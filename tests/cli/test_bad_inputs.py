@@ -65,6 +65,15 @@ def _copy_run(damage=lambda checkpoint: None):
     return setup
 
 
+def _edit_result(**changes):
+    """A copy of the finished run in ``d/run`` whose result.json has ``changes`` (a hand edit gone wrong)."""
+    def setup(d, run):
+        shutil.copytree(run, d / "run")
+        record = json.loads((d / "run" / "result.json").read_text())
+        (d / "run" / "result.json").write_text(json.dumps({**record, **changes}))
+    return setup
+
+
 def _truncate(p: Path):
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
@@ -109,6 +118,7 @@ CASES = [
     case("unknown-model", ["distill", "--model", "convnett"], None, 2, "Unknown model 'convnett'. Did you mean"),
     case("cuda-unavailable", ["distill", "--device", "cuda"], None, 2, "sees no CUDA device", marks=cuda),
     case("device-unknown", ["distill", "--device", "gpu"], None, 2, "'device' parameter must be"),
+    case("device-meta", ["distill", "--device", "meta"], None, 2, "'device' parameter must be 'auto', 'cpu'"),
     case("unknown-eval-model", ["distill", "--eval-models", "mlp", "convnett"], None, 2, "Unknown model 'convnett'"),
     case("eval-runs-zero", ["distill", "--eval-runs", "0"], None, 2, "--eval-runs must be an int >= 1. Got 0"),
     case("eval-augment-unknown", ["distill", "--eval-augment", "wiggle"], None, 2, "Unknown augmentation family"),
@@ -122,6 +132,8 @@ CASES = [
     case("config-not-yaml", ["distill", "--config", "{d}/c.yaml"], _cfg("a: [1\n"), 2, "is not valid YAML"),
     case("config-a-list", ["distill", "--config", "{d}/c.yaml"], _cfg("- 1\n- 2\n"), 2, "must be a YAML mapping"),
     case("config-wrong-type", ["distill", "--config", "{d}/c.yaml"], _cfg("ipc: ten\n"), 2, "ipc must be an int"),
+    case("config-out-empty", ["distill", "--config", "{d}/c.yaml"], _cfg("out: ''\n"), 2,
+         "c.yaml: out: the path is empty (an unset shell variable?)"),
     case("config-params-a-list", ["distill", "--config", "{d}/c.yaml"], _cfg("params: [1]\n"), 2, "'params' must be"),
     case("config-params-and-flag", ["distill", "--config", "{d}/c.yaml", "--iterations", "3"],
      _cfg("params: {iterations: 2}\n"), 2, "given twice"),
@@ -210,6 +222,29 @@ CASES = [
          "'dm' given twice; name each once"),
     case("audit-pipeline-twice", ["audit-mia", "--pipelines", "full", "random", "full", "--out", "{d}/aa"], None, 2,
          "'full' given twice"),
+    case("overwrite-no-run", ["distill", "--out", "{d}/proj", "--overwrite", *FAST], lambda d, _: (
+        (d / "proj" / "checkpoint").mkdir(parents=True), (d / "proj" / "config.yaml").write_text("mine"),
+        (d / "proj" / "checkpoint" / "notes.txt").write_text("mine")), 2, "holds files but no run to replace"),
+    case("continual-overwrite-no-run", ["continual", "--out", "{d}/cc", "--overwrite"],
+         lambda d, _: ((d / "cc").mkdir(), (d / "cc" / "continual.png").write_text("mine")), 2,
+         "no continual.json): --overwrite replaces a run's own files only"),
+    case("evaluate-seed-negative", ["evaluate", "{d}/set.json", "--seed", "-1"], _set(), 2,
+         "--seed must be an int in the range [0, 18446744073709551615]. Got -1"),
+    case("continual-seed-negative", ["continual", "--seed", "-1", "--out", "{d}/cc"], None, 2, "--seed must be an int"),
+    case("audit-seed-too-large", ["audit-mia", "--seed", str(2**64), "--out", "{d}/aa"], None, 2, "--seed must be an int"),
+    case("experts-cache-not-writable", ["experts", "--dataset", "digits", "--num-experts", "1"],
+         lambda d, _: (d / "cachefile").write_text("x"), 2, "$DISTILLSET_CACHE", env={"DISTILLSET_CACHE": "{d}/cachefile"}),
+    case("baseline-distils", ["distill", "--baseline", "dc"], None, 2,
+         "--baseline dc distils (its default 1000 iterations would run after yours); a baseline is one of herding, kcenter"),
+    case("evaluate-other-classes", ["evaluate", "{d}/set.json", "--runs", "1", "--epochs", "1", "--device", "cpu"],
+         _set(meta={**META, "classes": list("abcdefghij")}), 2,
+         "The synthetic set's classes (a, b, c, d, ...) are not those of the data set 'digits' (0, 1, 2, 3, ...)"),
+    case("report-results-a-list", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(results=[]), 2,
+         "result.json is damaged (results not as distillset writes it)"),
+    case("report-history-a-number", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(history=5), 2,
+         "(history not as distillset writes it)"),
+    case("report-cell-without-std", ["report", "{d}/run", "-o", "{d}/r.html"],
+         _edit_result(results={"dm": {"convnet": {"mean": 50.0}}}), 2, "(results.dm not as distillset writes it)"),
     case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
      "Labels must lie in [0, 10)"),
     case("show-grid-exists", ["show", "{d}/set.json", "--grid", "{d}/mine.png"],
@@ -225,11 +260,11 @@ CASES = [
 def test_bad_input(argv, setup, code, text, env, tmp_path, monkeypatch, capsys, finished_run):
     monkeypatch.chdir(tmp_path)  # a default runs/<name> folder would land here, and be caught
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(key, value.replace("{d}", str(tmp_path)))
     if setup is not None:
         setup(tmp_path, finished_run)
     argv = [a.replace("{d}", str(tmp_path)) for a in argv]
-    if argv[0] == "distill" and "--out" not in argv:
+    if argv[0] == "distill" and "--out" not in argv and "--config" not in argv:  # a config may name its own
         argv += ["--out", str(tmp_path / "new")]
     before = snapshot(tmp_path)
     assert main(argv) == code
@@ -298,9 +333,11 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
 def test_overwrite_replaces_only_the_run(tmp_path, finished_run, capsys):
     _copy_run()(tmp_path, finished_run)
     (tmp_path / "run" / "notes.txt").write_text("mine")
+    (tmp_path / "run" / "checkpoint" / "notes.txt").write_text("mine too")
     old = (tmp_path / "run" / "synthetic.safetensors").read_bytes()
     assert main(["distill", *FAST, "--out", str(tmp_path / "run"), "--overwrite", "--seed", "1"]) == 0
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "run" / "checkpoint" / "notes.txt").read_text() == "mine too"
     assert (tmp_path / "run" / "synthetic.safetensors").read_bytes() != old  # seed 1's set, not seed 0's
 
 
