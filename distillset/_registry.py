@@ -118,4 +118,7 @@ def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:
         raise InvalidParameterError(
             f"Cannot parse the arguments of {kind} spec {spec!r}; use key=literal pairs, strings quoted "
             f"(e.g. {name}(depth=2, readout='gap')).") from None
+    if len(kwargs) < len(call.keywords):  # Python's parser lets f(a=1, a=2) through; the last would win
+        twice = next(kw.arg for i, kw in enumerate(call.keywords) if kw.arg in [k.arg for k in call.keywords[:i]])
+        raise InvalidParameterError(f"The {kind} spec {spec!r} gives {twice!r} twice; give each option once.")
     return name, kwargs

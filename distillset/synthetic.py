@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from safetensors.torch import load, save
 
 from . import __version__
 from ._io import atomic_save, atomic_write
-from .errors import CorruptFileError, InvalidParameterError, MissingDataError
+from .errors import CorruptFileError, InvalidParameterError, MissingDataError, require_type
 from .formation import check_factor, decode, decode_labels
 
 
@@ -267,10 +268,14 @@ class SyntheticSet:
         CorruptFileError
             A file cannot be parsed, or its contents fail :meth:`check` (the message names the file).
         """
+        require_type(path, (str, os.PathLike), "SyntheticSet.load's path", "Give the set's .json or .safetensors file.")
         stem = set_stem(path)
         if stem.is_dir() and (stem / "checkpoint").is_dir():  # a distill run that has not written its set yet
             raise MissingDataError(f"{stem} is a distill run that has not finished (a checkpoint, no synthetic set "
                                    f"yet); finish it with 'distillset distill --out {stem} --resume' and its settings.")
+        if stem.is_dir() and not Path(str(stem) + ".json").is_file():
+            raise MissingDataError(f"{stem} is a folder without a synthetic set; give the set's .json or .safetensors "
+                                   "file, or a distill run's --out folder.")
         st, js = Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
         for f in (st, js):
             if not f.is_file():

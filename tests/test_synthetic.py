@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from distillset import SyntheticSet
-from distillset.errors import MissingDataError
+from distillset.errors import ArgumentTypeError, MissingDataError
 
 
 def make_set(soft=False, lrs=False):
@@ -55,8 +55,10 @@ def test_load_missing_names_the_file(tmp_path):
     with pytest.raises(MissingDataError, match="nothere"):
         SyntheticSet.load(tmp_path / "nothere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MissingDataError, match="or a distill run's folder"):
+    with pytest.raises(MissingDataError, match="empty is a folder without a synthetic set; give the set's .json"):
         SyntheticSet.load(tmp_path / "empty")
+    with pytest.raises(ArgumentTypeError, match="SyntheticSet.load's path must be of type str or PathLike, not NoneType"):
+        SyntheticSet.load(None)
 
 
 def test_a_distill_run_folder_loads_its_set(tmp_path):

@@ -65,6 +65,25 @@ def _yaml_number(value):
     return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else value
 
 
+class _GivenTwice(ValueError):
+    pass
+
+
+class _OnceLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then a key of base's: an override
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _GivenTwice(f"{key!r} is given twice (line {key_node.start_mark.line + 1}); give it once")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path) -> dict:
     """A YAML mapping from ``path``; any other content is an error naming the file."""
     path = Path(path)
@@ -73,7 +92,9 @@ def load_config(path: str | Path) -> dict:
     if not path.is_file():
         raise InvalidParameterError(f"Config file not found: {path}. Check the --config path.")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = yaml.load(path.read_text(), Loader=_OnceLoader)
+    except _GivenTwice as e:
+        raise InvalidParameterError(f"Config {path}: {e}.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise InvalidParameterError(f"Config {path} is not valid YAML ({_first_line(e)}).") from None
     if not isinstance(cfg, (dict, type(None))):
