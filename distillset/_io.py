@@ -2,8 +2,9 @@
 
 Whatever instant the process dies at, a reader (or a resumed run) finds either the complete old file
 or the complete new one, never a mix. An error or Ctrl-C removes the temporary ``.<name>.tmp``; only a
-kill or a power cut can leave it, and the next write replaces it. Files get the mode the user's umask allows (0644 under the usual 022): ``os.open`` with
-0o666 applies the umask, whereas ``tempfile.mkstemp`` always creates 0600.
+kill or a power cut can leave it, and the next write replaces it. Files get the mode the user's umask
+allows (0644 under the usual 022): ``os.open`` with 0o666 applies the umask, whereas
+``tempfile.mkstemp`` always creates 0600.
 """
 from __future__ import annotations
 

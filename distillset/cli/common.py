@@ -32,9 +32,13 @@ PRESETS = {
 
 def path_arg(text: str) -> str:
     """argparse type of every path option: an empty path (an unset shell variable, say) is a usage error,
-    not the current folder or the option's default."""
+    not the current folder or the option's default; so is one no UTF-8 text holds (records name it)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?); give a path")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"the path {text!r} is not valid UTF-8; rename it or choose another") from None
     return text
 
 

@@ -24,7 +24,7 @@ FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_s
 MANAGED = {"checkpoint_dir": "--out", "progress": "--quiet"}  # set by the CLI only
 CLI_DEFAULTS = {"random_state": 0, "checkpoint_every": 100}
 # what a run writes into --out (--overwrite deletes exactly these), and the files that show a run is there
-CHECKPOINT_FILE = "checkpoint/checkpoint.safetensors"  # methods.base.CHECKPOINT in it (not imported: --help needs no torch)
+CHECKPOINT_FILE = "checkpoint/checkpoint.safetensors"  # methods.base.CHECKPOINT (not imported: --help needs no torch)
 RUN_FILES = ("synthetic.safetensors", "synthetic.json", "grid.png", "loss.png", "step_sizes.png", "result.json",
              "config.yaml", "report.html", CHECKPOINT_FILE)
 RUN_MARKS = ("result.json", "synthetic.safetensors", CHECKPOINT_FILE)

@@ -68,7 +68,8 @@ def run(args) -> int:
     ev = Evaluator(args.models, n_models=runs, augment=None if args.augment == "none" else args.augment,
                    loss=args.loss, val_per_class=args.val_per_class, checkpoint=args.checkpoint,
                    random_state=args.seed, device=args.device, resume_dir=args.resume_dir, progress=not args.quiet and distributed.is_main(), **recipe)
-    check_evaluator(ev, {"n_models": "--runs", "epochs": "--epochs", "lr": "--lr", "random_state": "--seed"})  # before any reading: a typo costs nothing
+    # before any reading: a typo costs nothing
+    check_evaluator(ev, {"n_models": "--runs", "epochs": "--epochs", "lr": "--lr", "random_state": "--seed"})
     if args.json:
         check_new_file(Path(args.json), "--json", args.overwrite)
     if args.resume_dir and args.protocol == "own":

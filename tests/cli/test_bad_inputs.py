@@ -143,6 +143,7 @@ CASES = [
      _cfg("params: {iterations: 2}\n"), 2, "given twice"),
     # output folders
     case("out-empty", ["distill", "--out", ""], None, 2, "argument --out: the path is empty"),
+    case("out-not-utf8", ["distill", "--out", "{d}/bad" + os.fsdecode(b"\xff")], None, 2, "is not valid UTF-8"),
     case("evaluate-json-empty", ["evaluate", "{d}/set.json", "--json", " "], None, 2, "argument --json: the path is empty"),
     case("resume-a-foreign-folder", ["distill", "--out", "{d}/mine", "--resume", *FAST],
          lambda d, _: ((d / "mine").mkdir(), (d / "mine" / "report.html").write_text("mine")), 2,
