@@ -343,6 +343,9 @@ def test_overwrite_replaces_only_the_run(tmp_path, finished_run, capsys):
     assert main(["distill", *FAST, "--out", str(tmp_path / "run"), "--overwrite", "--seed", "1"]) == 0
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
     assert (tmp_path / "run" / "checkpoint" / "notes.txt").read_text() == "mine too"
+    from distillset.cli.distill import CHECKPOINT_FILE
+    from distillset.methods.base import CHECKPOINT
+    assert CHECKPOINT_FILE == f"checkpoint/{CHECKPOINT}"  # what --overwrite deletes is the checkpoint a run writes
     assert (tmp_path / "run" / "synthetic.safetensors").read_bytes() != old  # seed 1's set, not seed 0's
 
 
