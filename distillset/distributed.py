@@ -130,25 +130,27 @@ def broadcast_module_(net: torch.nn.Module) -> None:
 @contextlib.contextmanager
 def on_main(context):
     """Enter ``context()`` on rank 0 alone (the one process that writes, e.g. holding the --out folder);
-    when rank 0 is refused (a :class:`DistillsetError`), every process raises that error, so each names
-    the reason rather than waiting at its first collective until torchrun ends it."""
-    from .errors import DistillsetError
+    when that fails, every process raises the error (an :class:`OutputError` with its message where it is
+    not distillset's own), so each names the reason rather than waiting at its next collective."""
+    from .errors import DistillsetError, OutputError
 
     with contextlib.ExitStack() as stack:
-        refused = None
+        error = None
         if is_main():
             try:
                 stack.enter_context(context())
-            except DistillsetError as e:
-                refused = e
+            except Exception as e:  # told to the other ranks, raised here as it is
+                error = e
+        told = error if error is None or isinstance(error, DistillsetError) else \
+            OutputError(f"rank 0: {type(error).__name__}: {error}")  # any exception type pickles as this one
         if active():
             import torch.distributed as dist
 
-            shared = [refused]
+            shared = [told]
             dist.broadcast_object_list(shared, 0)
-            refused = shared[0]
-        if refused is not None:
-            raise refused
+            told = shared[0]
+        if error is not None or told is not None:
+            raise error or told
         yield
 
 

@@ -22,6 +22,7 @@ Examples
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -91,7 +92,7 @@ def fit_whitening(data: ImageDataset, zca_strength: float, device) -> dict[str, 
 def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_epochs=50, lr_teacher=0.01,
                   batch_train=256, momentum=0.0, weight_decay=0.0, augment="auto", zca=False, zca_strength=0.1,
                   gsam_rho=None, gsam_alpha=0.3, precision="auto", random_state=0, keep="all", device=None,
-                  progress=True) -> Experts:
+                  progress=True, before_training: Callable[[], None] | None = None) -> Experts:
     """Train (or load from the cache) ``num_experts`` experts on ``data``'s training split.
 
     Parameters
@@ -119,6 +120,9 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
         initial and final ones (the DM family's pools of initial/trained pairs: 2 vectors).
     device : str or None
     progress : bool
+    before_training : callable or None
+        Called once before the first expert is trained (not when every one is in the cache): e.g. the CLI
+        refuses a cache it cannot write to, since keeping the experts is the command's purpose.
         A progress bar over the experts.
 
     Returns
@@ -149,6 +153,8 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
         def build(i=i):
             nonlocal images
             if images is None:
+                if before_training is not None:
+                    before_training()
                 extra = fit_whitening(data, zca_strength, device) if zca else {}
                 x = data.normalize(data.train.images.to(device))
                 images = (apply_zca(x, extra["zca"], extra["zca_mean"]) if zca else x), extra

@@ -32,13 +32,9 @@ PRESETS = {
 
 def path_arg(text: str) -> str:
     """argparse type of every path option: an empty path (an unset shell variable, say) is a usage error,
-    not the current folder or the option's default; so is one no UTF-8 text holds (records name it)."""
+    not the current folder or the option's default."""
     if not text.strip():
         raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?); give a path")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError(f"the path {text!r} is not valid UTF-8; rename it or choose another") from None
     return text
 
 
@@ -82,6 +78,10 @@ class _OnceLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then a key of base's: an override
                 continue
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:  # a list as a key: PyYAML's own error says so below
+                continue
             if key in seen:
                 raise _GivenTwice(f"{key!r} is given twice (line {key_node.start_mark.line + 1}); give it once")
             seen.add(key)
@@ -220,14 +220,35 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool, marks: tuple[str,
     if resume and overwrite:
         raise InvalidParameterError("--resume and --overwrite contradict each other; pass one of them.")
     check_writable(out, "--out", folder=True)
+    try:
+        str(out).encode("utf-8")  # the run's records and report name their folder
+    except UnicodeEncodeError:
+        raise OutputError(f"--out {str(out)!r} is not valid UTF-8 (its records and report could not name it); "
+                          "choose another --out.") from None
     if not (out.is_dir() and any(out.iterdir())):
         return
     if not (resume or overwrite):
         raise OutputError(f"--out {out} already holds files; pass --resume to continue that run, --overwrite to "
                           "replace it, or choose another --out.")
-    if overwrite and not any((out / m).is_file() for m in marks):  # the user's own files, not a run's
-        raise OutputError(f"--out {out} holds files but no run to replace (no {', '.join(marks)}): --overwrite "
-                          "replaces a run's own files only; choose another --out.")
+    if overwrite and not any(_shows_run(out / m) for m in marks):  # the user's own files, not a run's
+        raise OutputError(f"--out {out} holds files but no run to replace (no {', '.join(marks)} written by "
+                          "distillset): --overwrite replaces a run's own files only; choose another --out.")
+
+
+# the first line of the config.yaml a run writes first: a run killed before its first checkpoint is still a run
+RUN_CONFIG_HEADER = "# the options of this distillset run (distillset distill --config takes this file)\n"
+
+
+def _shows_run(path: Path) -> bool:
+    """``path`` is a file a run wrote: any such file, but a YAML file only with :data:`RUN_CONFIG_HEADER`
+    (a config.yaml of the user's own is theirs)."""
+    if path.suffix != ".yaml":
+        return path.is_file()
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline() == RUN_CONFIG_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ import yaml
 from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError, OutputError
-from .common import (PRESETS, add_data_options, apply_config, check_evaluator, check_run_folder, check_writable,
-                     format_own, format_table, given_dests, path_arg, result_rows, run_folder)
+from .common import (PRESETS, RUN_CONFIG_HEADER, add_data_options, apply_config, check_evaluator, check_run_folder,
+                     check_writable, format_own, format_table, given_dests, path_arg, result_rows, run_folder)
 
 # method parameters with a flag of their own: --param may set one only when its flag is not given
 FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_state": "seed", "device": "device",
@@ -27,7 +27,7 @@ CLI_DEFAULTS = {"random_state": 0, "checkpoint_every": 100}
 CHECKPOINT_FILE = "checkpoint/checkpoint.safetensors"  # methods.base.CHECKPOINT (not imported: --help needs no torch)
 RUN_FILES = ("synthetic.safetensors", "synthetic.json", "grid.png", "loss.png", "step_sizes.png", "result.json",
              "config.yaml", "report.html", CHECKPOINT_FILE)
-RUN_MARKS = ("result.json", "synthetic.safetensors", CHECKPOINT_FILE)
+RUN_MARKS = ("result.json", "synthetic.safetensors", CHECKPOINT_FILE, "config.yaml")
 
 
 def add_parser(sub) -> None:
@@ -77,7 +77,7 @@ def run(args) -> int:
     with _logger(args) as logger, distributed.on_main(
             lambda: run_folder(out, previous=RUN_FILES if args.overwrite else (), resume=args.resume)):
         if main:
-            atomic_write(out / "config.yaml", yaml.safe_dump(_resolved(args), sort_keys=True))
+            atomic_write(out / "config.yaml", RUN_CONFIG_HEADER + yaml.safe_dump(_resolved(args), sort_keys=True))
         print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "
               f"{method.iterations} iterations{_processes()} -> {out}", flush=True)
         t0 = time.perf_counter()
@@ -134,7 +134,7 @@ def _prepare(args):
         raise InvalidParameterError(f"iterations=0 would save {args.method}'s initialisation as a distilled set; "
                                     "give --iterations >= 1.")
     evaluator = None if args.no_eval else _evaluator(args, preset, params)
-    if args.baseline not in (None, "none"):
+    if evaluator is not None and args.baseline not in (None, "none", args.method):  # else it is never made
         _check_baseline(METHODS, args.baseline)
     check_run_folder(out, args.resume, args.overwrite, RUN_MARKS)
     if args.resume and out.is_dir() and any(out.iterdir()) and not (Path(method.checkpoint_dir) / CHECKPOINT).is_file():

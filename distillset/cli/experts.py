@@ -41,9 +41,12 @@ def run(args) -> int:
     validate_params("distillset experts", {k: v for k, v in kw.items() if k in EXPERT_CONSTRAINTS}, EXPERT_CONSTRAINTS,
                     flags={k: "--seed" if k == "random_state" else "--" + k.replace("_", "-") for k in kw})
     device = resolve_device(args.device)  # every check before the data is read or a network trained
-    check_writable(prepared_folder(), "$DISTILLSET_CACHE", folder=True)  # keeping them is this command's purpose
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-    experts = train_experts(data, device=device, progress=not args.quiet, **kw)
+
+    def cache_writable():  # keeping the experts is this command's purpose: refused before the first one trains
+        check_writable(prepared_folder(), "$DISTILLSET_CACHE", folder=True)  # (a full read-only cache still serves)
+
+    experts = train_experts(data, device=device, progress=not args.quiet, before_training=cache_writable, **kw)
     acc = experts.test_accuracy
     spread = statistics.pstdev(acc) if len(acc) > 1 else 0.0
     print(f"{len(acc)} experts on {data.name}: {experts.trajectories.shape[1]} weight vectors of {experts.num_params} "

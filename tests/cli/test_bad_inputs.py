@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from distillset.cli import main
+from distillset.cli.common import RUN_CONFIG_HEADER
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--iterations", "2", "--no-eval", "--quiet", "--device", "cpu", "--param", "batch_real=4"]
@@ -134,6 +135,7 @@ CASES = [
     case("config-wrong-type", ["distill", "--config", "{d}/c.yaml"], _cfg("ipc: ten\n"), 2, "ipc must be an int"),
     case("config-out-empty", ["distill", "--config", "{d}/c.yaml"], _cfg("out: ''\n"), 2,
          "c.yaml: out: the path is empty (an unset shell variable?)"),
+    case("config-key-a-list", ["distill", "--config", "{d}/c.yaml"], _cfg("? [a, b]\n: 1\n"), 2, "is not valid YAML"),
     case("config-key-twice", ["distill", "--config", "{d}/c.yaml"], _cfg("ipc: 10\nparams: {lr_img: 1}\nipc: 50\n"), 2,
          "c.yaml: 'ipc' is given twice (line 3); give it once."),
     case("model-option-twice", ["distill", "--model", "convnet(width=8, width=9)"], None, 2,
@@ -232,12 +234,12 @@ CASES = [
         (d / "proj" / "checkpoint" / "notes.txt").write_text("mine")), 2, "holds files but no run to replace"),
     case("continual-overwrite-no-run", ["continual", "--out", "{d}/cc", "--overwrite"],
          lambda d, _: ((d / "cc").mkdir(), (d / "cc" / "continual.png").write_text("mine")), 2,
-         "no continual.json): --overwrite replaces a run's own files only"),
+         "no continual.json written by distillset): --overwrite replaces a run's own files only"),
     case("evaluate-seed-negative", ["evaluate", "{d}/set.json", "--seed", "-1"], _set(), 2,
          "--seed must be an int in the range [0, 18446744073709551615]. Got -1"),
     case("continual-seed-negative", ["continual", "--seed", "-1", "--out", "{d}/cc"], None, 2, "--seed must be an int"),
     case("audit-seed-too-large", ["audit-mia", "--seed", str(2**64), "--out", "{d}/aa"], None, 2, "--seed must be an int"),
-    case("experts-cache-not-writable", ["experts", "--dataset", "digits", "--num-experts", "1"],
+    case("experts-cache-not-writable", ["experts", "--dataset", "digits", "--num-experts", "1", "--quiet"],
          lambda d, _: (d / "cachefile").write_text("x"), 2, "$DISTILLSET_CACHE", env={"DISTILLSET_CACHE": "{d}/cachefile"}),
     case("baseline-distils", ["distill", "--baseline", "dc"], None, 2,
          "--baseline dc distils (its default 1000 iterations would run after yours); a baseline is one of herding, kcenter"),
@@ -347,6 +349,17 @@ def test_overwrite_replaces_only_the_run(tmp_path, finished_run, capsys):
     from distillset.methods.base import CHECKPOINT
     assert CHECKPOINT_FILE == f"checkpoint/{CHECKPOINT}"  # what --overwrite deletes is the checkpoint a run writes
     assert (tmp_path / "run" / "synthetic.safetensors").read_bytes() != old  # seed 1's set, not seed 0's
+
+
+def test_overwrite_takes_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
+    """A kill before the first checkpoint leaves only the config.yaml the run wrote first: still a run."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(RUN_CONFIG_HEADER + "ipc: 1\n")
+    assert main(["distill", *FAST, "--out", str(out), "--resume"]) == 2  # no checkpoint to resume
+    assert "pass --overwrite to replace them" in capsys.readouterr().err
+    assert main(["distill", *FAST, "--out", str(out), "--overwrite"]) == 0
+    assert (out / "synthetic.safetensors").is_file()
 
 
 def test_files_follow_the_umask(tmp_path, finished_run):
