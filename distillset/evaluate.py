@@ -377,11 +377,8 @@ class Evaluator:
             strategy = "_".join(f for f in strategy.split("_") if f != "cutout") or None
         return strategy
 
-    def score(self, synthetic: SyntheticSet, data: ImageDataset, *, keep_networks: bool = False) -> dict[str, EvalResult]:
-        """Evaluate ``synthetic`` on ``data.test``; returns ``{model_name: EvalResult}``.
-
-        ``keep_networks`` keeps the trained networks in ``self.networks_`` ({model_name: [net, ...]}, this
-        process's share) for a closer look, e.g. a membership audit."""
+    def _check(self, synthetic: SyntheticSet, data: ImageDataset) -> None:
+        """Everything :meth:`score` checks before it trains (the CLI calls it before saying what it will do)."""
         validate_params(type(self).__name__, vars(self), self._parameter_constraints)
         require_type(synthetic, SyntheticSet, "Evaluator.score's synthetic set",
                      "Read a saved one with SyntheticSet.load(path), or take a method's synthetic_ after fit.")
@@ -399,6 +396,25 @@ class Evaluator:
             raise InvalidParameterError(f"The synthetic set's classes ({_listed(names)}) are not those of the data set "
                                         f"{data.name!r} ({_listed(data.classes)}); evaluate on the data it was distilled from.")
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
+        self._with_validation(data, len(self._lrs(synthetic)) > 1 or self.checkpoint == "best_val",
+                              synthetic.meta.get("val_per_class"))  # a split too large for the classes
+        for spec in self._model_specs():  # a typo in the last model is an error before the first one trains
+            check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
+        check_augment(self.augment)
+
+    def _model_specs(self) -> list:
+        models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
+        if not models:
+            raise InvalidParameterError("The 'models' parameter of Evaluator names no model; give at least one, "
+                                        "e.g. 'convnet'.")
+        return models
+
+    def score(self, synthetic: SyntheticSet, data: ImageDataset, *, keep_networks: bool = False) -> dict[str, EvalResult]:
+        """Evaluate ``synthetic`` on ``data.test``; returns ``{model_name: EvalResult}``.
+
+        ``keep_networks`` keeps the trained networks in ``self.networks_`` ({model_name: [net, ...]}, this
+        process's share) for a closer look, e.g. a membership audit."""
+        self._check(synthetic, data)
         synthetic = synthetic.decoded()  # multi-formation: networks train on the f x f tiles of each image
         lrs = self._lrs(synthetic)
         data = self._with_validation(data, len(lrs) > 1 or self.checkpoint == "best_val", synthetic.meta.get("val_per_class"))
@@ -414,13 +430,7 @@ class Evaluator:
         val = (real_inputs(synthetic, data, data.val.images, device), data.val.labels.to(device)) \
             if data.val is not None else None
         strategy = self._strategy(data.name)
-        models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)
-        if not models:
-            raise InvalidParameterError("The 'models' parameter of Evaluator names no model; give at least one, "
-                                        "e.g. 'convnet'.")
-        for spec in models:  # a typo in the last model is an error before the first one trains
-            check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
-        check_augment(self.augment)
+        models = self._model_specs()
         precision = precision_name(resolve_precision(self.precision, device))
 
         nets = {}  # (lr, i) -> the trained network i, on the process that trained it

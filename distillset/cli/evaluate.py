@@ -86,6 +86,7 @@ def run(args) -> int:
     data = load_dataset(syn.meta["dataset"], root=args.data_root, download=args.download)
     if args.protocol == "own":
         return run_own(args, syn, data, runs)
+    ev._check(syn, data)  # what depends on the data (e.g. --val-per-class beyond a class), before the work line
     print(f"evaluating {args.path}: {runs} x {', '.join(args.models)} trained {epochs} epochs each", flush=True)
     results = ev.score(syn, data)
     label = f"{syn.meta.get('method', '?')} ipc {syn.ipc}"

@@ -207,6 +207,8 @@ CASES = [
      lambda d, _: (write_set(d), (d / "mine.json").write_text("x")), 2, "pass --overwrite to replace it"),
     case("evaluate-lr-learned-none", ["evaluate", "{d}/set.json", "--lr", "learned", "--data-root", "{d}/none"],
          _set(meta={**META, "dataset": "mnist"}), 2, "lr='learned' needs a set that carries"),  # before the data
+    case("evaluate-val-too-large", ["evaluate", "{d}/set.json", "--val-per-class", "1000", "--quiet"], _set(), 2,
+         "val_per_class must be an int in [1, 130] for 'digits'"),
     case("evaluate-lr-list-infinite", ["evaluate", "{d}/set.json", "--lr", "0.01", "inf", "--val-per-class", "10",
                                        "--data-root", "{d}/none"],
          _set(meta={**META, "dataset": "mnist"}), 2, "'lr' parameter of Evaluator must be a float > 0"),
@@ -275,7 +277,8 @@ def test_bad_input(argv, setup, code, text, env, tmp_path, monkeypatch, capsys, 
         argv += ["--out", str(tmp_path / "new")]
     before = snapshot(tmp_path)
     assert main(argv) == code
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert not out.strip(), out  # refused before any work line
     assert err.count("\n") == 1 and err.endswith("\n"), err
     assert "Traceback" not in err and err.startswith("distillset"), err
     assert text in err, err
