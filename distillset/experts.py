@@ -120,10 +120,10 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
         initial and final ones (the DM family's pools of initial/trained pairs: 2 vectors).
     device : str or None
     progress : bool
+        A progress bar over the experts.
     before_training : callable or None
         Called once before the first expert is trained (not when every one is in the cache): e.g. the CLI
         refuses a cache it cannot write to, since keeping the experts is the command's purpose.
-        A progress bar over the experts.
 
     Returns
     -------
