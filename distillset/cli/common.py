@@ -230,7 +230,7 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool, marks: tuple[str,
     if not (resume or overwrite):
         raise OutputError(f"--out {out} already holds files; pass --resume to continue that run, --overwrite to "
                           "replace it, or choose another --out.")
-    if overwrite and not any(_shows_run(out / m) for m in marks):  # the user's own files, not a run's
+    if overwrite and not any(shows_run(out / m) for m in marks):  # the user's own files, not a run's
         raise OutputError(f"--out {out} holds files but no run to replace (no {', '.join(marks)} written by "
                           "distillset): --overwrite replaces a run's own files only; choose another --out.")
 
@@ -239,7 +239,7 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool, marks: tuple[str,
 RUN_CONFIG_HEADER = "# the options of this distillset run (distillset distill --config takes this file)\n"
 
 
-def _shows_run(path: Path) -> bool:
+def shows_run(path: Path) -> bool:
     """``path`` is a file a run wrote: any such file, but a YAML file only with :data:`RUN_CONFIG_HEADER`
     (a config.yaml of the user's own is theirs)."""
     if path.suffix != ".yaml":

@@ -16,7 +16,7 @@ from .. import distributed
 from .._io import atomic_write
 from ..errors import InvalidParameterError, OutputError
 from .common import (PRESETS, RUN_CONFIG_HEADER, add_data_options, apply_config, check_evaluator, check_run_folder,
-                     check_writable, format_own, format_table, given_dests, path_arg, result_rows, run_folder)
+                     check_writable, format_own, format_table, given_dests, path_arg, result_rows, run_folder, shows_run)
 
 # method parameters with a flag of their own: --param may set one only when its flag is not given
 FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_state": "seed", "device": "device",
@@ -138,8 +138,9 @@ def _prepare(args):
         _check_baseline(METHODS, args.baseline)
     check_run_folder(out, args.resume, args.overwrite, RUN_MARKS)
     if args.resume and out.is_dir() and any(out.iterdir()) and not (Path(method.checkpoint_dir) / CHECKPOINT).is_file():
-        raise OutputError(f"--out {out} holds files but no checkpoint to resume; pass --overwrite to replace them, "
-                          "or choose another --out.")  # a resume must not write over a folder it did not make
+        fix = "pass --overwrite to replace that run" if any(shows_run(out / m) for m in RUN_MARKS) else \
+            "they are not a run's"  # a resume must not write over a folder it did not make
+        raise OutputError(f"--out {out} holds files but no checkpoint to resume ({fix}); choose another --out.")
     if args.tensorboard:
         _check_tensorboard(args)
     # 2. the data, and what depends on it: ipc vs class sizes, the model on these images, the checkpoint

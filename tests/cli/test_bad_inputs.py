@@ -149,7 +149,7 @@ CASES = [
     case("evaluate-json-empty", ["evaluate", "{d}/set.json", "--json", " "], None, 2, "argument --json: the path is empty"),
     case("resume-a-foreign-folder", ["distill", "--out", "{d}/mine", "--resume", *FAST],
          lambda d, _: ((d / "mine").mkdir(), (d / "mine" / "report.html").write_text("mine")), 2,
-         "holds files but no checkpoint to resume"),
+         "holds files but no checkpoint to resume (they are not a run's); choose another --out."),
     case("resume-fewer-iterations", ["distill", "--out", "{d}/run", "--resume", *FAST[2:], "--iterations", "1"],
          _copy_run(), 2, "the checkpoint is at iteration 2, past this run's iterations=1"),
     case("seed-too-large", ["distill", "--seed", str(2**70)], None, 2, "an int in the range [0, 18446744073709551615]"),
@@ -360,7 +360,7 @@ def test_overwrite_takes_a_run_killed_before_its_first_checkpoint(tmp_path, caps
     out.mkdir()
     (out / "config.yaml").write_text(RUN_CONFIG_HEADER + "ipc: 1\n")
     assert main(["distill", *FAST, "--out", str(out), "--resume"]) == 2  # no checkpoint to resume
-    assert "pass --overwrite to replace them" in capsys.readouterr().err
+    assert "no checkpoint to resume (pass --overwrite to replace that run)" in capsys.readouterr().err
     assert main(["distill", *FAST, "--out", str(out), "--overwrite"]) == 0
     assert (out / "synthetic.safetensors").is_file()
 
