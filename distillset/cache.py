@@ -65,13 +65,22 @@ def cache_key(kind: str, settings: dict) -> str:
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
 
 
+def _entry_path(kind: str, settings: dict) -> Path:
+    return prepared_folder() / f"{cache_key(kind, settings)}.safetensors"
+
+
+def is_cached(kind: str, settings: dict) -> bool:
+    """Whether the cache holds an entry for (``kind``, ``settings``) (unread: a damaged one counts)."""
+    return _entry_path(kind, settings).is_file()
+
+
 def cached(kind: str, settings: dict, build: Callable[[], dict[str, torch.Tensor]], device=None
            ) -> dict[str, torch.Tensor]:
     """``build()``'s tensors, loaded from the cache when an entry for (``kind``, ``settings``) exists.
 
     ``settings`` must name everything the result depends on (JSON-able values); a miss stores the result.
     """
-    path = prepared_folder() / f"{cache_key(kind, settings)}.safetensors"
+    path = _entry_path(kind, settings)
     if path.is_file():
         try:
             return load_file(str(path), device=str(device or "cpu"))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .augment import check_augment, resolve_strategy
-from .cache import EXPERT, cached, fingerprint
+from .cache import EXPERT, cached, fingerprint, is_cached
 from .data import ImageDataset
 from .evaluate import test_accuracy, train_network
 from .errors import InvalidParameterError
@@ -122,8 +122,9 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
     progress : bool
         A progress bar over the experts.
     before_training : callable or None
-        Called once before the first expert is trained (not when every one is in the cache): e.g. the CLI
-        refuses a cache it cannot write to, since keeping the experts is the command's purpose.
+        Called once, before any work or progress bar, when an expert must be trained (not when every one
+        is in the cache): e.g. the CLI refuses a cache it cannot write to, since keeping the experts is the
+        command's purpose.
 
     Returns
     -------
@@ -147,14 +148,14 @@ def train_experts(data: ImageDataset, *, model="convnet", num_experts=10, train_
               and not (k == "keep" and keep == "all")}
     recipe.update(data=fingerprint(data), device=device.type, strategy=strategy,
                   precision=precision_name(resolve_precision(precision, device)))
+    if before_training is not None and not all(is_cached(EXPERT, {**recipe, "index": i}) for i in range(num_experts)):
+        before_training()  # before the progress bar: its refusal is then the only output
     images = None  # made on the first cache miss only
     trajectories, accuracies = [], []
     for i in tqdm(range(num_experts), desc="experts", disable=not progress, dynamic_ncols=True):
         def build(i=i):
             nonlocal images
             if images is None:
-                if before_training is not None:
-                    before_training()
                 extra = fit_whitening(data, zca_strength, device) if zca else {}
                 x = data.normalize(data.train.images.to(device))
                 images = (apply_zca(x, extra["zca"], extra["zca_mean"]) if zca else x), extra

@@ -241,7 +241,7 @@ CASES = [
          "--seed must be an int in the range [0, 18446744073709551615]. Got -1"),
     case("continual-seed-negative", ["continual", "--seed", "-1", "--out", "{d}/cc"], None, 2, "--seed must be an int"),
     case("audit-seed-too-large", ["audit-mia", "--seed", str(2**64), "--out", "{d}/aa"], None, 2, "--seed must be an int"),
-    case("experts-cache-not-writable", ["experts", "--dataset", "digits", "--num-experts", "1", "--quiet"],
+    case("experts-cache-not-writable", ["experts", "--dataset", "digits", "--num-experts", "1"],  # bar drawn: none
          lambda d, _: (d / "cachefile").write_text("x"), 2, "$DISTILLSET_CACHE", env={"DISTILLSET_CACHE": "{d}/cachefile"}),
     case("baseline-distils", ["distill", "--baseline", "dc"], None, 2,
          "--baseline dc distils (its default 1000 iterations would run after yours); a baseline is one of herding, kcenter"),

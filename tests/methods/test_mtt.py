@@ -106,15 +106,17 @@ def test_constant_backward_memory_does_not_grow_with_steps():
 
 def test_experts_are_reused_from_the_cache(digits, tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
-    kw = dict(model="mlp", train_epochs=2, random_state=3, progress=False)
+    calls = []  # before_training runs once per call that must train an expert, and only then
+    kw = dict(model="mlp", train_epochs=2, random_state=3, progress=False, before_training=lambda: calls.append(1))
     first = train_experts(digits, num_experts=2, **kw)
-    assert first.trajectories.shape[:2] == (2, 3)
+    assert first.trajectories.shape[:2] == (2, 3) and len(calls) == 1
     assert len(list((tmp_path / "prepared").glob("expert-*.safetensors"))) == 2
     more = train_experts(digits, num_experts=3, **kw)  # two from the cache, one new
-    assert torch.equal(more.trajectories[:2], first.trajectories)
+    assert torch.equal(more.trajectories[:2], first.trajectories) and len(calls) == 2
     assert len(list((tmp_path / "prepared").glob("expert-*.safetensors"))) == 3
     monkeypatch.setattr("distillset.experts._train_one", lambda *a, **k: 1 / 0)  # a third call trains nothing
     assert torch.equal(train_experts(digits, num_experts=3, **kw).trajectories, more.trajectories)
+    assert len(calls) == 2
 
 
 MLP_RUN = dict(ipc=1, model="mlp", num_experts=4, train_epochs=10, batch_train=64, syn_steps=10, expert_epochs=2,
