@@ -82,9 +82,9 @@ class _OnceLoader(yaml.SafeLoader):
                 hash(key)
             except TypeError:  # a list as a key: PyYAML's own error says so below
                 continue
-            if key in seen:
+            if (type(key), key) in seen:  # with its type: 1 and true are two keys (Python's 1 == True)
                 raise _GivenTwice(f"{key!r} is given twice (line {key_node.start_mark.line + 1}); give it once")
-            seen.add(key)
+            seen.add((type(key), key))
         return super().construct_mapping(node, deep)
 
 
