@@ -13,6 +13,8 @@ import io
 import os
 from pathlib import Path
 
+from .errors import OutputError
+
 
 def umask_mode(path: str | os.PathLike) -> None:
     """Give ``path`` the mode a plain ``open(path, "w")`` would have (for files made by ``mkstemp``)."""
@@ -65,3 +67,18 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_writable(path: Path, flag: str, folder: bool) -> None:
+    """Raise :class:`OutputError` unless ``path`` can be created (or written) as a file or folder; ``flag``
+    names it in the message (``--out``, ``checkpoint_dir``)."""
+    if path.exists() and folder != path.is_dir():
+        want = "a folder" if folder else "a file"
+        raise OutputError(f"{flag} {path} exists and is not {want}; choose another {flag}.")
+    anchor = path if path.exists() and folder else path.parent  # a file is replaced by a rename in its folder
+    while not anchor.exists():  # the nearest existing ancestor decides whether we can create the rest
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise OutputError(f"{flag} {path} is under {anchor}, which is a file; choose another {flag}.")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: {anchor} is not writable; choose another {flag}.")

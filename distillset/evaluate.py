@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from . import __version__
-from ._io import atomic_write
+from ._io import atomic_write, check_writable
 from .augment import check_augment
 from .data import ImageDataset, require_dataset
 from .errors import InvalidParameterError, require_type
@@ -387,9 +387,12 @@ class Evaluator:
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
         declared = synthetic._declared_classes()  # None: a bare set, its labels within the data's classes will do
+        columns = int(synthetic.labels.shape[1]) if synthetic.labels.dim() == 2 else None  # soft labels: one a class
         too_many = int(synthetic.hard_labels.max()) >= data.num_classes if len(synthetic) else False
-        if (declared is not None and declared != data.num_classes) or too_many:
-            raise InvalidParameterError(f"The synthetic set has {declared or synthetic.num_classes} classes but the data set "
+        found = [k for k in (declared, columns, synthetic.num_classes if too_many else None)
+                 if k is not None and k != data.num_classes]
+        if found:
+            raise InvalidParameterError(f"The synthetic set has {found[0]} classes but the data set "
                                         f"{data.name!r} has {data.num_classes}; evaluate on the data set it was distilled from.")
         names = synthetic.meta.get("classes")
         if isinstance(names, list) and names != list(data.classes):  # e.g. another image folder with as many classes
@@ -401,6 +404,8 @@ class Evaluator:
         for spec in self._model_specs():  # a typo in the last model is an error before the first one trains
             check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
         check_augment(self.augment)
+        if self.resume_dir is not None:  # before the first network trains, not when it is kept
+            check_writable(Path(self.resume_dir), "resume_dir", folder=True)
 
     def _model_specs(self) -> list:
         models = [self.models] if isinstance(self.models, (str, dict)) else list(self.models)

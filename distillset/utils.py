@@ -162,7 +162,10 @@ class Options:
     values: tuple
 
     def accepts(self, v: Any) -> bool:
-        return v in self.values
+        try:
+            return bool(v in self.values)
+        except (TypeError, ValueError):  # e.g. a NumPy array, whose == is elementwise: not one of them
+            return False
 
     def __str__(self) -> str:
         return "one of " + ", ".join(repr(v) for v in self.values)

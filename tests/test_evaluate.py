@@ -1,10 +1,11 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from distillset import Evaluator, SyntheticSet
-from distillset.errors import InvalidParameterError
+from distillset.errors import InvalidParameterError, OutputError
 from distillset.methods import RandomSubset
 
 
@@ -34,7 +35,7 @@ def test_one_hot_soft_labels_train_like_hard_labels(digits):
     assert ev.score(soft, digits)["convnet"].accuracies == ev.score(syn, digits)["convnet"].accuracies
 
 
-def test_errors(digits, monkeypatch):
+def test_errors(digits, monkeypatch, tmp_path):
     syn = RandomSubset(ipc=1, random_state=0).fit(digits).synthetic_
     with pytest.raises(InvalidParameterError, match="'n_models' parameter of Evaluator"):
         Evaluator(n_models=0).score(syn, digits)
@@ -52,6 +53,14 @@ def test_errors(digits, monkeypatch):
         Evaluator([], n_models=1, epochs=1).score(syn, digits)
     with pytest.raises(InvalidParameterError, match="Unknown augmentation family 'wiggle'"):
         Evaluator(n_models=1, epochs=1, augment="wiggle").score(syn, digits)
+    soft5 = SyntheticSet(syn.images, torch.softmax(torch.randn(10, 5), 1))  # a bare set: its label columns count
+    with pytest.raises(InvalidParameterError, match="has 5 classes but the data set 'digits' has 10"):
+        Evaluator("mlp", n_models=1, epochs=1).score(soft5, digits)
+    with pytest.raises(InvalidParameterError, match="'lr' parameter of Evaluator must be .* list or tuple. Got array"):
+        Evaluator("mlp", n_models=1, epochs=1, lr=np.logspace(-3, -1, 3), val_per_class=5).score(syn, digits)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(OutputError, match="resume_dir .*afile exists and is not a folder"):
+        Evaluator("mlp", n_models=1, epochs=1, resume_dir=tmp_path / "afile").score(syn, digits)
     assert trained == []
 
 

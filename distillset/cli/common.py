@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from .._io import check_writable  # noqa: F401  (the commands import it from here)
 from ..errors import InvalidParameterError, OutputError
 
 # "quick" fits a laptop CPU in about a minute (the README's numbers); "paper" is the reference protocol
@@ -191,20 +192,6 @@ def check_evaluator(ev, flags: dict[str, str] = EVAL_FLAGS) -> None:
 
 
 # ---------------------------------------------------------------------------------- output paths
-
-
-def check_writable(path: Path, flag: str, folder: bool) -> None:
-    """Raise :class:`OutputError` unless ``path`` can be created (or written) as a file or folder."""
-    if path.exists() and folder != path.is_dir():
-        want = "a folder" if folder else "a file"
-        raise OutputError(f"{flag} {path} exists and is not {want}; choose another {flag}.")
-    anchor = path if path.exists() and folder else path.parent  # a file is replaced by a rename in its folder
-    while not anchor.exists():  # the nearest existing ancestor decides whether we can create the rest
-        anchor = anchor.parent
-    if not anchor.is_dir():
-        raise OutputError(f"{flag} {path} is under {anchor}, which is a file; choose another {flag}.")
-    if not os.access(anchor, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {path}: {anchor} is not writable; choose another {flag}.")
 
 
 def check_new_file(path: Path, flag: str, overwrite: bool) -> None:

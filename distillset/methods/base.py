@@ -24,6 +24,7 @@ import functools
 import inspect
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -35,14 +36,14 @@ import torch
 from safetensors.torch import load, save
 
 from .. import __version__
-from .._io import atomic_write
+from .._io import atomic_write, check_writable
 from .._registry import Registry, parse_spec
 from ..augment import check_augment
 from ..data import ImageDataset, require_dataset
 from ..data.real import RealData
 from .. import distributed
 from ..errors import (CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError,
-                      UnknownNameError)
+                      OutputError, UnknownNameError)
 from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
@@ -88,6 +89,17 @@ class State:
     def optimizer(self) -> torch.optim.Optimizer | None:
         """The first optimizer (the checkpoint stores it as ``optim.*``; any others go through the extras hook)."""
         return next(iter(self.optimizers.values()), None)
+
+
+def _python_number(value: Any) -> Any:
+    """A NumPy number as the Python one (a record compares and restores it), anything else as it is."""
+    return value.item() if isinstance(value, numbers.Number) and hasattr(value, "item") else value
+
+
+def _json_default(value: Any) -> Any:
+    """``json.dumps``' fallback for a checkpoint's record: e.g. a NumPy lr in the optimizer's state."""
+    plain = _python_number(value)
+    return plain if plain is not value else str(value)
 
 
 def _as_optimizers(opt) -> dict[str, torch.optim.Optimizer]:
@@ -249,8 +261,9 @@ class DistillMethod:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def _json_params(self) -> dict[str, Any]:
+        params = {k: _python_number(v) for k, v in self.get_params().items()}
         return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else repr(v))
-                for k, v in self.get_params().items()}
+                for k, v in params.items()}
 
     @classmethod
     def own_protocol(cls, synthetic, data: ImageDataset, *, n_models: int = 10, random_state: int = 0,
@@ -391,9 +404,9 @@ class DistillMethod:
         self.seed_ = resolve_seed(self.random_state)
         generator = make_generator(self.seed_, device)
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
-        if resume and ckpt_dir is None:
-            raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
+        self._check_checkpoint_dir(ckpt_dir, resume)
         record = self._resume_record(data) if resume else None  # refused before any set-up or preparation
+        self._data_fingerprint = fingerprint(data) if ckpt_dir is not None else None  # a resume must find the same
         distributed.agree(record and record["iteration"], "the checkpoint to resume")
         # the clock of the whole run (preparation included): a resumed one goes on from its checkpoint's count
         self._fit_started = started - (record.get("fit_seconds", 0.0) if record else 0.0)
@@ -571,15 +584,26 @@ class DistillMethod:
             opt_flat, opt_meta = optimizer_to_flat(state.optimizer, "optim")
             flat.update(opt_flat)
         record = {"method": self.name, "params": self._json_params(), "seed": self.seed_,
-                  "dataset": state.data.name, "iteration": state.iteration, "history": state.history,
+                  "dataset": state.data.name, "data": self._data_fingerprint, "iteration": state.iteration, "history": state.history,
                   "optimizer": opt_meta, "version": __version__, "device": str(state.device),
                   "fit_seconds": time.perf_counter() - self._fit_started}
         extra_flat, record["extras"] = self._checkpoint_extras(state)
         flat.update(extra_flat)
         blob = save({k: v.detach().cpu().contiguous() for k, v in flat.items()},
-                    metadata={"record": json.dumps(record, default=str)})
+                    metadata={"record": json.dumps(record, default=_json_default)})
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(ckpt_dir / CHECKPOINT, blob)
+
+    def _check_checkpoint_dir(self, ckpt_dir: Path | None, resume: bool) -> None:
+        """Before any work: the folder can be written, and a fresh fit never replaces a checkpoint there."""
+        if ckpt_dir is None:
+            if resume:
+                raise InvalidParameterError(f"fit(resume=True) needs checkpoint_dir; {type(self).__name__} has none set.")
+            return
+        check_writable(ckpt_dir, "checkpoint_dir", folder=True)
+        if not resume and (ckpt_dir / CHECKPOINT).is_file():
+            raise OutputError(f"checkpoint_dir {ckpt_dir} holds a checkpoint; pass fit(..., resume=True) to continue "
+                              "it, or delete it or choose another checkpoint_dir to start afresh.")
 
     def _resume_record(self, data: ImageDataset) -> dict | None:
         """The checkpoint's record if ``checkpoint_dir`` holds one this run may resume, else None.
@@ -598,6 +622,12 @@ class DistillMethod:
             return None
         record, _ = _read_checkpoint(path)
         self._check_resume(record, path.parent, data.name, resolve_device(getattr(self, "device", None)))
+        theirs = record.get("data")  # None: written before the data's hash was kept, checked by its name only
+        if theirs is not None and theirs != fingerprint(data):
+            raise CheckpointMismatchError(
+                f"Cannot resume from {path.parent}: the checkpoint was made on other training images of "
+                f"{data.name!r} (another holdout(val_per_class), or the data changed). Use the same data, or another "
+                "checkpoint_dir to start afresh.")
         return record
 
     def _check_resume(self, record: dict, ckpt_dir: Path, dataset: str, device: torch.device) -> None:

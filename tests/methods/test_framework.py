@@ -6,7 +6,7 @@ tests/test_common.py.
 import pytest
 import torch
 
-from distillset.errors import CheckpointMismatchError, InvalidParameterError, UnknownNameError
+from distillset.errors import CheckpointMismatchError, InvalidParameterError, OutputError, UnknownNameError
 from distillset.methods import get_method
 
 
@@ -59,6 +59,37 @@ def test_a_name_or_none_where_a_loaded_object_belongs_is_one_line_with_the_fix(d
         Evaluator("convnet", n_models=1, epochs=1).score(None, digits)
     with pytest.raises(TypeError, match="Evaluator.score's data"):  # still a TypeError for callers catching that
         Evaluator("convnet", n_models=1, epochs=1).score(fast("random").fit(digits).synthetic_, "digits")
+
+
+def test_resume_refuses_other_training_images_of_the_same_data_set(digits, tmp_path):
+    fast("dm", iterations=2, checkpoint_dir=str(tmp_path)).fit(digits)
+    with pytest.raises(CheckpointMismatchError, match="other training images of 'digits' .another holdout"):
+        fast("dm", iterations=4, checkpoint_dir=str(tmp_path)).fit(digits.holdout(5), resume=True)
+
+
+def test_a_fresh_fit_never_replaces_a_checkpoint(digits, tmp_path):
+    fast("dm", iterations=2, checkpoint_dir=str(tmp_path)).fit(digits)
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(OutputError, match="holds a checkpoint; pass fit.*resume=True"):
+        fast("dm", iterations=2, random_state=5, checkpoint_dir=str(tmp_path)).fit(digits)
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["afile", "afile/ck"])
+def test_an_unusable_checkpoint_dir_is_refused_before_any_iteration(digits, tmp_path, where):
+    (tmp_path / "afile").write_text("mine")
+    steps = []
+    with pytest.raises(OutputError, match=f"checkpoint_dir {tmp_path / where} .*choose another checkpoint_dir"):
+        fast("dm", iterations=3, checkpoint_dir=str(tmp_path / where)).fit(digits, callback=lambda *a: steps.append(1))
+    assert not steps and (tmp_path / "afile").read_text() == "mine"
+
+
+def test_numpy_numbers_are_recorded_as_python_ones_so_a_resume_matches(digits, tmp_path):
+    import numpy as np
+
+    first = fast("dm", ipc=np.int64(1), lr_img=np.float32(1.0), iterations=1, checkpoint_dir=str(tmp_path)).fit(digits)
+    assert type(first.synthetic_.meta["params"]["ipc"]) is int
+    fast("dm", ipc=1, lr_img=1.0, iterations=2, checkpoint_dir=str(tmp_path)).fit(digits, resume=True)
 
 
 def test_resume_refuses_any_changed_hyper_parameter(digits, tmp_path):
