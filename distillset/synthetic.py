@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -47,17 +48,29 @@ def set_stem(path: str | Path) -> Path:
     return stem
 
 
-def _as_tensor(value, name: str) -> torch.Tensor:
+def _as_tensor(value, name: str, how: str = "") -> torch.Tensor:
     """A tensor as given; a NumPy array or nested list as a tensor (float64, NumPy's default, as float32:
-    the networks' dtype)."""
+    the networks' dtype). ``how`` ends the error message (a fix that fits ``name``)."""
     if isinstance(value, torch.Tensor):
         return value
     try:
         tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError):
         raise InvalidParameterError(f"SyntheticSet {name} must be a tensor, a NumPy array or a nested list of numbers. "
-                                    f"Got {type(value).__name__} instead.") from None
+                                    f"Got {type(value).__name__} instead.{how}") from None
     return tensor.float() if tensor.dtype == torch.float64 else tensor
+
+
+def _plain(value):
+    """``value`` as its JSON file holds it: tuples as lists, NumPy and torch numbers and arrays as Python
+    numbers and lists (JSON wrote those as text, ``"10"``, which :meth:`SyntheticSet.load` refused)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
+        return value.tolist()  # a NumPy scalar's or a 0-d tensor's tolist() is a Python scalar
+    return value
 
 
 @dataclass
@@ -77,10 +90,12 @@ class SyntheticSet:
     meta : dict
         Data set description (``ImageDataset.meta()``: name, source, mean, std, classes, image shape) plus
         method, hyper-parameters, seed and package version.
+        Kept as its JSON file holds it: tuples become lists, NumPy and torch numbers Python ones.
     lrs : Tensor, optional
-        Learned step sizes (DD), one per inner step.
+        Learned step sizes (DD), one per inner step; a single number becomes a tensor of shape (1,) (MTT's).
     extra : dict of Tensor
-        Other tensors a method needs at evaluation (e.g. a ZCA matrix).
+        Other tensors a method needs at evaluation (e.g. a ZCA matrix); NumPy arrays become tensors, any
+        other value is an error (it belongs in ``meta``).
 
     Examples
     --------
@@ -101,14 +116,28 @@ class SyntheticSet:
             self.labels = self.labels.long()  # class indices as int32 / uint8 (NumPy's): the loss takes int64
         if self.images.dim() != 4:
             raise InvalidParameterError(f"SyntheticSet images must be (N, C, H, W). Got shape {tuple(self.images.shape)}.")
+        if len(self) == 0:  # ipc, num_classes and every network trained on it need an image
+            raise InvalidParameterError("SyntheticSet holds no images (N = 0); give at least one image and its label.")
         if self.labels.dim() not in (1, 2) or self.labels.shape[0] != self.images.shape[0]:
             raise InvalidParameterError(
                 f"SyntheticSet has {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}; they must match: "
                 "(N,) class indices or (N, num_classes) soft targets."
             )
-        if not isinstance(self.meta, dict):
-            raise InvalidParameterError(f"SyntheticSet meta must be a dict. Got {type(self.meta).__name__} instead.")
+        self._as_saved()
+
+    def _as_saved(self) -> None:
+        """``meta`` as its JSON file will hold it, ``lrs`` and ``extra`` as tensors: a float or a string there
+        was an AttributeError at save or evaluation, a NumPy number in ``meta`` text that load refused."""
+        for name, value in (("meta", self.meta), ("extra", self.extra)):
+            if not isinstance(value, dict):
+                raise InvalidParameterError(f"SyntheticSet {name} must be a dict. Got {type(value).__name__} instead.")
+        self.meta = _plain(self.meta)
         self.meta.setdefault("version", __version__)
+        if isinstance(self.lrs, numbers.Real) and not isinstance(self.lrs, bool):  # one step size, as MTT stores it
+            self.lrs = torch.tensor([float(self.lrs)])
+        elif self.lrs is not None:
+            self.lrs = _as_tensor(self.lrs, "lrs")
+        self.extra = {k: _as_tensor(v, f"extra[{k!r}]", " Keep other values in meta.") for k, v in self.extra.items()}
 
     def check(self) -> "SyntheticSet":
         """Raise :class:`InvalidParameterError` unless every tensor is usable for training; returns self.
@@ -246,15 +275,28 @@ class SyntheticSet:
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> Path:
-        """Write ``<stem>.safetensors`` and ``<stem>.json`` (each atomically); returns the stem."""
+        """Write ``<stem>.safetensors`` and ``<stem>.json`` (each atomically); returns the stem.
+
+        Raises
+        ------
+        InvalidParameterError
+            The set fails :meth:`check` on the metadata as :meth:`load` will read it back; nothing is written
+            (a pair already at ``path`` stays as it was).
+        """
         stem = _stem(path)
+        text = json.dumps(_plain(self.meta), indent=2, sort_keys=True, default=str)
+        try:  # the set as load will read it back (fields may have been edited since construction), load's check
+            saved = type(self)(self.images, self.labels, json.loads(text), self.lrs, self.extra).check()
+        except InvalidParameterError as e:  # a file load refuses is never written
+            raise InvalidParameterError(f"SyntheticSet.save wrote nothing to {stem}: {e}") from e
+        tensors = {"images": saved.images, "labels": saved.labels}
+        if saved.lrs is not None:
+            tensors["lrs"] = saved.lrs
+        tensors.update({f"extra.{k}": v for k, v in saved.extra.items()})
+        blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         stem.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"images": self.images, "labels": self.labels}
-        if self.lrs is not None:
-            tensors["lrs"] = self.lrs
-        tensors.update({f"extra.{k}": v for k, v in self.extra.items()})
-        atomic_write(str(stem) + ".safetensors", save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
-        atomic_write(str(stem) + ".json", json.dumps(self.meta, indent=2, sort_keys=True, default=str))
+        atomic_write(str(stem) + ".safetensors", blob)
+        atomic_write(str(stem) + ".json", text)
         return stem
 
     @classmethod

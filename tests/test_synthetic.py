@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from distillset import SyntheticSet
-from distillset.errors import ArgumentTypeError, MissingDataError
+from distillset.errors import ArgumentTypeError, InvalidParameterError, MissingDataError
 
 
 def make_set(soft=False, lrs=False):
@@ -81,3 +81,60 @@ def test_arrays_and_lists_become_tensors():
     for images in ("abc", None, [[1.0], [1.0, 2.0]]):  # were raw TypeErrors / ValueErrors from .dim()
         with pytest.raises(ValueError, match="images must be a tensor, a NumPy array or a nested list"):
             SyntheticSet(images, [0, 1])
+
+
+@pytest.mark.parametrize("meta", [{"num_classes": np.int64(3)}, {"mean": np.array([0.5, 0.4, 0.3])},
+                                  {"std": [np.float32(0.25)] * 3}, {"mean": torch.tensor([0.5, 0.5, 0.5])},
+                                  {"mean": (0.5, 0.4, 0.3), "image_shape": (3, 8, 8)}])
+def test_numpy_torch_and_tuples_in_meta_save_as_numbers(tmp_path, meta):
+    s = make_set()
+    s = SyntheticSet(s.images, s.labels, {**s.meta, **meta})
+    back = SyntheticSet.load(s.save(tmp_path / "s"))  # np.int64(3) was saved as "3", which load refused
+    assert back.meta == s.meta and type(back.meta["num_classes"]) is int and s.check() is s
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda s: SyntheticSet(torch.full_like(s.images, float("nan")), s.labels, s.meta), "images holds 1152 NaN"),
+    (lambda s: SyntheticSet(s.images, s.labels + 1, s.meta), "Labels must lie in [0, 3). Got values from 1 to 3."),
+    (lambda s: SyntheticSet(s.images, s.labels, {**s.meta, "mean": [0.5]}), "The metadata's 'mean' must list one"),
+    (lambda s: setattr(s, "meta", {**s.meta, "num_classes": "3"}) or s, "'num_classes' must be an int >= 1. Got '3'"),
+])
+def test_save_refuses_a_set_load_would_refuse_and_writes_nothing(tmp_path, change, message):
+    stem = make_set(lrs=True).save(tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(InvalidParameterError) as e:
+        change(make_set()).save(stem)
+    assert str(e.value).startswith(f"SyntheticSet.save wrote nothing to {stem}: ") and message in str(e.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the user's set is intact
+
+
+def test_a_number_as_lrs_is_one_step_size(tmp_path):
+    s = make_set()
+    one = SyntheticSet(s.images, s.labels, s.meta, lrs=0.01)  # was an AttributeError at save and at evaluation
+    assert one.lrs.shape == (1,) and one.lrs.dtype == torch.float32 and float(one.lrs) == pytest.approx(0.01)
+    assert torch.equal(SyntheticSet.load(one.save(tmp_path / "s")).lrs, one.lrs)
+    with pytest.raises(InvalidParameterError, match="SyntheticSet lrs must be a tensor, a NumPy array or a nested list"):
+        SyntheticSet(s.images, s.labels, lrs="0.01")
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"extra": {"note": "hi"}}, "SyntheticSet extra['note'] must be a tensor, a NumPy array or a nested list of "
+     "numbers. Got str instead. Keep other values in meta."),
+    ({"extra": [torch.eye(2)]}, "SyntheticSet extra must be a dict. Got list instead."),
+    ({"meta": "digits"}, "SyntheticSet meta must be a dict. Got str instead."),
+])
+def test_wrong_meta_or_extra_is_refused_at_construction(kw, message):
+    s = make_set()
+    with pytest.raises(InvalidParameterError) as e:
+        SyntheticSet(s.images, s.labels, **kw)
+    assert str(e.value) == message
+
+
+def test_extra_arrays_become_tensors():
+    s = make_set()
+    assert torch.equal(SyntheticSet(s.images, s.labels, extra={"zca": np.eye(2)}).extra["zca"], torch.eye(2))
+
+
+def test_an_empty_set_is_refused():
+    with pytest.raises(InvalidParameterError, match=r"SyntheticSet holds no images \(N = 0\); give at least one"):
+        SyntheticSet(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))  # ipc was a raw RuntimeError

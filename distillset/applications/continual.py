@@ -28,11 +28,10 @@ import torch
 
 from ..data import require_dataset
 from ..errors import InvalidParameterError
-from ..augment import check_augment
 from ..evaluate import Evaluator
-from ..models import check_model
 from ..synthetic import SyntheticSet
-from ..utils import RANDOM_STATE, derive_seed, resolve_seed, validate_params
+from ..utils import derive_seed, resolve_seed
+from ._checks import check_training
 
 
 class ClassIncremental:
@@ -92,21 +91,19 @@ class ClassIncremental:
         require_dataset(data, "ClassIncremental.fit's data")
         k = data.num_classes
         for name, value, low in (("steps", self.steps, 1), ("ipc", self.ipc, 1), ("orders", self.orders, 1),
-                                 ("n_models", self.n_models, 1), ("epochs", self.epochs, 0)):
+                                 ("n_models", self.n_models, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InvalidParameterError(f"The {name!r} parameter of ClassIncremental must be an int >= {low}. "
                                             f"Got {value!r} instead.")
-        validate_params(type(self).__name__, {"random_state": self.random_state}, {"random_state": RANDOM_STATE})
+        check_training(self, data)  # the evaluation networks, params, seed and device
         if k % self.steps:
             divisors = [d for d in range(1, k + 1) if k % d == 0]
             raise InvalidParameterError(f"steps={self.steps} does not split the {k} classes of {data.name!r} evenly; "
                                         f"use one of {divisors}.")
         if "ipc" in (self.params or {}):
             raise InvalidParameterError("Set the images per class with ClassIncremental(ipc=...), not in params.")
-        check_model(self.model, data.image_shape, k, type(self).__name__)  # the evaluation networks
-        check_augment(self.augment)
         method = get_method(self.method, ipc=self.ipc, **(self.params or {}))
-        method._validate_params()
+        method._validate(data)  # its parameters, and ipc against the smallest class (each class is condensed once)
         planned = method.planned_output()
         if planned["label_kind"] != "hard" or planned["zca"]:
             made = f"{planned['label_kind']} labels" + (" and ZCA-whitened images" if planned["zca"] else "")

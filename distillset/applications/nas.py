@@ -20,7 +20,9 @@ Examples
 """
 from __future__ import annotations
 
+import collections
 import itertools
+import reprlib
 import time
 
 import torch
@@ -28,8 +30,9 @@ import torch
 from ..data import require_dataset
 from ..errors import InvalidParameterError, require_type
 from ..evaluate import Evaluator
+from ..models import check_model, model_spec_name
 from ..synthetic import SyntheticSet
-from ..utils import SEED_RANGE, Instance, Interval, derive_seed, resolve_seed, validate_params
+from ..utils import SEED_RANGE, Instance, Interval, derive_seed, resolve_device, resolve_seed, validate_params
 
 GRIDS = {  # (depth, width, act, norm, pooling)
     "paper": ((1, 2, 3, 4), (32, 64, 128, 256), ("sigmoid", "relu", "leakyrelu"),
@@ -40,7 +43,7 @@ GRIDS = {  # (depth, width, act, norm, pooling)
 
 def search_space(grid: str = "cpu") -> list[str]:
     """The ConvNet specs of a grid: ``"paper"`` (the DC paper's 720) or ``"cpu"`` (24)."""
-    if grid not in GRIDS:
+    if not isinstance(grid, str) or grid not in GRIDS:
         raise InvalidParameterError(f"Unknown grid {grid!r}; use one of {sorted(GRIDS)}.")
     return [f"convnet(depth={d}, width={w}, act='{a}', norm='{n}', pooling='{p}')"
             for d, w, a, n, p in itertools.product(*GRIDS[grid])]
@@ -51,7 +54,13 @@ def rank_correlations(proxy, real, top=(5, 10, 20)) -> dict[str, dict[str, float
     k items by ``real`` (k below the number of items only)."""
     from scipy.stats import kendalltau, spearmanr
 
-    proxy, real = torch.as_tensor(proxy, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
+    proxy, real = _accuracies(proxy, "proxy"), _accuracies(real, "real")
+    if len(proxy) != len(real) or len(real) < 2:
+        raise InvalidParameterError(f"rank_correlations needs one proxy and one real accuracy per architecture, in "
+                                    f"the same order, for at least 2; got {len(proxy)} and {len(real)}.")
+    require_type(top, (tuple, list), "rank_correlations' top", "Give the cut-offs as a tuple, e.g. top=(5, 10).")
+    for k in top:
+        validate_params("rank_correlations", {"top": k}, {"top": [Interval(int, 2)]})
     subsets = {"all": torch.arange(len(real))}
     order = torch.argsort(real, descending=True, stable=True)  # ties at a cut-off: the earlier grid entry
     subsets.update({f"top{k}": order[:k] for k in top if k < len(real)})
@@ -59,6 +68,18 @@ def rank_correlations(proxy, real, top=(5, 10, 20)) -> dict[str, dict[str, float
     for name, idx in subsets.items():
         p, r = proxy[idx].numpy(), real[idx].numpy()
         out[name] = {"spearman": float(spearmanr(p, r)[0]), "kendall": float(kendalltau(p, r)[0]), "n": len(idx)}
+    return out
+
+
+def _accuracies(values, what: str) -> torch.Tensor:
+    """``values`` as a 1-D float64 tensor of finite numbers, or one line saying what rank_correlations takes."""
+    try:
+        out = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        out = None
+    if out is None or out.dim() != 1 or not torch.isfinite(out).all():
+        raise InvalidParameterError(f"rank_correlations' {what} must be a list of finite accuracies, one per "
+                                    f"architecture. Got {reprlib.repr(values)}.")
     return out
 
 
@@ -144,10 +165,30 @@ class ArchitectureSearch:
     def _validate(self) -> list[str]:
         """Check every setting (the CLI calls this before any work); returns the architectures."""
         validate_params(type(self).__name__, vars(self), self._parameter_constraints)
+        resolve_device(self.device)
         specs = search_space(self.grid) if isinstance(self.grid, str) else list(self.grid)
+        if not all(isinstance(s, str) for s in specs):
+            raise InvalidParameterError(f"The 'grid' parameter of ArchitectureSearch must be 'cpu', 'paper' or a list of "
+                                        f"model specs (strings such as 'convnet(depth=2)'). Got {self.grid!r} instead.")
+        twice = [s for s, n in collections.Counter(map(model_spec_name, specs)).items() if n > 1]
+        if twice:
+            raise InvalidParameterError(f"The 'grid' parameter of ArchitectureSearch lists {', '.join(twice)} more than "
+                                        "once; give each architecture once.")
         if len(specs) < 3:
             raise InvalidParameterError(f"An architecture search needs at least 3 architectures; got {len(specs)}.")
         return specs
+
+    def _check_data(self, data, specs: list[str]) -> None:
+        """Every architecture on the data's images, and ``full_per_class`` within the smallest class, before any
+        training (a typo in the last architecture is not an error after the others trained)."""
+        for spec in specs:
+            check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
+        smallest = int(data.class_counts().min())
+        if self.full_per_class is not None and self.full_per_class > smallest:
+            raise InvalidParameterError(
+                f"The 'full_per_class' parameter of ArchitectureSearch is {self.full_per_class}, more than the smallest "
+                f"class of {data.name!r} holds besides the validation images ({smallest}). Use at most {smallest}, "
+                "or None for the whole training split.")
 
     def fit(self, data, proxies: dict[str, SyntheticSet]) -> "ArchitectureSearch":
         """Train every architecture on each proxy and on the real data; ``proxies`` maps a name to a set."""
@@ -155,10 +196,12 @@ class ArchitectureSearch:
 
         specs = self._validate()
         require_dataset(data, "ArchitectureSearch.fit's data")
+        require_type(proxies, dict, "ArchitectureSearch.fit's proxies", "Name each set: fit(data, {'dm': synthetic_set}).")
         if not proxies:
             raise InvalidParameterError("An architecture search needs at least one proxy set.")
         data = data if data.val is not None else data.holdout(self.val_per_class)
         check_proxies(proxies, data)
+        self._check_data(data, specs)
         self.seed_ = resolve_seed(self.random_state)
         self.val_per_class_ = data.extra.get("val_per_class")  # the data may come held out already
         self._data_key = fingerprint(data)  # once, not per architecture

@@ -35,9 +35,10 @@ import time
 import torch
 
 from ..data import require_dataset
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, require_type
 from ..evaluate import Evaluator, real_inputs
-from ..utils import RANDOM_STATE, derive_seed, resolve_seed, validate_params
+from ..utils import Interval, derive_seed, resolve_seed, validate_params
+from ._checks import check_training
 
 
 def confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -48,9 +49,22 @@ def confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return true - others
 
 
+def _check_pairs(scores, members) -> None:
+    """Scores and membership flags: two tensors of one shape."""
+    for what, value in (("scores", scores), ("members", members)):
+        require_type(value, torch.Tensor, f"The {what}", "Pass a tensor: torch.as_tensor(values).")
+    if scores.shape != members.shape:
+        raise InvalidParameterError(f"The scores {tuple(scores.shape)} and members {tuple(members.shape)} differ in "
+                                    "shape; give one membership flag per score.")
+
+
 def lira_scores(conf: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     """Online LiRA scores (M, P): for each model t as the target, the log likelihood ratio of its confidence
     under the IN and OUT Gaussians fitted on the other models (per-image means, pooled variances)."""
+    _check_pairs(conf, members)
+    if conf.dim() != 2 or conf.shape[0] < 2:
+        raise InvalidParameterError(f"lira_scores takes (models, pool) confidences from at least 2 models (each the "
+                                    f"target once, the others its shadows). Got shape {tuple(conf.shape)}.")
     conf, members = conf.double(), members.bool()
     m = conf.shape[0]
     scores = torch.empty_like(conf)
@@ -82,13 +96,19 @@ def roc(scores: torch.Tensor, members: torch.Tensor):
     """(fpr, tpr, auc) of scores that should be high for members."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    _check_pairs(scores, members)
+    n = int(members.bool().sum())
+    if n in (0, members.numel()):
+        raise InvalidParameterError(f"An ROC needs members and non-members; members holds {n} members and "
+                                    f"{members.numel() - n} non-members.")
     y, s = members.flatten().numpy().astype(int), scores.flatten().double().numpy()
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # every threshold: tied scores keep their corners
     return fpr, tpr, float(roc_auc_score(y, s))
 
 
 def tpr_at_fpr(scores: torch.Tensor, members: torch.Tensor, fpr: float) -> float:
-    """The highest true-positive rate at a false-positive rate of at most ``fpr``."""
+    """The highest true-positive rate at a false-positive rate of at most ``fpr`` (a rate: 0.01 for 1 %)."""
+    validate_params("tpr_at_fpr", {"fpr": fpr}, {"fpr": [Interval(float, 0, 1)]})
     f, t, _ = roc(scores, members)
     return float(t[f <= fpr].max())
 
@@ -144,15 +164,18 @@ class MembershipAudit:
         if not isinstance(self.n_models, int) or self.n_models < 3:
             raise InvalidParameterError(f"n_models must be an int >= 3 (each model is the target once, the others its "
                                         f"shadows). Got {self.n_models!r}.")
-        validate_params(type(self).__name__, {"random_state": self.random_state}, {"random_state": RANDOM_STATE})
+        check_training(self, data)  # the networks each model trains, params, seed and device: before the first model
         smallest = int(data.class_counts().min())
         if not isinstance(self.pool_size, int) or not 2 * k <= self.pool_size <= smallest * k:
             raise InvalidParameterError(f"pool_size must be an int in [{2 * k}, {smallest * k}] for {data.name!r}. "
                                         f"Got {self.pool_size!r}.")
+        if self.pipeline == "full" and self.params:
+            raise InvalidParameterError("The 'full' pipeline trains on the members as they are and takes no params; "
+                                        "leave params out or name a method as the pipeline.")
         if self.pipeline != "full":
             if "ipc" in (self.params or {}):
                 raise InvalidParameterError("Set the images per class with MembershipAudit(ipc=...), not in params.")
-            get_method(self.pipeline, ipc=self.ipc, **(self.params or {}))._validate_params()
+            get_method(self.pipeline, ipc=self.ipc, **(self.params or {}))._validate(data)
             if self.ipc >= self.pool_size // k // 2:
                 raise InvalidParameterError(f"ipc={self.ipc} leaves nothing to condense: each model has "
                                             f"{self.pool_size // k // 2} members per class; use a larger pool_size "

@@ -8,6 +8,7 @@ data set's spec only, so data and models can't disagree.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,25 @@ class Split:
     labels: torch.Tensor
 
     def __post_init__(self):
-        assert self.images.dtype == torch.uint8 and self.images.dim() == 4, (self.images.dtype, self.images.shape)
-        assert self.labels.dtype == torch.int64 and self.labels.shape == (self.images.shape[0],)
+        # errors, not asserts: a user builds splits by hand, and python -O drops asserts
+        x, y = self.images, self.labels
+        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4):
+            raise InvalidParameterError(f"Split images must be a uint8 tensor (N, C, H, W) of pixels 0..255. Got {_kind(x)} "
+                                        "instead; convert floats in [0, 1] with (x * 255).round().to(torch.uint8) and "
+                                        "a NumPy array with torch.from_numpy (channels last: .permute(0, 3, 1, 2)).")
+        if not (isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == (x.shape[0],)):
+            raise InvalidParameterError(f"Split labels must be an int64 tensor (N,), one per image (N={x.shape[0]}). "
+                                        f"Got {_kind(y)} instead; convert with labels.long() (NumPy: torch.from_numpy).")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def _kind(value) -> str:
+    """``value`` described for an error message: its type, and dtype and shape where it has them."""
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return f"{type(value).__name__} (dtype {value.dtype}, shape {tuple(value.shape)})"
+    return type(value).__name__
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,11 @@ class ImageDataset:
         Provenance label carried into every result (e.g. the JPEG copy of CIFAR-10).
     val : Split or None
         Validation images held out of the training split by :meth:`holdout` (None: no hold-out).
+
+    Construction checks what a hand-built data set gets wrong, cheaply (label minimum and maximum, no
+    per-image loop): every split is a :class:`Split` (wrap an ``(images, labels)`` pair in one) holding at
+    least one image of the training images' (C, H, W), with labels in ``[0, len(classes))``; ``mean`` and
+    ``std`` (a sequence, NumPy array or tensor) become one Python float per channel, ``std`` above 0.
     """
 
     name: str
@@ -170,6 +190,49 @@ class ImageDataset:
     root: str | None = None
     extra: dict = field(default_factory=dict)
     val: Split | None = None
+
+    def __post_init__(self):
+        # checked here, once: each of these failed only later, deep in fit or evaluation, as a raw error
+        require_type(self.classes, (list, tuple), f"The classes of ImageDataset {self.name!r}", "List one name per class.")
+        for key in ("train", "test", "val"):
+            self._check_split(key)
+        channels = self.image_shape[0]
+        self.mean, self.std = self._per_channel("mean", channels), self._per_channel("std", channels)
+
+    def _check_split(self, key: str) -> None:
+        """Refuse a split that is not a non-empty :class:`Split` of the training images' (C, H, W) with labels
+        in ``[0, num_classes)``; ``val`` may be None."""
+        split, what = getattr(self, key), f"ImageDataset {self.name!r}"
+        if split is None and key == "val":
+            return
+        require_type(split, Split, f"The {key} split of {what}", "Wrap the tensors: Split(images, labels).")
+        if len(split) == 0:  # an empty test split was a ZeroDivisionError at the end of an evaluation
+            raise InvalidParameterError(f"The {key} split of {what} holds no images; give it at least one "
+                                        "(fit distils from train, evaluation scores on test).")
+        shape = tuple(split.images.shape[1:])
+        if shape != self.image_shape:
+            raise InvalidParameterError(f"The {key} images of {what} are {shape} but its training images are "
+                                        f"{self.image_shape}; give every split one (C, H, W).")
+        lo, hi, k = int(split.labels.min()), int(split.labels.max()), self.num_classes
+        if lo < 0 or hi >= k:
+            raise InvalidParameterError(f"The {key} labels of {what} must lie in [0, {k}) (one per class name). Got "
+                                        f"values from {lo} to {hi}; name every class in classes, or relabel to 0..{k - 1}.")
+
+    def _per_channel(self, key: str, channels: int) -> tuple[float, ...]:
+        """``mean`` or ``std`` as one Python float per channel: a NumPy or torch number stored in a set's
+        metadata made every later step refuse the set, and a wrong count broadcast silently."""
+        value, positive = getattr(self, key), key == "std"  # the pixels are divided by std
+        try:
+            values = tuple(float(v) for v in (value.tolist() if hasattr(value, "tolist") else value))
+        except (TypeError, ValueError):
+            values = ()
+        if isinstance(value, (str, bytes)) or len(values) != channels or not all(
+                math.isfinite(v) and (v > 0 or not positive) for v in values):
+            zero = " (0: computed from images whose pixels in that channel are all equal)" if positive and 0 in values else ""
+            raise InvalidParameterError(f"The {key!r} of ImageDataset {self.name!r} must list one finite number"
+                                        f"{' > 0' if positive else ''} per channel: {channels} for its training "
+                                        f"images {self.image_shape}. Got {value!r} instead{zero}.")
+        return values
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -5,6 +5,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from distillset import get_method
 from distillset.applications import ArchitectureSearch, rank_correlations, search_space
+from distillset.errors import DistillsetError
 
 
 def test_rank_correlations_equal_scipy_on_a_fixed_table():
@@ -42,3 +43,47 @@ def test_search_end_to_end_ranks_and_picks(digits, monkeypatch):
     monkeypatch.setattr(ArchitectureSearch, "_full", lambda self, data: pytest.fail("retrained on the real data"))
     again = ArchitectureSearch(grid, epochs=5, full_epochs=1, full_per_class=30).fit(data, proxies)
     assert again.real_ == nas.real_ and again.proxies_["random"]["val"] == p["val"]  # seeded: the same numbers
+
+
+@pytest.mark.parametrize("proxy, real, top, message", [
+    ([1, 2, 3], [1, 2], (5,), "got 3 and 2"),  # was truncated to the first 2 silently
+    ([1], [1], (5,), "for at least 2; got 1 and 1"),
+    ([1, float("nan"), 3], [1, 2, 3], (5,), "proxy must be a list of finite accuracies"),
+    ([[1, 2], [3, 4]], [1, 2], (5,), "proxy must be a list of finite accuracies"),
+    ([1, 2, 3], ["a", "b", "c"], (5,), "real must be a list of finite accuracies"),
+    ([1, 2, 3], [1, 2, 3], 5, "top must be of type tuple or list, not int"),
+    ([1, 2, 3], [1, 2, 3], (0,), "'top' parameter of rank_correlations must be an int >= 2"),
+])
+def test_rank_correlations_refuses_what_it_cannot_rank(proxy, real, top, message):
+    with pytest.raises(DistillsetError) as e:
+        rank_correlations(proxy, real, top=top)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+GRID = ["mlp", "lenet", "convnet(depth=1, width=4)"]
+
+
+@pytest.mark.parametrize("grid, settings, proxies, message", [
+    (GRID, {}, "list", "proxies must be of type dict, not list"),
+    (GRID, {}, "set", "proxies must be of type dict, not SyntheticSet"),
+    (["mlp", "lenet", "mlpp"], {}, "dict", "Unknown model 'mlpp'"),  # the last one: trained the others first
+    (["mlp", "lenet", "mlp()"], {}, "dict", "lists mlp more than once"),
+    ([1, 2, 3], {}, "dict", "a list of model specs (strings"),
+    (GRID, {"device": "gpu"}, "dict", "'device' parameter must be"),
+    (GRID, {"full_per_class": 1000}, "dict", "more than the smallest class of 'digits' holds besides"),
+])
+def test_search_refuses_bad_settings_before_any_training(digits, grid, settings, proxies, message, monkeypatch):
+    from distillset.evaluate import Evaluator
+
+    data = digits.holdout(5)
+    syn = get_method("random", ipc=1, random_state=0).fit(data).synthetic_
+    given = {"list": [syn], "set": syn, "dict": {"random": syn}}[proxies]
+    monkeypatch.setattr(Evaluator, "score", lambda *a, **k: pytest.fail("trained before refusing"))
+    with pytest.raises(DistillsetError) as e:
+        ArchitectureSearch(grid, **{"epochs": 1, "full_epochs": 1, "val_per_class": 5, **settings}).fit(data, given)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_search_space_refuses_a_list():
+    with pytest.raises(DistillsetError, match="Unknown grid"):
+        search_space(["convnet"])

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from distillset.applications import MembershipAudit, lira_scores, tpr_at_fpr
 from distillset.applications.privacy import confidence
+from distillset.errors import DistillsetError
 
 
 def train_mlp(x, y, seed, epochs=300):
@@ -89,3 +90,46 @@ def test_lira_pooled_variance_is_unbiased():
     conf = torch.randn(6, 4000, generator=g, dtype=torch.float64) + torch.randn(4000, generator=g, dtype=torch.float64)
     _, sd = _gaussian(conf, torch.ones(6, 4000, dtype=torch.bool))
     assert abs(float(sd) - 1.0) < 0.02  # biased: sqrt(5/6) = 0.913
+
+
+BAD_ATTACK_INPUTS = [
+    (lambda: tpr_at_fpr(torch.rand(10), torch.arange(10) % 2 == 0, -0.1), "'fpr' parameter of tpr_at_fpr"),
+    (lambda: tpr_at_fpr(torch.rand(10), torch.arange(10) % 2 == 0, 1.5), "must be a float in the range [0, 1]"),
+    (lambda: tpr_at_fpr(torch.rand(10), torch.ones(10, dtype=torch.bool), 0.1), "10 members and 0 non-members"),
+    (lambda: tpr_at_fpr(torch.rand(10), torch.zeros(10, dtype=torch.bool), 0.1), "0 members and 10 non-members"),
+    (lambda: tpr_at_fpr(torch.rand(10), torch.ones(5, dtype=torch.bool), 0.1), "scores (10,) and members (5,) differ"),
+    (lambda: tpr_at_fpr([0.1, 0.9], torch.tensor([True, False]), 0.1), "The scores must be of type Tensor, not list"),
+    (lambda: lira_scores(torch.rand(4, 10), torch.rand(4, 9) > 0.5), "scores (4, 10) and members (4, 9) differ"),
+    (lambda: lira_scores(torch.rand(1, 10), torch.rand(1, 10) > 0.5), "from at least 2 models"),
+    (lambda: lira_scores(torch.rand(10), torch.rand(10) > 0.5), "Got shape (10,)"),
+]
+
+
+@pytest.mark.parametrize("call, message", BAD_ATTACK_INPUTS)
+def test_bad_attack_inputs_are_one_clear_line(call, message):
+    with pytest.raises(DistillsetError) as e:
+        call()
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("pipeline, bad, message", [
+    ("dm", dict(model="mlpp"), "Unknown model 'mlpp'"),
+    ("dm", dict(epochs=-1), "'epochs' parameter of MembershipAudit must be an int >= 0"),
+    ("dm", dict(augment="flipp"), "Unknown augmentation family 'flipp'"),
+    ("dm", dict(augment=3), "'augment' parameter of MembershipAudit"),
+    ("dm", dict(device="gpu"), "'device' parameter must be"),
+    ("dm", dict(params=[1]), "'params' parameter of MembershipAudit must be None or an instance of dict"),
+    ("full", dict(model=["mlp", "lenet"]), "'model' parameter of MembershipAudit must be an instance of str or dict"),
+    ("full", dict(params={"iterations": 5}), "'full' pipeline trains on the members as they are"),
+])
+def test_audit_refuses_bad_settings_before_any_model(digits, pipeline, bad, message, monkeypatch):
+    from distillset.evaluate import Evaluator
+    from distillset.methods import METHODS
+
+    monkeypatch.setattr(METHODS.get("dm"), "fit", lambda *a, **k: pytest.fail("distilled before refusing"))
+    monkeypatch.setattr(Evaluator, "score", lambda *a, **k: pytest.fail("trained before refusing"))
+    settings = dict(pool_size=40, n_models=3, ipc=1, model="mlp", epochs=1, augment=None,
+                    params={"iterations": 1, "model": "mlp"} if pipeline == "dm" else None)
+    with pytest.raises(DistillsetError) as e:
+        MembershipAudit(pipeline, **{**settings, **bad}).fit(digits)
+    assert message in str(e.value) and "\n" not in str(e.value)
