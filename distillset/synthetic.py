@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load, save
 
 from . import __version__
-from ._io import atomic_save, atomic_write
+from ._io import atomic_save, atomic_write, check_writable
 from .errors import CorruptFileError, InvalidParameterError, MissingDataError, require_type
 from .formation import check_factor, decode, decode_labels
 
@@ -284,6 +284,8 @@ class SyntheticSet:
             (a pair already at ``path`` stays as it was).
         """
         stem = _stem(path)
+        for suffix in (".safetensors", ".json"):  # e.g. a file where its folder should be: before any write
+            check_writable(Path(str(stem) + suffix), "SyntheticSet.save's path", folder=False)
         text = json.dumps(_plain(self.meta), indent=2, sort_keys=True, default=str)
         try:  # the set as load will read it back (fields may have been edited since construction), load's check
             saved = type(self)(self.images, self.labels, json.loads(text), self.lrs, self.extra).check()

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from distillset import SyntheticSet
-from distillset.errors import ArgumentTypeError, InvalidParameterError, MissingDataError
+from distillset.errors import ArgumentTypeError, InvalidParameterError, MissingDataError, OutputError
 
 
 def make_set(soft=False, lrs=False):
@@ -106,6 +106,13 @@ def test_save_refuses_a_set_load_would_refuse_and_writes_nothing(tmp_path, chang
         change(make_set()).save(stem)
     assert str(e.value).startswith(f"SyntheticSet.save wrote nothing to {stem}: ") and message in str(e.value)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the user's set is intact
+
+
+def test_save_under_a_file_is_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(OutputError, match="SyntheticSet.save's path .*afile/s.safetensors is under .*afile, which is a file"):
+        make_set().save(tmp_path / "afile" / "s")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"] and (tmp_path / "afile").read_text() == "mine"
 
 
 def test_a_number_as_lrs_is_one_step_size(tmp_path):
