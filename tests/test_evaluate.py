@@ -110,6 +110,8 @@ def test_holdout_is_class_balanced_disjoint_and_fixed(digits):
     assert not torch.equal(digits.holdout(7, seed=1).val.images, a.val.images)
     with pytest.raises(InvalidParameterError, match="val_per_class must be an int"):
         digits.holdout(0)
+    numpy_int = digits.holdout(np.int64(7))  # as from a NumPy grid: the same split, recorded as a Python int
+    assert torch.equal(numpy_int.val.images, a.val.images) and type(numpy_int.extra["val_per_class"]) is int
 
 
 def test_learned_labels_train_with_mse_by_default(digits):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,10 +272,11 @@ class ImageDataset:
             raise InvalidParameterError(f"Data set {self.name!r} already holds out {len(self.val)} validation images; "
                                         "call holdout once, on the loaded data set.")
         counts = self.class_counts()
-        if not isinstance(val_per_class, int) or isinstance(val_per_class, bool) or not 1 <= val_per_class < int(counts.min()):
+        if not isinstance(val_per_class, numbers.Integral) or isinstance(val_per_class, bool) or \
+                not 1 <= val_per_class < int(counts.min()):
             raise InvalidParameterError(f"val_per_class must be an int in [1, {int(counts.min()) - 1}] for {self.name!r} "
                                         f"(its smallest class has {int(counts.min())} training images). Got {val_per_class!r}.")
-        labels = self.train.labels
+        labels, val_per_class = self.train.labels, int(val_per_class)  # a NumPy int too, recorded as Python's
         is_val = per_class_mask(labels, self.num_classes, val_per_class, seed)
         return dataclasses.replace(self, train=Split(self.train.images[~is_val], labels[~is_val]),
                                    val=Split(self.train.images[is_val], labels[is_val]),
