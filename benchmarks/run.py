@@ -572,6 +572,17 @@ def run_parts(entry: dict, seeds: list[int], out: Path) -> list[int]:
             if parts.load(out, entry["name"], r, stamp, need_set=keeps_set(entry, r), quiet=True) is None]
 
 
+def refuse_arguments(args) -> None:
+    """One line, before any work, for what the flags' types let through (a traceback or a run followed)."""
+    profiles = sorted(f.stem for f in (HERE / "configs").glob("*.yaml"))
+    if args.profile not in profiles:
+        raise SystemExit(f"unknown profile {args.profile!r}; known: {', '.join(profiles)} (benchmarks/configs/)")
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1 (torch threads, recorded with the results); got {args.threads}")
+    if args.seeds and min(args.seeds) < 0:
+        raise SystemExit(f"--seeds must be root seeds >= 0; got {' '.join(map(str, args.seeds))}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
@@ -590,6 +601,7 @@ def main(argv=None) -> int:
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(RESULTS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    refuse_arguments(args)
     if args.report:
         print(f"wrote {write_report()}")
         return 0

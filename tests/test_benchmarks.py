@@ -296,6 +296,19 @@ def test_part_mistakes_are_one_line_before_any_work(monkeypatch):
         run.refuse_part([entry], [0])
 
 
+@pytest.mark.parametrize("argv,words", [
+    (["--profile", "nope"], "unknown profile 'nope'; known: applications, check, cpu"),
+    (["--threads", "0", "--only", "mnist_ipc1_dm"], "--threads must be >= 1"),
+    (["--profile", "tables", "--only", "mnist_ipc1_dm", "--seeds", "0", "-1"], "--seeds must be root seeds >= 0"),
+])
+def test_runner_flag_mistakes_are_one_line_before_any_work(argv, words, monkeypatch):
+    monkeypatch.setattr(run, "run_entry", lambda *a, **k: pytest.fail("a run started"))
+    monkeypatch.setattr(run.subprocess, "call", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(SystemExit, match=words) as e:
+        run.main(argv)
+    assert "\n" not in str(e.value)
+
+
 def test_committed_results_md_is_what_the_report_writes():
     """RESULTS.md is generated: a record, part or NOTES change committed without `run.py --report` fails here."""
     committed = (Path(run.HERE) / "RESULTS.md").read_text()
