@@ -383,12 +383,15 @@ class Evaluator:
         require_type(synthetic, SyntheticSet, "Evaluator.score's synthetic set",
                      "Read a saved one with SyntheticSet.load(path), or take a method's synthetic_ after fit.")
         require_dataset(data, "Evaluator.score's data")
+        if len(data.test) == 0:
+            raise InvalidParameterError(f"The data set {data.name!r} has no test images to score on (e.g. select_classes "
+                                        "of classes its test split lacks); evaluate on a data set with a test split.")
         if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
             raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
                                         f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
         declared = synthetic._declared_classes()  # None: a bare set, its labels within the data's classes will do
         columns = int(synthetic.labels.shape[1]) if synthetic.labels.dim() == 2 else None  # soft labels: one a class
-        too_many = int(synthetic.hard_labels.max()) >= data.num_classes if len(synthetic) else False
+        too_many = int(synthetic.hard_labels.max()) >= data.num_classes
         found = [k for k in (declared, columns, synthetic.num_classes if too_many else None)
                  if k is not None and k != data.num_classes]
         if found:

@@ -51,8 +51,7 @@ def _check(owner: str, low: float, weight: float | None = None, **points) -> Non
         validate_params(owner, points, dict.fromkeys(points, [Interval(float, low, 100)]))
     except InvalidParameterError as e:
         what = "accuracies" if low == 0 else "gains"
-        raise InvalidParameterError(f"{e} {owner} takes {what} in points, {low:g} to 100: pass 20.0 for 20 %, "
-                                    "not 0.2.") from None
+        raise InvalidParameterError(f"{e} {owner} takes {what} in points, {low:g} to 100 (20.0 for 20 %).") from None
 
 
 def _accuracy(value):

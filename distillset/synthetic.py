@@ -146,14 +146,14 @@ class SyntheticSet:
         (``num_classes``/``classes``, ``image_shape``, ``mean``/``std`` per channel): a set that fails
         would otherwise train to chance level or lose images silently.
         """
-        x, y, n = self.images, self.labels, len(self)
+        x, y = self.images, self.labels
         if not x.is_floating_point():
             raise InvalidParameterError(f"The images must be float (normalised). Got dtype {x.dtype} instead.")
         k = self._declared_classes()
         if y.dim() == 1:
             if y.is_floating_point() or y.dtype == torch.bool:
                 raise InvalidParameterError(f"Hard labels must be integer class indices. Got dtype {y.dtype} instead.")
-            lo, hi = (int(y.min()), int(y.max())) if n else (0, 0)
+            lo, hi = int(y.min()), int(y.max())
             if lo < 0 or (k is not None and hi >= k):
                 raise InvalidParameterError(f"Labels must lie in [0, {k if k is not None else 'num_classes'}). "
                                             f"Got values from {lo} to {hi}.")

@@ -26,12 +26,12 @@ def test_an_eval_result_counts_as_its_mean_accuracy():
 
 BAD = [
     (lambda: lrs(ior=250.0, hlr=-300.0), "'ior' parameter of lrs must be a float in the range [-100, 100]"),
-    (lambda: lrs(ior=float("nan"), hlr=1.0), "lrs takes gains in points, -100 to 100: pass 20.0 for 20 %"),
+    (lambda: lrs(ior=float("nan"), hlr=1.0), "lrs takes gains in points, -100 to 100 (20.0 for 20 %)"),
     (lambda: lrs(ior="20", hlr=10.0), "Got '20' instead"),
     (lambda: lrs(ior=20.0, hlr=10.0, weight=2.0), "'weight' parameter of lrs must be a float in the range [0, 1]"),
     (lambda: ars(gain_aug=20.0, gain_none=float("inf")), "'gain_none' parameter of ars"),
     (lambda: ars(10.0, 10.0, weight=-0.5), "'weight' parameter of ars"),
-    (lambda: ior(101.0, 50.0), "ior takes accuracies in points, 0 to 100: pass 20.0 for 20 %"),
+    (lambda: ior(101.0, 50.0), "ior takes accuracies in points, 0 to 100 (20.0 for 20 %)"),
     (lambda: ior(50.0, -1.0), "'random_acc' parameter of ior must be a float in the range [0, 100]"),
     (lambda: hlr([90, 91], [80, 81]), "'full_hard' parameter of hlr"),
     (lambda: hlr(True, 80.0), "'full_hard' parameter of hlr"),

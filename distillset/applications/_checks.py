@@ -3,6 +3,7 @@ options it passes on), the method's parameters, the seed and the device."""
 from __future__ import annotations
 
 from ..augment import check_augment
+from ..errors import InvalidParameterError
 from ..evaluate import Evaluator
 from ..models import check_model
 from ..utils import RANDOM_STATE, Instance, resolve_device, validate_params
@@ -21,3 +22,7 @@ def check_training(app, data) -> None:
     check_model(app.model, data.image_shape, data.num_classes, owner)
     check_augment(app.augment)
     resolve_device(app.device)
+    managed = sorted({"checkpoint_dir", "checkpoint_every"} & set(app.params or {}))
+    if managed:  # each step or model is a fit of its own: one folder would hold the first one's checkpoint
+        raise InvalidParameterError(f"{owner} runs its method many times and keeps no checkpoints; leave "
+                                    f"{', '.join(managed)} out of params.")

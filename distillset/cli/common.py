@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .._io import check_writable  # noqa: F401  (the commands import it from here)
+from .._io import check_writable
 from ..errors import InvalidParameterError, OutputError
 
 # "quick" fits a laptop CPU in about a minute (the README's numbers); "paper" is the reference protocol
@@ -74,7 +74,7 @@ class _OnceLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
 
     def construct_mapping(self, node, deep=False):
-        seen = set()
+        seen = {}  # key -> its text where first given
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then a key of base's: an override
                 continue
@@ -83,9 +83,11 @@ class _OnceLoader(yaml.SafeLoader):
                 hash(key)
             except TypeError:  # a list as a key: PyYAML's own error says so below
                 continue
-            if (type(key), key) in seen:  # with its type: 1 and true are two keys (Python's 1 == True)
-                raise _GivenTwice(f"{key!r} is given twice (line {key_node.start_mark.line + 1}); give it once")
-            seen.add((type(key), key))
+            if key in seen:  # (1, 1.0 and true are one key to the dict YAML builds)
+                first = "" if seen[key] == key_node.value else f", as {seen[key]!r} before"
+                raise _GivenTwice(f"{key_node.value!r} is given twice (line {key_node.start_mark.line + 1}{first}); "
+                                  "give it once")
+            seen[key] = key_node.value
         return super().construct_mapping(node, deep)
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 
 from .. import distributed
-from .._io import atomic_write
+from .._io import atomic_write, check_writable
 from ..errors import InvalidParameterError, OutputError
 from .common import (PRESETS, RUN_CONFIG_HEADER, add_data_options, apply_config, check_evaluator, check_run_folder,
-                     check_writable, format_own, format_table, given_dests, path_arg, result_rows, run_folder,
+                     format_own, format_table, given_dests, path_arg, result_rows, run_folder,
                      shows_run)
 
 # method parameters with a flag of their own: --param may set one only when its flag is not given

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 from .. import distributed
-from .._io import atomic_write
+from .._io import atomic_write, check_writable
 from ..errors import InvalidParameterError
-from .common import (PRESETS, add_data_options, check_evaluator, check_new_file, check_writable, format_own,
+from .common import (PRESETS, add_data_options, check_evaluator, check_new_file, format_own,
                      format_table, path_arg, result_rows)
 
 

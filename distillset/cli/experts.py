@@ -5,7 +5,8 @@ interrupted run keeps the experts it finished and resumes at the next one when r
 """
 from __future__ import annotations
 
-from .common import add_data_options, check_writable
+from .._io import check_writable
+from .common import add_data_options
 
 
 def add_parser(sub) -> None:

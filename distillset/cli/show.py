@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from ..errors import OutputError
-from .common import check_new_file, check_writable, path_arg
+from .._io import check_writable
+from .common import check_new_file, path_arg
 
 
 def add_parser(sub) -> None:

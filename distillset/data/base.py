@@ -11,6 +11,7 @@ import dataclasses
 import math
 import numbers
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -207,13 +208,16 @@ class ImageDataset:
         if split is None and key == "val":
             return
         require_type(split, Split, f"The {key} split of {what}", "Wrap the tensors: Split(images, labels).")
-        if len(split) == 0:  # an empty test split was a ZeroDivisionError at the end of an evaluation
+        if len(split) == 0 and key != "test":  # an empty test split is a data set's (select_classes of a folder
+            # whose test split lacks those classes); the Evaluator refuses to score on it
             raise InvalidParameterError(f"The {key} split of {what} holds no images; give it at least one "
                                         "(fit distils from train, evaluation scores on test).")
         shape = tuple(split.images.shape[1:])
         if shape != self.image_shape:
             raise InvalidParameterError(f"The {key} images of {what} are {shape} but its training images are "
                                         f"{self.image_shape}; give every split one (C, H, W).")
+        if len(split) == 0:
+            return
         lo, hi, k = int(split.labels.min()), int(split.labels.max()), self.num_classes
         if lo < 0 or hi >= k:
             raise InvalidParameterError(f"The {key} labels of {what} must lie in [0, {k}) (one per class name). Got "
@@ -232,7 +236,7 @@ class ImageDataset:
             zero = " (0: computed from images whose pixels in that channel are all equal)" if positive and 0 in values else ""
             raise InvalidParameterError(f"The {key!r} of ImageDataset {self.name!r} must list one finite number"
                                         f"{' > 0' if positive else ''} per channel: {channels} for its training "
-                                        f"images {self.image_shape}. Got {value!r} instead{zero}.")
+                                        f"images {self.image_shape}. Got {reprlib.repr(value)} instead{zero}.")
         return values
 
     @property

@@ -405,8 +405,8 @@ class DistillMethod:
         generator = make_generator(self.seed_, device)
         ckpt_dir = Path(self.checkpoint_dir) if getattr(self, "checkpoint_dir", None) else None
         self._check_checkpoint_dir(ckpt_dir, resume)
-        record = self._resume_record(data) if resume else None  # refused before any set-up or preparation
         self._data_fingerprint = fingerprint(data) if ckpt_dir is not None else None  # a resume must find the same
+        record = self._resume_record(data, self._data_fingerprint) if resume else None  # refused before any work
         distributed.agree(record and record["iteration"], "the checkpoint to resume")
         # the clock of the whole run (preparation included): a resumed one goes on from its checkpoint's count
         self._fit_started = started - (record.get("fit_seconds", 0.0) if record else 0.0)
@@ -605,8 +605,9 @@ class DistillMethod:
             raise OutputError(f"checkpoint_dir {ckpt_dir} holds a checkpoint; pass fit(..., resume=True) to continue "
                               "it, or delete it or choose another checkpoint_dir to start afresh.")
 
-    def _resume_record(self, data: ImageDataset) -> dict | None:
-        """The checkpoint's record if ``checkpoint_dir`` holds one this run may resume, else None.
+    def _resume_record(self, data: ImageDataset, data_hash: str | None = None) -> dict | None:
+        """The checkpoint's record if ``checkpoint_dir`` holds one this run may resume, else None
+        (``data_hash``: ``cache.fingerprint(data)`` where the caller has it).
 
         Reads and checks without changing anything (the CLI calls it before writing a file).
 
@@ -623,11 +624,11 @@ class DistillMethod:
         record, _ = _read_checkpoint(path)
         self._check_resume(record, path.parent, data.name, resolve_device(getattr(self, "device", None)))
         theirs = record.get("data")  # None: written before the data's hash was kept, checked by its name only
-        if theirs is not None and theirs != fingerprint(data):
+        if theirs is not None and theirs != (data_hash or fingerprint(data)):
             raise CheckpointMismatchError(
                 f"Cannot resume from {path.parent}: the checkpoint was made on other training images of "
-                f"{data.name!r} (another holdout(val_per_class), or the data changed). Use the same data, or another "
-                "checkpoint_dir to start afresh.")
+                f"{data.name!r} (another holdout(val_per_class), or the data changed). Use the same data (the same "
+                "--val-per-class), or another checkpoint_dir (--out) to start afresh.")
         return record
 
     def _check_resume(self, record: dict, ckpt_dir: Path, dataset: str, device: torch.device) -> None:

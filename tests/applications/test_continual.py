@@ -39,13 +39,14 @@ def test_a_condensed_memory_beats_chance_at_every_step(digits):
 
 @pytest.mark.parametrize("bad", [dict(steps=3), dict(ipc=0), dict(orders=0), dict(method="nope"),
                                  dict(augment="wiggle"), dict(model="convnet(widht=3)"), dict(ipc=500),
-                                 dict(params=[1]), dict(augment=3), dict(device="gpu"), dict(epochs=-1)])
+                                 dict(params=[1]), dict(augment=3), dict(device="gpu"), dict(epochs=-1),
+                                 dict(params={"checkpoint_dir": "ck"})])
 def test_bad_settings_are_refused_before_work(digits, bad, monkeypatch):
     from distillset.methods import METHODS
 
     monkeypatch.setattr(METHODS.get("random"), "fit", lambda *a, **k: pytest.fail("condensed before refusing"))
     with pytest.raises(InvalidParameterError if "method" not in bad else Exception,
-                       match=r"steps|ipc|orders|nope|wiggle|widht|params|augment|device|epochs"):
+                       match=r"steps|ipc|orders|nope|wiggle|widht|params|augment|device|epochs|checkpoint_dir out of params"):
         ClassIncremental(**{"method": "random", **bad}).fit(digits)
 
 

@@ -139,7 +139,7 @@ CASES = [
     case("config-key-twice", ["distill", "--config", "{d}/c.yaml"], _cfg("ipc: 10\nparams: {lr_img: 1}\nipc: 50\n"), 2,
          "c.yaml: 'ipc' is given twice (line 3); give it once."),
     case("config-keys-equal-in-python", ["distill", "--config", "{d}/c.yaml"], _cfg("1: 10\ntrue: 50\n"), 2,
-         "Unknown key 1 in config"),  # two YAML keys (1 == True in Python): not "given twice"
+         "'true' is given twice (line 2, as '1' before); give it once."),  # one key of the dict YAML builds
     case("model-option-twice", ["distill", "--model", "convnet(width=8, width=9)"], None, 2,
          "The model spec 'convnet(width=8, width=9)' gives 'width' twice"),
     case("config-params-a-list", ["distill", "--config", "{d}/c.yaml"], _cfg("params: [1]\n"), 2, "'params' must be"),

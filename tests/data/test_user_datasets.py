@@ -37,7 +37,6 @@ def make(**kw):
     ({"test": split(3, size=4)}, InvalidParameterError,
      "The test images of ImageDataset 'mine' are (1, 4, 4) but its training images are (1, 8, 8)"),
     ({"val": split(3, channels=3)}, InvalidParameterError, "The val images of ImageDataset 'mine' are (3, 8, 8)"),
-    ({"test": split(0)}, InvalidParameterError, "The test split of ImageDataset 'mine' holds no images"),
     ({"train": split(0)}, InvalidParameterError, "The train split of ImageDataset 'mine' holds no images"),
     ({"train": tuple(vars(split()).values())}, ArgumentTypeError,
      "The train split of ImageDataset 'mine' must be of type Split, not tuple. Wrap the tensors: Split(images, labels)."),
@@ -85,3 +84,13 @@ def test_copies_are_checked_and_still_work():
     assert len(d.with_train(torch.tensor([0, 1])).train) == 2
     with pytest.raises(InvalidParameterError, match="The train split of ImageDataset 'mine' holds no images"):
         d.with_train(torch.tensor([], dtype=torch.long))
+
+
+def test_an_empty_test_split_is_a_data_set_the_evaluator_refuses_to_score_on():
+    from distillset import Evaluator
+    from distillset.methods import get_method
+
+    d = make(train=split(12), test=Split(torch.zeros(0, 1, 8, 8, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)))
+    synthetic = get_method("random", ipc=1, random_state=0).fit(d).synthetic_  # distilling needs no test images
+    with pytest.raises(InvalidParameterError, match="The data set 'mine' has no test images to score on"):
+        Evaluator("mlp", n_models=1, epochs=1).score(synthetic, d)
