@@ -369,13 +369,16 @@ class SyntheticSet:
         return arr[..., 0] if ch == 1 else arr
 
     def save_grid(self, path: str | Path, **kw) -> Path:
-        """Save :meth:`grid` as a PNG."""
+        """Save :meth:`grid` as an image in the format its suffix names (``.png``, ``.jpg``, ...; PNG when
+        the suffix names none)."""
         from PIL import Image
 
         path = Path(path)
+        check_writable(path, "SyntheticSet.save_grid's path", folder=False)  # e.g. a folder there: before drawing
         path.parent.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray(self.grid(**kw))
-        return atomic_save(path, lambda buf: image.save(buf, format="PNG"))
+        kind = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+        return atomic_save(path, lambda buf: image.save(buf, format=kind))
 
     def png_paths(self, directory: str | Path) -> list[Path]:
         """Where :meth:`save_pngs` writes each image: ``<directory>/<class>_<index>.png``, the class name kept

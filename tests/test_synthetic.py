@@ -115,6 +115,18 @@ def test_save_under_a_file_is_one_line_and_writes_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["afile"] and (tmp_path / "afile").read_text() == "mine"
 
 
+def test_save_grid_writes_the_format_its_suffix_names_and_refuses_a_folder(tmp_path):
+    from PIL import Image
+
+    s = make_set()
+    for name, kind in (("g.png", "PNG"), ("g.jpg", "JPEG"), ("g.grid", "PNG")):
+        with Image.open(s.save_grid(tmp_path / name)) as image:
+            assert image.format == kind
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(OutputError, match="save_grid's path .*folder exists and is not a file"):
+        s.save_grid(tmp_path / "folder")
+
+
 def test_a_number_as_lrs_is_one_step_size(tmp_path):
     s = make_set()
     one = SyntheticSet(s.images, s.labels, s.meta, lrs=0.01)  # was an AttributeError at save and at evaluation
