@@ -70,8 +70,14 @@ def _entry_path(kind: str, settings: dict) -> Path:
 
 
 def is_cached(kind: str, settings: dict) -> bool:
-    """Whether the cache holds an entry for (``kind``, ``settings``) (unread: a damaged one counts)."""
-    return _entry_path(kind, settings).is_file()
+    """Whether the cache holds a readable entry for (``kind``, ``settings``): only its header is read, so a
+    damaged one (which :func:`cached` would build again) is not counted."""
+    path = _entry_path(kind, settings)
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except (SafetensorError, OSError):
+        return False
 
 
 def cached(kind: str, settings: dict, build: Callable[[], dict[str, torch.Tensor]], device=None

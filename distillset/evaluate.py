@@ -12,6 +12,7 @@ architecture's position and the network's index, so its result does not depend o
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import statistics
 import time
@@ -31,7 +32,7 @@ from . import __version__
 from ._io import atomic_write, check_writable
 from .augment import check_augment
 from .data import ImageDataset, require_dataset
-from .errors import InvalidParameterError, require_type
+from .errors import InvalidParameterError, UnknownNameError, require_type
 from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
@@ -250,6 +251,29 @@ def network_seeds(random_state: int, model_index: int, n_models: int) -> list[tu
     return [tuple(int(v) for v in c.generate_state(2, np.uint64) >> np.uint64(1)) for c in children]
 
 
+def check_set_fits(synthetic: SyntheticSet, data: ImageDataset) -> None:
+    """Refuse scoring ``synthetic`` on ``data`` when it was distilled from other data (image shape, classes) or
+    ``data`` has no test images."""
+    if len(data.test) == 0:
+        raise InvalidParameterError(f"The data set {data.name!r} has no test images to score on (e.g. select_classes "
+                                    "of classes its test split lacks); evaluate on a data set with a test split.")
+    if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
+        raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
+                                    f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
+    declared = synthetic._declared_classes()  # None: a bare set, its labels within the data's classes will do
+    columns = int(synthetic.labels.shape[1]) if synthetic.labels.dim() == 2 else None  # soft labels: one a class
+    too_many = int(synthetic.hard_labels.max()) >= data.num_classes
+    found = [k for k in (declared, columns, synthetic.num_classes if too_many else None)
+             if k is not None and k != data.num_classes]
+    if found:
+        raise InvalidParameterError(f"The synthetic set has {found[0]} classes but the data set "
+                                    f"{data.name!r} has {data.num_classes}; evaluate on the data set it was distilled from.")
+    names = synthetic.meta.get("classes")
+    if isinstance(names, list) and names != list(data.classes):  # e.g. another image folder with as many classes
+        raise InvalidParameterError(f"The synthetic set's classes ({_listed(names)}) are not those of the data set "
+                                    f"{data.name!r} ({_listed(data.classes)}); evaluate on the data it was distilled from.")
+
+
 class Evaluator:
     """Train fresh networks on a synthetic set and test them on the real test set.
 
@@ -383,24 +407,7 @@ class Evaluator:
         require_type(synthetic, SyntheticSet, "Evaluator.score's synthetic set",
                      "Read a saved one with SyntheticSet.load(path), or take a method's synthetic_ after fit.")
         require_dataset(data, "Evaluator.score's data")
-        if len(data.test) == 0:
-            raise InvalidParameterError(f"The data set {data.name!r} has no test images to score on (e.g. select_classes "
-                                        "of classes its test split lacks); evaluate on a data set with a test split.")
-        if tuple(synthetic.images.shape[1:]) != tuple(data.image_shape):
-            raise InvalidParameterError(f"The synthetic set's images are {tuple(synthetic.images.shape[1:])} but the data set "
-                                        f"{data.name!r} has images {tuple(data.image_shape)}; evaluate on the data set it was distilled from.")
-        declared = synthetic._declared_classes()  # None: a bare set, its labels within the data's classes will do
-        columns = int(synthetic.labels.shape[1]) if synthetic.labels.dim() == 2 else None  # soft labels: one a class
-        too_many = int(synthetic.hard_labels.max()) >= data.num_classes
-        found = [k for k in (declared, columns, synthetic.num_classes if too_many else None)
-                 if k is not None and k != data.num_classes]
-        if found:
-            raise InvalidParameterError(f"The synthetic set has {found[0]} classes but the data set "
-                                        f"{data.name!r} has {data.num_classes}; evaluate on the data set it was distilled from.")
-        names = synthetic.meta.get("classes")
-        if isinstance(names, list) and names != list(data.classes):  # e.g. another image folder with as many classes
-            raise InvalidParameterError(f"The synthetic set's classes ({_listed(names)}) are not those of the data set "
-                                        f"{data.name!r} ({_listed(data.classes)}); evaluate on the data it was distilled from.")
+        check_set_fits(synthetic, data)
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         self._with_validation(data, len(self._lrs(synthetic)) > 1 or self.checkpoint == "best_val",
                               synthetic.meta.get("val_per_class"))  # a split too large for the classes
@@ -663,4 +670,8 @@ class _BestOnValidation:
 
 def evaluate(synthetic: SyntheticSet, data: ImageDataset, **kwargs) -> dict[str, EvalResult]:
     """Shortcut for ``Evaluator(**kwargs).score(synthetic, data)``."""
+    names = [name for name in inspect.signature(Evaluator).parameters]
+    for key in kwargs:  # a misspelt keyword is named with its close matches, not a bare TypeError
+        if key not in names:
+            raise UnknownNameError("Evaluator parameter", key, names)
     return Evaluator(**kwargs).score(synthetic, data)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from distillset.cache import cache_key, cached, clear_cache, list_cache
+from distillset.cache import cache_key, cached, clear_cache, is_cached, list_cache
 from distillset.cli.main import main
 
 
@@ -79,7 +79,9 @@ def test_a_damaged_entry_is_prepared_again(tmp_path, monkeypatch):
     with open(entry["path"], "r+b") as f:
         f.truncate(20)
     assert [(e["kind"], e["settings"]) for e in list_cache()] == [("demo", {"damaged": True})]
+    assert not is_cached("demo", {"epochs": 1}) and not is_cached("demo", {"epochs": 2})
     with pytest.warns(UserWarning, match="unreadable cache entry"):
         out = cached("demo", {"epochs": 1}, lambda: {"x": torch.full((2,), 3.0)})
     assert torch.equal(out["x"], torch.full((2,), 3.0))
     assert torch.equal(cached("demo", {"epochs": 1}, lambda: 1 / 0)["x"], out["x"])  # replaced: a hit again
+    assert is_cached("demo", {"epochs": 1})

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from distillset import Evaluator, SyntheticSet
-from distillset.errors import InvalidParameterError, OutputError
+from distillset.errors import InvalidParameterError, OutputError, UnknownNameError
+from distillset.evaluate import evaluate
 from distillset.methods import RandomSubset
 
 
@@ -61,6 +62,8 @@ def test_errors(digits, monkeypatch, tmp_path):
     (tmp_path / "afile").write_text("mine")
     with pytest.raises(OutputError, match="resume_dir .*afile exists and is not a folder"):
         Evaluator("mlp", n_models=1, epochs=1, resume_dir=tmp_path / "afile").score(syn, digits)
+    with pytest.raises(UnknownNameError, match="Evaluator parameter 'epoch'. Did you mean 'epochs'"):
+        evaluate(syn, digits, epoch=1)  # was a bare TypeError
     assert trained == []
 
 

@@ -161,12 +161,12 @@ class MembershipAudit:
 
         require_dataset(data, "MembershipAudit.fit's data")
         k = data.num_classes
-        if not isinstance(self.n_models, int) or self.n_models < 3:
+        if not Interval(int, 3).accepts(self.n_models):  # a NumPy int too
             raise InvalidParameterError(f"n_models must be an int >= 3 (each model is the target once, the others its "
                                         f"shadows). Got {self.n_models!r}.")
         check_training(self, data)  # the networks each model trains, params, seed and device: before the first model
         smallest = int(data.class_counts().min())
-        if not isinstance(self.pool_size, int) or not 2 * k <= self.pool_size <= smallest * k:
+        if not Interval(int, 2 * k, smallest * k).accepts(self.pool_size):
             raise InvalidParameterError(f"pool_size must be an int in [{2 * k}, {smallest * k}] for {data.name!r}. "
                                         f"Got {self.pool_size!r}.")
         if self.pipeline == "full" and self.params:
@@ -233,7 +233,7 @@ class MembershipAudit:
         return {name: roc(s, self.members_)[:2] for name, s in (("lira", lira), ("loss", self.confidences_))}
 
     def to_dict(self) -> dict:
-        return {"pipeline": self.pipeline, "pool_size": self.pool_size, "n_models": self.n_models, "ipc": self.ipc,
+        return {"pipeline": self.pipeline, "pool_size": int(self.pool_size), "n_models": int(self.n_models), "ipc": self.ipc,
                 "params": self.params or {}, "model": self.model, "epochs": self.epochs, "augment": self.augment,
                 "random_state": self.random_state, "seed": self.seed_, **self.results_}
 

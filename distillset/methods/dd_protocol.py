@@ -12,6 +12,7 @@ import warnings
 import torch
 
 from ..errors import InvalidParameterError
+from ..evaluate import check_set_fits
 from ..unroll import FlatNet, unroll
 from ..utils import make_generator, resolve_device
 from .dd_nets import InitSampler, pretrain_pool
@@ -69,6 +70,7 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, net_init=None, imag
                       DeprecationWarning, stacklevel=2)
         net_init = net_init or init
     params = _dd_params(synthetic)
+    check_set_fits(synthetic, data)  # other data would surface as a weight count that names the model
     model = model or params["model"]
     regime = net_init or params["net_init"]
     if regime not in _INIT_WORDS or int(n_models) < 1:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import augment, resolve_strategy
+from ..errors import InvalidParameterError
 from ..kernels import (centered_one_hot, is_random_kernel, kernel_accuracy, krr_predict, label_solve, make_kernel,
                        parse_kernel_spec)
 from ..utils import NO_ITERATIONS, Instance, Interval, Options, draw_seed
@@ -50,7 +51,10 @@ def _whiten(real, zca: bool, strength: float) -> dict[str, torch.Tensor]:
 def _check_specs(kernel, data, model: str) -> list[str]:
     """The kernel family's specs, each built once on the data's shape: an unknown name, option or bad value
     (a Myrtle depth of 4) is one clear error before any work, not in the first step."""
-    specs = [kernel] if isinstance(kernel, str) else list(kernel)
+    specs = [kernel] if isinstance(kernel, str) else list(kernel) if isinstance(kernel, (list, tuple)) else None
+    if not specs or not all(isinstance(s, str) for s in specs):
+        raise InvalidParameterError(f"kernel must be a kernel spec such as 'fc_ntk', or a non-empty list of them. "
+                                    f"Got {kernel!r}.")
     for s in specs:
         parse_kernel_spec(s)  # raises on an unknown name or a bad spec
         make_kernel(s, in_shape=data.image_shape, num_classes=data.num_classes, seed=0, model=model).check(data.image_shape)

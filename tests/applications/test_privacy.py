@@ -1,5 +1,6 @@
 """The membership audit: LiRA finds the members of models that memorised them, and nothing in models that
 never saw the candidates."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,9 @@ def test_no_signal_when_no_candidate_was_trained_on(digits):
 
 
 def test_audit_end_to_end_and_bad_settings(digits):
-    audit = MembershipAudit("random", pool_size=100, n_models=3, ipc=2, epochs=5, augment=None).fit(digits)
+    audit = MembershipAudit("random", pool_size=np.int64(100), n_models=np.int64(3), ipc=2, epochs=5,
+                            augment=None).fit(digits)  # NumPy ints were refused
+    assert type(audit.to_dict()["n_models"]) is int
     r = audit.results_
     assert audit.members_.shape == (3, 100) and (audit.members_.sum(1) == 50).all()
     assert r["non_member_pairs"] == 150 and set(r["lira"]) == {"tpr_at_0.1%", "tpr_at_1%", "auc"}

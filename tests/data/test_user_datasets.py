@@ -84,6 +84,8 @@ def test_copies_are_checked_and_still_work():
     assert len(d.with_train(torch.tensor([0, 1])).train) == 2
     with pytest.raises(InvalidParameterError, match="The train split of ImageDataset 'mine' holds no images"):
         d.with_train(torch.tensor([], dtype=torch.long))
+    with pytest.raises(InvalidParameterError, match=r"with_train indices must lie in \[0, 11\].*Got 0\.\.12"):
+        d.with_train(torch.tensor([0, 12]))  # was a bare IndexError
 
 
 def test_an_empty_test_split_is_a_data_set_the_evaluator_refuses_to_score_on():

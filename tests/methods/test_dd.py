@@ -183,6 +183,8 @@ def test_bad_inputs_get_clear_errors(digits, clean):
         evaluate_dd(dm, digits)
     with pytest.raises(InvalidParameterError, match="normalised float images shaped like"):
         evaluate_dd(clean, digits, images=digits.train.images[:10])
+    with pytest.raises(InvalidParameterError, match="has 10 classes but the data set 'digits' has 3; evaluate on the data"):
+        evaluate_dd(clean, digits.select_classes([0, 1, 2]))  # was "has N weights ...; evaluate it with model='mlp'"
     r = DD(net_init="random", steps=1, epochs=1, iterations=1, batch_real=2, random_state=0, device="cpu",
            progress=False).fit(digits).synthetic_
     with pytest.raises(InvalidParameterError, match="holds no fixed init"):

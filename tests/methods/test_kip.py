@@ -67,6 +67,8 @@ def test_kip_errors(digits):
     ("kip", "conv_ntk(depth=4)", "at least 16 pixels a side"),  # digits are 8 x 8
     ("ls", "conv_ntk(w_std='x')", "cannot be built with"),
     ("kip", "conv_ntk(kind='nngp')", "cannot be built with"),
+    ("kip", [], r"a non-empty list of them. Got \[\]"),  # was a raw error in the first step
+    ("kip", ["fc_ntk", 3], "kernel must be a kernel spec"),
 ])
 def test_a_bad_kernel_spec_is_refused_before_any_work(digits, method, spec, message):
     """Every member of the family is built on the data's shape in fit's validation, before any preparation."""
