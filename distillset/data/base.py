@@ -314,9 +314,11 @@ class ImageDataset:
 
     def with_train(self, indices: torch.Tensor) -> "ImageDataset":
         """A copy whose training split is ``train[indices]`` (test and validation unchanged)."""
-        indices = torch.as_tensor(indices)
-        n = len(self.train)
-        if indices.dtype not in (torch.bool, torch.uint8) and len(indices) and not (-n <= indices.min() <= indices.max() < n):
+        indices, n = torch.as_tensor(indices), len(self.train)
+        if indices.dtype == torch.bool and indices.shape != (n,):
+            raise InvalidParameterError(f"A with_train mask must hold one bool per training image of {self.name!r} "
+                                        f"({n}). Got shape {tuple(indices.shape)}.")
+        if indices.dtype != torch.bool and indices.numel() and not (-n <= indices.min() <= indices.max() < n):
             raise InvalidParameterError(f"with_train indices must lie in [0, {n - 1}] (the training split of "
                                         f"{self.name!r} holds {n} images). Got {indices.min()}..{indices.max()}.")
         return dataclasses.replace(self, train=Split(self.train.images[indices], self.train.labels[indices]))

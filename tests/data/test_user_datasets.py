@@ -86,6 +86,9 @@ def test_copies_are_checked_and_still_work():
         d.with_train(torch.tensor([], dtype=torch.long))
     with pytest.raises(InvalidParameterError, match=r"with_train indices must lie in \[0, 11\].*Got 0\.\.12"):
         d.with_train(torch.tensor([0, 12]))  # was a bare IndexError
+    with pytest.raises(InvalidParameterError, match=r"one bool per training image of 'mine' \(12\). Got shape \(3,\)"):
+        d.with_train(torch.ones(3, dtype=torch.bool))
+    assert len(d.with_train(torch.arange(12) < 5).train) == 5
 
 
 def test_an_empty_test_split_is_a_data_set_the_evaluator_refuses_to_score_on():
