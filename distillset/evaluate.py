@@ -670,7 +670,7 @@ class _BestOnValidation:
 
 def evaluate(synthetic: SyntheticSet, data: ImageDataset, **kwargs) -> dict[str, EvalResult]:
     """Shortcut for ``Evaluator(**kwargs).score(synthetic, data)``."""
-    names = [name for name in inspect.signature(Evaluator).parameters]
+    names = list(inspect.signature(Evaluator).parameters)
     for key in kwargs:  # a misspelt keyword is named with its close matches, not a bare TypeError
         if key not in names:
             raise UnknownNameError("Evaluator parameter", key, names)

@@ -30,7 +30,7 @@ from ..data import require_dataset
 from ..errors import InvalidParameterError
 from ..evaluate import Evaluator
 from ..synthetic import SyntheticSet
-from ..utils import derive_seed, resolve_seed
+from ..utils import Interval, derive_seed, resolve_seed, validate_params
 from ._checks import check_training
 
 
@@ -90,11 +90,8 @@ class ClassIncremental:
 
         require_dataset(data, "ClassIncremental.fit's data")
         k = data.num_classes
-        for name, value, low in (("steps", self.steps, 1), ("ipc", self.ipc, 1), ("orders", self.orders, 1),
-                                 ("n_models", self.n_models, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidParameterError(f"The {name!r} parameter of ClassIncremental must be an int >= {low}. "
-                                            f"Got {value!r} instead.")
+        counts = ("steps", "ipc", "orders", "n_models")  # a NumPy int too (validate_params' Interval takes one)
+        validate_params(type(self).__name__, vars(self), dict.fromkeys(counts, [Interval(int, 1)]))
         check_training(self, data)  # the evaluation networks, params, seed and device
         if k % self.steps:
             divisors = [d for d in range(1, k + 1) if k % d == 0]
@@ -177,11 +174,11 @@ class ClassIncremental:
 
     def to_dict(self) -> dict:
         """The settings and results, JSON-able."""
-        return {"method": self.method, "steps": self.steps, "ipc": self.ipc, "orders": self.orders_,
-                "params": self.params or {}, "n_models": self.n_models, "epochs": self.epochs, "model": self.model,
+        return {"method": self.method, "steps": int(self.steps), "ipc": int(self.ipc), "orders": self.orders_,
+                "params": self.params or {}, "n_models": int(self.n_models), "epochs": self.epochs, "model": self.model,
                 "augment": self.augment, "random_state": self.random_state, "seed": self.seed_,
                 "memory_sizes": self.memory_sizes_,
-                "classes_seen": [len(self.orders_[0]) // self.steps * (s + 1) for s in range(self.steps)],
+                "classes_seen": [len(self.orders_[0]) // int(self.steps) * (s + 1) for s in range(self.steps)],
                 "per_step": self.per_step_, "step_means": self.step_means_, "step_stds": self.step_stds_,
                 "final": self.final_, "average": self.average_, "seconds": self.seconds_}
 

@@ -1,4 +1,7 @@
 """Class-incremental learning: each class condensed exactly once, the memory growing by ipc x classes."""
+import json
+
+import numpy as np
 import pytest
 
 from distillset.applications import ClassIncremental
@@ -15,7 +18,7 @@ class Recording(ClassIncremental):
 
 
 def test_each_class_condensed_once_and_memory_grows(digits):
-    cl = Recording("random", steps=5, ipc=3, orders=2, n_models=1, epochs=1, augment=None)
+    cl = Recording("random", steps=np.int64(5), ipc=np.int64(3), orders=2, n_models=1, epochs=1, augment=None)
     cl.calls_ = []
     cl.fit(digits)
     for o, order in enumerate(cl.orders_):
@@ -26,7 +29,8 @@ def test_each_class_condensed_once_and_memory_grows(digits):
     assert cl.orders_[0] == list(range(10)) and sorted(cl.orders_[1]) == list(range(10)) and cl.orders_[1] != cl.orders_[0]
     assert cl.memory_sizes_ == [6, 12, 18, 24, 30]  # ipc x 2 new classes per step
     assert len(cl.per_step_) == 2 and all(len(step) == 1 for order in cl.per_step_ for step in order)
-    record = cl.to_dict()
+    record = cl.to_dict()  # NumPy ints (a grid's) were refused; the record holds Python ones
+    assert json.loads(json.dumps(record))["steps"] == 5 and type(record["ipc"]) is int
     assert record["classes_seen"] == [2, 4, 6, 8, 10] and record["final"] == cl.step_means_[-1]
 
 
