@@ -26,6 +26,21 @@ def test_redraw_follows_pytorch_default_init_and_the_generator():
     assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(norm.bias, torch.zeros_like(norm.bias))
 
 
+
+@pytest.mark.parametrize("name", ["ntk_fc", "ntk_convnet(width=16, depth=2)"])
+def test_redraw_draws_ntk_layers_standard_normal(name):
+    """NTK-parameterised layers are N(0, 1) (scaled in the forward): DM / DC / IDM re-draw them (a TypeError before)."""
+    net = get_model(name, (1, 8, 8), 10, seed=0)
+    a = torch.cat([p.flatten().clone() for p in Redraw(net)(torch.Generator().manual_seed(1)).parameters()])
+    b = torch.cat([p.flatten().clone() for p in Redraw(net)(torch.Generator().manual_seed(1)).parameters()])
+    assert torch.equal(a, b) and a.numel() > 500
+    assert abs(a.mean().item()) < 0.1 and abs(a.std().item() - 1) < 0.1
+
+
+def test_dm_fits_with_an_ntk_model(digits):
+    dm = get_method("dm", ipc=1, iterations=2, model="ntk_fc", random_state=0, progress=False).fit(digits)
+    assert torch.isfinite(dm.synthetic_.images).all()
+
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
 def test_frozen_embed_equals_the_plain_forward(shape):
     net = get_model("convnet", shape, 10, seed=0).requires_grad_(False)

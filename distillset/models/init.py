@@ -4,7 +4,8 @@ Methods that need a fresh random network every iteration (DM, DC/DSA) build the 
 re-draw its weights here: no module construction, no host round trip, one random kernel per call,
 and every draw comes from the run's generator (so checkpoints resume bit-identically). The
 distributions are PyTorch's defaults: convolution and linear weights and biases
-U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (``kaiming_uniform_(a=sqrt(5))``), norm weights 1, biases 0.
+U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (``kaiming_uniform_(a=sqrt(5))``), norm weights 1, biases 0; a layer
+whose class sets ``standard_normal_init = True`` (the NTK-parameterised layers) draws all its parameters N(0, 1).
 """
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ class Redraw:
     """
 
     def __init__(self, net: nn.Module):
-        self.net, self.uniform, self.norms, bounds = net, [], [], []
+        self.net, self.uniform, self.normal, self.norms, bounds = net, [], [], [], []
         for m in net.modules():
-            if isinstance(m, _AFFINE):
+            if getattr(type(m), "standard_normal_init", False):
+                self.normal += list(m.parameters(recurse=False))
+            elif isinstance(m, _AFFINE):
                 bound = 1.0 / math.sqrt(_fan_in(m.weight)) if _fan_in(m.weight) > 0 else 0.0
                 ps = [p for p in (m.weight, m.bias) if p is not None]
                 self.uniform += ps
@@ -40,9 +43,10 @@ class Redraw:
             elif any(True for _ in m.parameters(recurse=False)):
                 raise TypeError(f"Redraw does not know the default initialisation of {type(m).__name__}.")
         self.sizes = [p.numel() for p in self.uniform]
+        self.normal_sizes = [p.numel() for p in self.normal]
         device = self.uniform[0].device if self.uniform else torch.device("cpu")
         # per-element bound of the flat draw, built once (a host-to-device copy we do not repeat)
-        self.scale = torch.repeat_interleave(torch.tensor(bounds, device=device), torch.tensor(self.sizes, device=device))
+        self.scale = torch.repeat_interleave(torch.tensor(bounds, device=device), torch.tensor(self.sizes, dtype=torch.long, device=device))
 
     @torch.no_grad()
     def __call__(self, generator: torch.Generator) -> nn.Module:
@@ -56,6 +60,10 @@ class Redraw:
             u = torch.rand(self.scale.numel(), generator=generator, device=generator.device)  # one draw for all
             flat = (2 * u.to(self.scale.device) - 1) * self.scale  # U(-bound, bound) per parameter
             for p, chunk in zip(self.uniform, flat.split(self.sizes)):
+                p.copy_(chunk.view_as(p))
+        if self.normal:  # drawn after the uniform ones: networks without such layers draw as before
+            flat = torch.randn(sum(self.normal_sizes), generator=generator, device=generator.device)
+            for p, chunk in zip(self.normal, flat.split(self.normal_sizes)):
                 p.copy_(chunk.view_as(p))
         return self.net
 

@@ -31,6 +31,8 @@ W_STD, B_STD = math.sqrt(2.0), 0.1  # the kernels' defaults
 class NTKLinear(nn.Module):
     """``W_std / sqrt(in) x W^T + b_std b`` with W, b ~ N(0, 1)."""
 
+    standard_normal_init = True  # what models.init.Redraw re-draws them from
+
     def __init__(self, fan_in: int, out: int, w_std: float = W_STD, b_std: float = B_STD):
         super().__init__()
         self.weight, self.bias = nn.Parameter(torch.randn(out, fan_in)), nn.Parameter(torch.randn(out))
@@ -42,6 +44,8 @@ class NTKLinear(nn.Module):
 
 class NTKConv2d(nn.Module):
     """A q x q "same" convolution, ``W_std / sqrt(in q^2) conv(x, W) + b_std b`` with W, b ~ N(0, 1)."""
+
+    standard_normal_init = True
 
     def __init__(self, channels_in: int, channels_out: int, size: int = 3, w_std: float = W_STD, b_std: float = B_STD):
         super().__init__()
