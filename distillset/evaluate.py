@@ -272,6 +272,13 @@ def check_set_fits(synthetic: SyntheticSet, data: ImageDataset) -> None:
     if isinstance(names, list) and names != list(data.classes):  # e.g. another image folder with as many classes
         raise InvalidParameterError(f"The synthetic set's classes ({_listed(names)}) are not those of the data set "
                                     f"{data.name!r} ({_listed(data.classes)}); evaluate on the data it was distilled from.")
+    for key in ("mean", "std"):  # e.g. another image folder with these classes: the set is in another scale
+        recorded, ours = synthetic.meta.get(key), getattr(data, key)
+        if isinstance(recorded, list) and not (len(recorded) == len(ours) and np.allclose(recorded, ours, rtol=1e-4,
+                                                                                          atol=1e-6)):
+            raise InvalidParameterError(f"The synthetic set was normalised with {key} {_listed(recorded)} but the data set "
+                                        f"{data.name!r} has {key} {_listed(list(ours))}; evaluate on the data it was "
+                                        "distilled from.")
 
 
 class Evaluator:
@@ -410,9 +417,14 @@ class Evaluator:
         check_set_fits(synthetic, data)
         synthetic.check()  # a NaN pixel or a label out of range is an error, not a chance-level score
         self._with_validation(data, len(self._lrs(synthetic)) > 1 or self.checkpoint == "best_val",
-                              synthetic.meta.get("val_per_class"))  # a split too large for the classes
+                              synthetic.meta.get("val_per_class"), warn=False)  # a split too large for the classes
         for spec in self._model_specs():  # a typo in the last model is an error before the first one trains
             check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
+        names = [model_spec_name(spec) for spec in self._model_specs()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # results are keyed by the name: the second copy's networks replaced the first's
+            raise InvalidParameterError(f"The model {twice[0]!r} is given twice in 'models'; name each model once "
+                                        "(more networks of one model: n_models).")
         check_augment(self.augment)
         if self.resume_dir is not None:  # before the first network trains, not when it is kept
             check_writable(Path(self.resume_dir), "resume_dir", folder=True)
@@ -522,14 +534,16 @@ class Evaluator:
                                         f"list of them. Got {self.lr!r} instead.")
         return [float(v) for v in lrs]
 
-    def _with_validation(self, data: ImageDataset, choices: bool, synthetic_held_out: int | None) -> ImageDataset:
-        """``data`` with its validation split (held out here if ``val_per_class`` asks and data has none)."""
+    def _with_validation(self, data: ImageDataset, choices: bool, synthetic_held_out: int | None,
+                         warn: bool = True) -> ImageDataset:
+        """``data`` with its validation split (held out here if ``val_per_class`` asks and data has none); ``warn``:
+        about a set that may contain the validation images (once, when scoring, not in every pre-flight check)."""
         if self.val_per_class is not None and data.val is None:
             data = data.holdout(self.val_per_class)
         elif self.val_per_class is not None and data.extra.get("val_per_class") != self.val_per_class:
             raise InvalidParameterError(f"The data set already holds out {data.extra.get('val_per_class')} validation "
                                         f"images per class but val_per_class={self.val_per_class}; use one hold-out.")
-        if data.val is not None and synthetic_held_out != data.extra.get("val_per_class"):
+        if warn and data.val is not None and synthetic_held_out != data.extra.get("val_per_class"):
             warnings.warn(f"The set was distilled without holding out the {data.extra.get('val_per_class')} validation "
                           "images per class, so it may contain them and validation accuracy reads high; distil from "
                           "data.holdout(n) with the same n.", stacklevel=3)

@@ -102,8 +102,9 @@ def test_a_choice_without_a_validation_split_is_refused(digits):
     for kw in ({"lr": [0.01, 0.1]}, {"checkpoint": "best_val"}):
         with pytest.raises(InvalidParameterError, match="needs a validation split: set val_per_class"):
             Evaluator(n_models=1, epochs=1, **kw).score(syn, digits)
-    with pytest.warns(UserWarning, match="distilled without holding out"):
+    with pytest.warns(UserWarning, match="distilled without holding out") as caught:
         Evaluator(n_models=1, epochs=1, val_per_class=5, checkpoint="best_val").score(syn, digits)
+    assert sum("distilled without holding out" in str(w.message) for w in caught) == 1  # once, not per check
 
 
 def test_holdout_is_class_balanced_disjoint_and_fixed(digits):

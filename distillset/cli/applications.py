@@ -166,6 +166,14 @@ def run_continual(args) -> int:
     return 0
 
 
+def _proxy_name(path: str) -> str:
+    """A proxy set's name: its distill run's folder (``runs/dm``, ``runs/dm/synthetic.json``), else its stem."""
+    from ..synthetic import set_stem
+
+    stem = set_stem(path)
+    return stem.parent.name if stem.name == "synthetic" and stem.parent.name else stem.name
+
+
 def run_nas(args) -> int:
     from ..applications import ArchitectureSearch
     from ..applications.nas import check_proxies, plot_ranking
@@ -174,9 +182,10 @@ def run_nas(args) -> int:
 
     if not args.sets and not args.random:
         raise InvalidParameterError("Give proxy sets (--sets PATH ...) and/or --random.")
-    names = [Path(p).parent.name or Path(p).stem for p in args.sets] + (["random"] if args.random else [])
+    names = [_proxy_name(p) for p in args.sets] + (["random"] if args.random else [])
     if len(set(names)) != len(names):
-        raise InvalidParameterError(f"The proxies need distinct names (their folders): {names}; rename a folder.")
+        raise InvalidParameterError(f"The proxies need distinct names (a run's folder, else the file's stem): {names}; "
+                                    "rename a folder or file.")
     sets = {name: SyntheticSet.load(p) for name, p in zip(names, args.sets)}
     nas = ArchitectureSearch(args.grid, epochs=args.eval_epochs, full_epochs=args.full_epochs,
                              full_per_class=args.full_per_class, val_per_class=args.val_per_class,

@@ -33,10 +33,11 @@ PRESETS = {
 
 def path_arg(text: str) -> str:
     """argparse type of every path option: an empty path (an unset shell variable, say) is a usage error,
-    not the current folder or the option's default."""
+    not the current folder or the option's default; a leading ``~`` is the home folder (``--out=~/x`` and
+    config files, where no shell expands it), not a folder named ``~``."""
     if not text.strip():
         raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?); give a path")
-    return text
+    return os.path.expanduser(text)
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -150,7 +151,7 @@ def _config_value(action: argparse.Action, key: str, value, path):
         ok = isinstance(value, str)
     if ok and action.type is path_arg and value is not None:  # "" would fall back to the default folder
         try:
-            path_arg(value)
+            value = path_arg(value)
         except argparse.ArgumentTypeError as e:
             raise InvalidParameterError(f"Config {path}: {key}: {e}.") from None
     if ok and action.choices is not None and value not in action.choices:

@@ -61,7 +61,7 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default="random", help="baseline method evaluated alongside ('none' to skip)")
     p.add_argument("--no-eval", action="store_true", help="skip evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--tensorboard", default=None, metavar="DIR",
+    p.add_argument("--tensorboard", type=path_arg, default=None, metavar="DIR",
                    help="also log losses, image grids, evaluation and settings for TensorBoard into DIR "
                         "(needs pip install 'distillset[tensorboard]')")
     p.add_argument("--image-every", type=int, default=100, help="iterations between TensorBoard image grids (default 100)")
@@ -78,7 +78,7 @@ def run(args) -> int:
     with _logger(args) as logger, distributed.on_main(
             lambda: run_folder(out, previous=RUN_FILES if args.overwrite else (), resume=args.resume)):
         if main:
-            atomic_write(out / "config.yaml", RUN_CONFIG_HEADER + yaml.safe_dump(_resolved(args), sort_keys=True))
+            atomic_write(out / "config.yaml", RUN_CONFIG_HEADER + yaml.safe_dump(_resolved(args, out), sort_keys=True))
         print(f"distilling {data.name} ({data.source}) with {args.method}, ipc={method.ipc}, "
               f"{method.iterations} iterations{_processes()} -> {out}", flush=True)
         t0 = time.perf_counter()
@@ -138,7 +138,7 @@ def _prepare(args):
     if evaluator is not None and args.baseline not in (None, "none", args.method):  # else it is never made
         _check_baseline(METHODS, args.baseline)
     check_run_folder(out, args.resume, args.overwrite, RUN_MARKS)
-    if args.resume and out.is_dir() and any(out.iterdir()) and not (Path(method.checkpoint_dir) / CHECKPOINT).is_file():
+    if args.resume and not (Path(method.checkpoint_dir) / CHECKPOINT).is_file() and _holds_more_than_a_start(out):
         fix = "pass --overwrite to replace that run" if any(shows_run(out / m) for m in RUN_MARKS) else \
             "they are not a run's"  # a resume must not write over a folder it did not make
         raise OutputError(f"--out {out} holds files but no checkpoint to resume ({fix}); choose another --out.")
@@ -153,6 +153,15 @@ def _prepare(args):
     if args.resume and not resume:
         print(f"(no checkpoint in {out / 'checkpoint'} yet: starting from the beginning)", flush=True)
     return method, evaluator, out, data, resume
+
+
+def _holds_more_than_a_start(out: Path) -> bool:
+    """``out`` holds files other than what a run killed before its first checkpoint leaves (its stamped
+    config.yaml, an empty checkpoint folder): --resume starts such a run from the beginning, as its
+    interruption message says."""
+    def started(p: Path) -> bool:
+        return (p.name == "config.yaml" and shows_run(p)) or (p.name == "checkpoint" and p.is_dir() and not any(p.iterdir()))
+    return out.is_dir() and not all(started(p) for p in out.iterdir())
 
 
 def _check_baseline(methods, name: str) -> None:
@@ -201,11 +210,15 @@ def method_params(cls, args, preset: dict) -> dict:
     return params
 
 
-def _resolved(args) -> dict:
-    """The resolved options, in a form --config accepts again."""
+def _resolved(args, out: Path) -> dict:
+    """The resolved options, in a form --config accepts again, from any folder: its paths are absolute."""
     options = {a.dest for a in args._parser._actions} - {"help", "config", "param", "func", "_parser", "resume",
                                                          "overwrite"}
     resolved = {k: getattr(args, k) for k in sorted(options)}
+    resolved["out"] = str(out.absolute())
+    for key in ("data_root", "tensorboard"):
+        if resolved[key] is not None:
+            resolved[key] = str(Path(resolved[key]).absolute())
     resolved["params"] = dict(args.params_dict)
     return resolved
 

@@ -246,7 +246,9 @@ class DistillMethod:
         sig = inspect.signature(cls.__init__)
         return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
 
-    def get_params(self) -> dict[str, Any]:
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters; ``deep`` is scikit-learn's signature (``sklearn.base.clone`` passes it):
+        a method holds no nested estimators, so it changes nothing."""
         return {k: getattr(self, k) for k in self._get_param_names()}
 
     def set_params(self, **params) -> "DistillMethod":

@@ -39,7 +39,7 @@ from ..errors import CheckpointMismatchError, InvalidParameterError
 from ..models import get_model, has_batchnorm
 from ..unroll import FlatNet, meta_grad
 from ..utils import Instance, Interval, Options
-from .dd_nets import InitSampler, pretrain_pool
+from .dd_nets import InitSampler, load_pool_source, pretrain_pool
 from .base import DistillMethod, State, grad_surrogate, register_method
 from .common import class_labels
 
@@ -175,6 +175,8 @@ class DD(DistillMethod):
         if self.attack_class is not None and self.attack_class == self.target_class:
             raise InvalidParameterError("The 'attack_class' and 'target_class' parameters of DD must differ "
                                         f"(both are {self.attack_class}): poisoning would change nothing.")
+        if self.net_init == "pretrained":
+            load_pool_source(self.pool_source, data)  # a misspelt or missing source, before any work
         if self.net_init == "pretrained" and self.pool_source == data.name:
             warnings.warn(f"DD's pool is pretrained on {data.name!r}, the data set being distilled: that is "
                           "fine-tuning, not adaptation from another data set (set pool_source).", stacklevel=3)

@@ -71,18 +71,25 @@ def _xavier_moments(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(means), torch.cat(stds)
 
 
-def _source_images(source, target, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source data set's training images resized to the target's shape and normalised like the target.
-
-    A source of another size is resized to the central 20/28 of the target and zero-padded (MNIST's
-    framing: a digit box of 20x20 in 28x28), e.g. digits 8x8 -> 20x20 in 28x28.
-    """
+def load_pool_source(source: str, target):
+    """The data set a pretrained pool trains on, read from the target's root (DD validates with it, so a
+    misspelt, missing or other-sized source is an error before any work)."""
     from ..data import load_dataset
 
     src = load_dataset(source, root=target.root) if source != "digits" else load_dataset("digits")
     if src.num_classes != target.num_classes:
         raise InvalidParameterError(f"The 'pool_source' parameter of DD must have {target.num_classes} classes like "
                                     f"{target.name!r}. Got {source!r} with {src.num_classes} instead.")
+    return src
+
+
+def _source_images(source, target, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source data set's training images resized to the target's shape and normalised like the target.
+
+    A source of another size is resized to the central 20/28 of the target and zero-padded (MNIST's
+    framing: a digit box of 20x20 in 28x28), e.g. digits 8x8 -> 20x20 in 28x28.
+    """
+    src = load_pool_source(source, target)
     c, h, w = target.image_shape
     x = src.train.images.to(device).float() / 255.0  # (N, C', H', W') pixels
     if x.shape[-2:] != (h, w):  # MNIST framing: the digit fills the central 20/28, the border is background

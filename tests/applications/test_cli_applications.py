@@ -68,3 +68,15 @@ def test_every_command_that_reads_data_takes_data_root_and_download():
                  ["audit-mia", "--out", "o"]):
         args = parser.parse_args([*argv, "--data-root", "/d", "--download"])
         assert (args.data_root, args.download) == ("/d", True), argv
+
+
+def test_nas_names_proxies_by_their_run_folder_or_file(tmp_path):
+    """Two run folders under one parent, or two set files in one folder, are two proxies (both were 'runs')."""
+    from distillset.cli.applications import _proxy_name
+
+    for run in ("a", "b"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "synthetic.json").write_text("{}")
+    names = [_proxy_name(str(tmp_path / p)) for p in ("runs/a", "runs/b/synthetic.json", "sets/x.json",
+                                                      "sets/y.safetensors")]
+    assert names == ["a", "b", "x", "y"]

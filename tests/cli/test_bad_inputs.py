@@ -22,7 +22,7 @@ from distillset.cli.common import RUN_CONFIG_HEADER
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--iterations", "2", "--no-eval", "--quiet", "--device", "cpu", "--param", "batch_real=4"]
 META = {"dataset": "digits", "method": "dm", "num_classes": 10, "classes": [str(i) for i in range(10)],
-        "image_shape": [1, 8, 8], "mean": [0.3], "std": [0.4]}
+        "image_shape": [1, 8, 8], "mean": [0.3053], "std": [0.3758]}  # digits' own
 
 
 def write_set(folder: Path, name="set", images=None, labels=None, meta=META, drop=()):
@@ -250,6 +250,14 @@ CASES = [
     case("evaluate-other-classes", ["evaluate", "{d}/set.json", "--runs", "1", "--epochs", "1", "--device", "cpu"],
          _set(meta={**META, "classes": list("abcdefghij")}), 2,
          "The synthetic set's classes (a, b, c, d, ...) are not those of the data set 'digits' (0, 1, 2, 3, ...)"),
+    case("evaluate-other-scale", ["evaluate", "{d}/set.json", "--runs", "1", "--epochs", "1", "--device", "cpu"],
+         _set(meta={**META, "mean": [0.25]}), 2,
+         "The synthetic set was normalised with mean 0.25 but the data set 'digits' has mean 0.3053; evaluate on the"),
+    case("evaluate-model-twice", ["evaluate", "{d}/set.json", "--models", "convnet", "mlp", "convnet", "--runs",
+                                  "1", "--epochs", "1", "--device", "cpu"], _set(), 2,
+         "The model 'convnet' is given twice in 'models'; name each model once"),
+    case("dd-pool-source-misspelt", ["distill", "--method", "dd", "--param", "net_init=pretrained", "--param",
+                                     "pool_source=mnistt", *FAST], None, 2, "Unknown dataset 'mnistt'. Did you mean"),
     case("report-results-a-list", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(results=[]), 2,
          "result.json is damaged (results not as distillset writes it)"),
     case("report-history-a-number", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(history=5), 2,
@@ -356,15 +364,49 @@ def test_overwrite_replaces_only_the_run(tmp_path, finished_run, capsys):
     assert (tmp_path / "run" / "synthetic.safetensors").read_bytes() != old  # seed 1's set, not seed 0's
 
 
-def test_overwrite_takes_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
-    """A kill before the first checkpoint leaves only the config.yaml the run wrote first: still a run."""
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_a_run_killed_before_its_first_checkpoint_resumes_or_is_replaced(tmp_path, capsys, flag):
+    """A kill before the first checkpoint leaves only the config.yaml the run wrote first (and an empty checkpoint
+    folder): still a run, which --resume, as the interruption message says, starts from the beginning."""
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "config.yaml").write_text(RUN_CONFIG_HEADER + "ipc: 1\n")
+    assert main(["distill", *FAST, "--out", str(out), flag]) == 0
+    assert (out / "synthetic.safetensors").is_file()
+    assert flag == "--overwrite" or "starting from the beginning" in capsys.readouterr().out
+
+
+def test_resume_refuses_a_folder_with_more_than_a_killed_run(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text(RUN_CONFIG_HEADER + "ipc: 1\n")
-    assert main(["distill", *FAST, "--out", str(out), "--resume"]) == 2  # no checkpoint to resume
+    (out / "grid.png").write_bytes(b"x")  # a finished run's file, its checkpoint gone
+    assert main(["distill", *FAST, "--out", str(out), "--resume"]) == 2
     assert "no checkpoint to resume (pass --overwrite to replace that run)" in capsys.readouterr().err
-    assert main(["distill", *FAST, "--out", str(out), "--overwrite"]) == 0
-    assert (out / "synthetic.safetensors").is_file()
+    assert (out / "grid.png").read_bytes() == b"x"
+
+
+def test_a_written_config_resumes_its_run_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The config.yaml a run writes records absolute paths: --config from elsewhere finds the run (it started a
+    new one in ./<relative out>)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["distill", *FAST, "--out", "run"]) == 0
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"out: {tmp_path / 'run'}" in config
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["distill", "--config", str(tmp_path / "run" / "config.yaml"), "--resume"]) == 0
+    assert f"-> {tmp_path / 'run'}" in capsys.readouterr().out and not (tmp_path / "elsewhere" / "run").exists()
+
+
+def test_tilde_in_a_config_path_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("out: ~/run\n")
+    assert main(["distill", *FAST, "--config", str(cfg)]) == 0
+    assert (tmp_path / "home" / "run" / "synthetic.safetensors").is_file() and not (tmp_path / "~").exists()
 
 
 def test_files_follow_the_umask(tmp_path, finished_run):

@@ -240,3 +240,12 @@ def test_a_checkpoint_older_than_a_parameter_resumes_only_at_its_default(digits,
     with pytest.raises(CheckpointMismatchError, match="precision"):
         fast("dm", iterations=2, precision="fp32", checkpoint_dir=str(tmp_path)).fit(digits, resume=True)
     assert fast("dm", iterations=2, checkpoint_dir=str(tmp_path)).fit(digits, resume=True).history_["loss"]
+
+
+def test_sklearn_clone_copies_a_method_unfitted():
+    """The README calls the methods scikit-learn-style: clone (which passes get_params(deep=False)) works."""
+    from sklearn.base import clone
+
+    dm = get_method("dm", ipc=2, iterations=3, random_state=7)
+    copy = clone(dm)
+    assert copy is not dm and copy.get_params() == dm.get_params() and not hasattr(copy, "synthetic_")
