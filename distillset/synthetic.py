@@ -283,6 +283,7 @@ class SyntheticSet:
             The set fails :meth:`check` on the metadata as :meth:`load` will read it back; nothing is written
             (a pair already at ``path`` stays as it was).
         """
+        require_type(path, (str, os.PathLike), "SyntheticSet.save's path", "Give a file name, e.g. 'runs/set'.")
         stem = _stem(path)
         for suffix in (".safetensors", ".json"):  # e.g. a file where its folder should be: before any write
             check_writable(Path(str(stem) + suffix), "SyntheticSet.save's path", folder=False)
@@ -397,6 +398,8 @@ class SyntheticSet:
         """One PNG per image, named ``<class>_<index>.png`` (native resolution)."""
         from PIL import Image
 
+        require_type(directory, (str, os.PathLike), "save_pngs' directory", "Give a folder name.")
+        check_writable(Path(directory), "save_pngs' directory", folder=True)
         Path(directory).mkdir(parents=True, exist_ok=True)
         x = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         out = self.png_paths(directory)

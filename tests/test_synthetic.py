@@ -157,3 +157,13 @@ def test_extra_arrays_become_tensors():
 def test_an_empty_set_is_refused():
     with pytest.raises(InvalidParameterError, match=r"SyntheticSet holds no images \(N = 0\); give at least one"):
         SyntheticSet(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))  # ipc was a raw RuntimeError
+
+
+def test_save_and_save_pngs_name_a_bad_path(tmp_path):
+    s = SyntheticSet(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]), {"num_classes": 2, "mean": [0.0], "std": [1.0]})
+    with pytest.raises(ArgumentTypeError, match="SyntheticSet.save's path must be of type"):
+        s.save(3)
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(OutputError, match="exists and is not a folder"):
+        s.save_pngs(tmp_path / "a_file")
+    assert (tmp_path / "a_file").read_text() == "mine"

@@ -185,6 +185,8 @@ def check_evaluator(ev, flags: dict[str, str] = EVAL_FLAGS) -> None:
     from ..utils import resolve_device, validate_params
 
     validate_params("Evaluator", vars(ev), ev._parameter_constraints, flags)
+    if ev.epochs == 0:  # the API allows it (speed.py times a set-up); a command's table would score untrained nets
+        raise InvalidParameterError(f"{flags.get('epochs', '--epochs')} 0 would score untrained networks; give >= 1.")
     if ((isinstance(ev.lr, (list, tuple)) and len(ev.lr) > 1) or ev.checkpoint == "best_val") and ev.val_per_class is None:
         raise InvalidParameterError("Several --lr values or --checkpoint best_val need a validation split: add "
                                     "--val-per-class N (the test set is never used for a choice).")

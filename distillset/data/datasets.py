@@ -464,6 +464,7 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     spec = DATASETS.get(name)
     if root is not None:
         require_type(root, (str, os.PathLike), "load_dataset's root", "Give the folder that holds the data set.")
+    require_type(cache, (bool, str, os.PathLike), "load_dataset's cache", "Give True, False or a folder.")
     root = Path(root).expanduser() if root is not None else default_root()
     options = {}
     if mirror is not None:

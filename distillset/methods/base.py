@@ -42,8 +42,8 @@ from ..augment import check_augment
 from ..data import ImageDataset, require_dataset
 from ..data.real import RealData
 from .. import distributed
-from ..errors import (CheckpointMismatchError, CorruptFileError, DivergenceError, InvalidParameterError,
-                      OutputError, UnknownNameError)
+from ..errors import (ArgumentTypeError, CheckpointMismatchError, CorruptFileError, DivergenceError,
+                      InvalidParameterError, OutputError, UnknownNameError, require_type)
 from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
@@ -401,6 +401,9 @@ class DistillMethod:
         started = time.perf_counter()
         self._validate(data)
         snapshots = self._check_snapshots(snapshots)
+        if logger is not None and not all(callable(getattr(logger, m, None)) for m in ("open", "scalars", "synthetic")):
+            raise ArgumentTypeError(f"fit's logger must be a distillset.tensorboard.TensorBoardLogger (or one like it), "
+                                    f"not {type(logger).__name__}.")
         device = resolve_device(getattr(self, "device", None))
         keep_freed_memory(device)
         self.seed_ = resolve_seed(self.random_state)
@@ -435,6 +438,8 @@ class DistillMethod:
         return self
 
     def _check_snapshots(self, snapshots) -> set[int]:
+        require_type(snapshots, (list, tuple, set, frozenset, range), "fit's snapshots",
+                     "Give iteration counts, e.g. snapshots=[100, 300].")
         bad = [n for n in snapshots if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.iterations]
         if bad:
             raise InvalidParameterError(f"snapshots must be iteration counts in [1, {self.iterations}] (the run's "

@@ -11,8 +11,10 @@ import warnings
 
 import torch
 
-from ..errors import InvalidParameterError
+from ..data import require_dataset
+from ..errors import InvalidParameterError, require_type
 from ..evaluate import check_set_fits
+from ..synthetic import SyntheticSet
 from ..unroll import FlatNet, unroll
 from ..utils import make_generator, resolve_device
 from .dd_nets import InitSampler, pretrain_pool
@@ -69,6 +71,8 @@ def evaluate_dd(synthetic, data, *, model=None, n_models=10, net_init=None, imag
         warnings.warn("evaluate_dd's 'init' is now called 'net_init'; the old name stops working in the next release.",
                       DeprecationWarning, stacklevel=2)
         net_init = net_init or init
+    require_type(synthetic, SyntheticSet, "evaluate_dd's synthetic set", "Read one with SyntheticSet.load(path).")
+    require_dataset(data, "evaluate_dd's data")
     params = _dd_params(synthetic)
     check_set_fits(synthetic, data)  # other data would surface as a weight count that names the model
     model = model or params["model"]

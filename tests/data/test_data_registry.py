@@ -185,3 +185,10 @@ def test_load_dataset_argument_types_are_one_line():
         load_dataset("digits", root=123)
     with pytest.raises(ArgumentTypeError, match="load_dataset's name must be of type str, not NoneType"):
         load_dataset(None)
+
+
+def test_load_dataset_names_a_bad_cache_argument():
+    from distillset.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match="load_dataset's cache must be of type bool or str or PathLike"):
+        load_dataset("digits", cache=3)

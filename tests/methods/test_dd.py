@@ -266,3 +266,10 @@ def test_old_backward_names_still_work_with_a_warning():
     for old, new in (("full", "autograd"), ("checkpoint", "constant")):
         with pytest.warns(DeprecationWarning, match=new):
             assert DD(backward=old).backward == new
+
+
+def test_dd_own_protocol_names_a_missing_set(digits):
+    from distillset.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match="evaluate_dd's synthetic set must be of type SyntheticSet"):
+        DD.own_protocol(None, digits)

@@ -249,3 +249,14 @@ def test_sklearn_clone_copies_a_method_unfitted():
     dm = get_method("dm", ipc=2, iterations=3, random_state=7)
     copy = clone(dm)
     assert copy is not dm and copy.get_params() == dm.get_params() and not hasattr(copy, "synthetic_")
+
+
+def test_fit_refuses_a_bad_snapshots_or_logger_before_any_work(digits):
+    from distillset.errors import ArgumentTypeError
+
+    dm = get_method("dm", ipc=1, iterations=2, progress=False)
+    with pytest.raises(ArgumentTypeError, match="fit's snapshots must be of type"):
+        dm.fit(digits, snapshots=2)
+    with pytest.raises(ArgumentTypeError, match="fit's logger must be a distillset.tensorboard.TensorBoardLogger"):
+        dm.fit(digits, logger=3)
+    assert not hasattr(dm, "synthetic_")
