@@ -102,7 +102,9 @@ def _check_shapes(r: dict, path: Path) -> None:
     number = (int, float)
     bad = [k for k in ("params", "history", "results", "memory") if not isinstance(r.get(k, {}), dict)]
     if not bad:
-        bad = [f"history.{k}" for k, v in r.get("history", {}).items() if not isinstance(v, list)]
+        bad = [f"history.{k}" for k, v in r.get("history", {}).items()
+               if not (isinstance(v, list) and all(isinstance(x, number) or x is None for x in v))]
+        bad += [k for k in ("distill_seconds", "final_loss") if not isinstance(r.get(k, 0), number) and r.get(k) is not None]
         bad += [f"results.{label}" for label, per_model in r.get("results", {}).items()
                 if not isinstance(per_model, dict) or not all(
                     isinstance(res, dict) and isinstance(res.get("mean"), number) and isinstance(res.get("std"), number)
@@ -128,6 +130,9 @@ def _running_view(folder: Path, settings: dict, checkpoint: Path) -> RunView:
     from .methods.base import checkpoint_record
 
     record = checkpoint_record(checkpoint)
+    if not (isinstance(record, dict) and isinstance(record.get("params"), dict) and isinstance(record.get("history"), dict)):
+        raise CorruptFileError(f"Checkpoint {checkpoint} has a damaged record; resume the run (distillset distill --out "
+                               f"{folder} --resume) or leave this folder out.")
     total = record["params"].get("iterations")
     return RunView(name=folder.name, dataset=record["dataset"], method=record["method"], ipc=record["params"].get("ipc"),
                    status=f"in progress: iteration {record['iteration']} of {total} (last checkpoint)",

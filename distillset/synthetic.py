@@ -187,6 +187,13 @@ class SyntheticSet:
         if not isinstance(self.meta.get("dataset", ""), str):
             raise InvalidParameterError(f"The metadata's 'dataset' must be a data set name. "
                                         f"Got {self.meta['dataset']!r}.")
+        d, zca = c * h * w, self.extra.get("zca")  # the evaluator whitens the (C, H, W) test images with it
+        wants = {"zca": (d, d), "zca_mean": (d,)}
+        for key in wants:
+            t = self.extra.get(key) if key == "zca" or zca is not None else None
+            if t is not None and (not t.is_floating_point() or t.numel() != math.prod(wants[key])):
+                raise InvalidParameterError(f"extra[{key!r}] must be a float {wants[key]} tensor for images of "
+                                            f"{[c, h, w]}. Got {t.dtype} {tuple(t.shape)}.")
         tensors = {"images": x, "labels": y, "lrs": self.lrs, **{f"extra.{k}": v for k, v in self.extra.items()}}
         for name, t in tensors.items():
             if t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):

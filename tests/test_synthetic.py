@@ -16,7 +16,7 @@ def make_set(soft=False, lrs=False):
     meta = {"dataset": "toy", "num_classes": 3, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2],
             "classes": ["a", "b", "c"], "method": "dm", "params": {"ipc": 2}, "seed": 7}
     return SyntheticSet(images, labels, meta, torch.tensor([0.1, 0.2]) if lrs else None,
-                        {"zca": torch.eye(4)} if lrs else {})
+                        {"zca": torch.eye(3 * 8 * 8)} if lrs else {})
 
 
 @pytest.mark.parametrize("soft,lrs", [(False, False), (True, True)])
@@ -30,7 +30,7 @@ def test_round_trip(tmp_path, soft, lrs):
         assert t.meta["seed"] == 7 and t.meta["version"]
         assert (t.lrs is None) == (s.lrs is None)
         if lrs:
-            assert torch.equal(t.lrs, s.lrs) and torch.equal(t.extra["zca"], torch.eye(4))
+            assert torch.equal(t.lrs, s.lrs) and torch.equal(t.extra["zca"], torch.eye(3 * 8 * 8))
     assert s.ipc == 2 and s.num_classes == 3 and len(s.as_dataset()) == 6
 
 
@@ -167,3 +167,12 @@ def test_save_and_save_pngs_name_a_bad_path(tmp_path):
     with pytest.raises(OutputError, match="exists and is not a folder"):
         s.save_pngs(tmp_path / "a_file")
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_check_refuses_a_zca_matrix_that_does_not_fit_the_images():
+    """The evaluator whitens the test images with it: a wrong shape was a matmul error after loading."""
+    s = SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), {"num_classes": 2}, extra={"zca": torch.eye(4)})
+    with pytest.raises(InvalidParameterError, match=r"extra\['zca'\] must be a float \(16, 16\) tensor"):
+        s.check()
+    ok = SyntheticSet(s.images, s.labels, s.meta, extra={"zca": torch.eye(16), "zca_mean": torch.zeros(16)})
+    assert ok.check() is ok

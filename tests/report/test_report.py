@@ -111,3 +111,18 @@ def test_the_structure_check_can_fail():
         check_self_contained(Page('<img src="https://example.org/a.png" alt="x">'))
     with pytest.raises(AssertionError):
         check_self_contained(Page('<img src="data:image/png;base64,AAAA">'))  # no alt text
+
+
+def test_a_running_run_with_a_damaged_checkpoint_record_is_named(tmp_path):
+    """The checkpoint's record parses but is not a record (a JSON list): one line, not a TypeError mid-report."""
+    import torch
+    from safetensors.torch import save_file
+
+    from distillset.errors import CorruptFileError
+    from distillset.report import load_run
+
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "run" / "checkpoint" / "checkpoint.safetensors"),
+              metadata={"record": "[]"})
+    with pytest.raises(CorruptFileError, match="has a damaged record; resume the run"):
+        load_run(tmp_path / "run")
