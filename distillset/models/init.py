@@ -46,7 +46,8 @@ class Redraw:
         self.normal_sizes = [p.numel() for p in self.normal]
         device = self.uniform[0].device if self.uniform else torch.device("cpu")
         # per-element bound of the flat draw, built once (a host-to-device copy we do not repeat)
-        self.scale = torch.repeat_interleave(torch.tensor(bounds, device=device), torch.tensor(self.sizes, dtype=torch.long, device=device))
+        self.scale = torch.repeat_interleave(torch.tensor(bounds, device=device),
+                                             torch.tensor(self.sizes, dtype=torch.long, device=device))
 
     @torch.no_grad()
     def __call__(self, generator: torch.Generator) -> nn.Module:
