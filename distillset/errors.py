@@ -89,3 +89,17 @@ def require_type(value, cls: type | tuple[type, ...], what: str, how: str) -> No
     if not isinstance(value, cls):
         names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
         raise ArgumentTypeError(f"{what} must be of type {names}, not {type(value).__name__}. {how}")
+
+
+def check_named_once(names: list[str], where: str = "") -> None:
+    """Refuse a name given twice (``where`` says in what): results keyed by name would keep only one of them.
+
+    >>> check_named_once(["dm", "random"])
+    >>> check_named_once(["dm", "dm"], " in --methods")
+    Traceback (most recent call last):
+    ...
+    distillset.errors.InvalidParameterError: 'dm' given twice in --methods; name each once.
+    """
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidParameterError(f"{', '.join(map(repr, twice))} given twice{where}; name each once.")

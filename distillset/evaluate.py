@@ -32,7 +32,7 @@ from . import __version__
 from ._io import atomic_write, check_writable
 from .augment import check_augment
 from .data import ImageDataset, require_dataset
-from .errors import InvalidParameterError, UnknownNameError, require_type
+from .errors import InvalidParameterError, UnknownNameError, check_named_once, require_type
 from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
@@ -420,11 +420,8 @@ class Evaluator:
                               synthetic.meta.get("val_per_class"), warn=False)  # a split too large for the classes
         for spec in self._model_specs():  # a typo in the last model is an error before the first one trains
             check_model(spec, data.image_shape, data.num_classes, type(self).__name__)
-        names = [model_spec_name(spec) for spec in self._model_specs()]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:  # results are keyed by the name: the second copy's networks replaced the first's
-            raise InvalidParameterError(f"The model {twice[0]!r} is given twice in 'models'; name each model once "
-                                        "(more networks of one model: n_models).")
+        # results are keyed by the name: a second copy's networks replaced the first's
+        check_named_once([model_spec_name(spec) for spec in self._model_specs()], " in 'models' (more networks: n_models)")
         check_augment(self.augment)
         if self.resume_dir is not None:  # before the first network trains, not when it is kept
             check_writable(Path(self.resume_dir), "resume_dir", folder=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .._io import atomic_write
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, check_named_once
 from .common import add_data_options, check_run_folder, format_table, parse_param, path_arg, run_folder
 
 FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
@@ -93,12 +93,6 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
     return {m: classes[m]._checked_params(params) for m, params in out.items()}
 
 
-def _named_once(names: list[str]) -> None:
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:  # their results would share one name in the record (one overwritten)
-        raise InvalidParameterError(f"{', '.join(map(repr, twice))} given twice; name each once.")
-
-
 OWN_FLAGS = {"ipc": "--ipc", "random_state": "--seed", "device": "--device", "progress": "(always off here)"}
 
 
@@ -141,7 +135,7 @@ def run_continual(args) -> int:
     from ..applications import ClassIncremental
     from ..applications.continual import plot_curves
 
-    _named_once(args.methods)
+    check_named_once(args.methods)
     params = _params(args, args.methods)  # names before the data is read (or downloaded)
     _check_evaluation(args)
     data, out = _setup(args, "continual")
@@ -216,7 +210,7 @@ def run_audit(args) -> int:
     from ..applications import MembershipAudit
     from ..applications.privacy import plot_roc
 
-    _named_once(args.pipelines)
+    check_named_once(args.pipelines)
     params = _params(args, [p for p in args.pipelines if p != "full"])  # names before the data is read
     _check_evaluation(args)
     data, out = _setup(args, "audit-mia")

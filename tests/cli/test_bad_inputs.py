@@ -255,7 +255,7 @@ CASES = [
          "The synthetic set was normalised with mean 0.25 but the data set 'digits' has mean 0.3053; evaluate on the"),
     case("evaluate-model-twice", ["evaluate", "{d}/set.json", "--models", "convnet", "mlp", "convnet", "--runs",
                                   "1", "--epochs", "1", "--device", "cpu"], _set(), 2,
-         "The model 'convnet' is given twice in 'models'; name each model once"),
+         "'convnet' given twice in 'models' (more networks: n_models); name each once"),
     case("dd-pool-source-misspelt", ["distill", "--method", "dd", "--param", "net_init=pretrained", "--param",
                                      "pool_source=mnistt", *FAST], None, 2, "Unknown dataset 'mnistt'. Did you mean"),
     case("eval-epochs-zero", ["distill", "--iterations", "2", "--eval-epochs", "0"], None, 2,
