@@ -37,8 +37,8 @@ from .models import check_model, get_model, model_spec_name
 from .precision import PRECISIONS, autocast, chunk_size, precision_name, resolve_precision, to_channels_last
 from .synthetic import SyntheticSet
 from . import distributed
-from .utils import (RANDOM_STATE, keep_freed_memory, make_generator, release_freed_memory, resolve_device, resolve_seed,
-                    validate_params, Interval, Options, Instance)
+from .utils import (RANDOM_STATE, content_hash, keep_freed_memory, make_generator, release_freed_memory, resolve_device,
+                    resolve_seed, validate_params, Interval, Options, Instance)
 from .zca import apply_zca
 
 
@@ -460,7 +460,7 @@ class Evaluator:
         nets = {}  # (lr, i) -> the trained network i, on the process that trained it
         self.networks_ = {}
         journal = None if self.resume_dir is None else _NetworkJournal(self.resume_dir, {
-            "set": _content_hash(x_syn, y_syn), "val": None if val is None else _content_hash(*val), "strategy": strategy,
+            "set": content_hash(x_syn, y_syn), "val": None if val is None else content_hash(*val), "strategy": strategy,
             "loss": loss, "precision": precision, "device": device.type, "classes": data.num_classes,
             "epochs": self.epochs, **self._recipe()})
 
@@ -608,14 +608,6 @@ def _learned_lr(synthetic: SyntheticSet) -> float:
         raise InvalidParameterError(f"lr='learned' needs a set that carries one positive learned step size (MTT, "
                                     f"DATM); this {synthetic.meta.get('method', '?')} set has {got}. Pass a number.")
     return float(lrs)
-
-
-def _content_hash(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 class _NetworkJournal:

@@ -49,8 +49,23 @@ def resolve_seed(random_state: int | torch.Generator | None) -> int:
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         return int(random_state)
     raise InvalidParameterError(
-        f"The 'random_state' parameter must be an int, a torch.Generator or None. Got {random_state!r} instead."
+        f"The 'random_state' parameter must be an int, a torch.Generator or None. Got {random_state!r} (a "
+        f"{type_name(type(random_state))}) instead."
     )
+
+
+def content_hash(*tensors: torch.Tensor, text: str = "") -> str:
+    """SHA-256 of ``text`` and the tensors' dtypes, shapes and bytes: names what a result depends on, or
+    seals a file's content (a checkpoint) so that an edit or damage is found before it is used.
+
+    >>> content_hash(torch.zeros(2)) == content_hash(torch.zeros(2)) != content_hash(torch.zeros(3))
+    True
+    """
+    h = hashlib.sha256(text.encode())
+    for t in tensors:
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -198,7 +213,14 @@ class Instance:
         return isinstance(v, self.types) and not (isinstance(v, bool) and bool not in self.types)
 
     def __str__(self) -> str:
-        return "an instance of " + " or ".join(t.__name__ for t in self.types)
+        return "an instance of " + " or ".join(type_name(t) for t in self.types)
+
+
+def type_name(kind: type) -> str:
+    """``int``, ``torch.Generator``, ``numpy.Generator``: a type as a user would write it (its package's name
+    tells torch's Generator from NumPy's, whose reprs both read "Generator")."""
+    package = kind.__module__.split(".")[0]
+    return kind.__qualname__ if package == "builtins" else f"{package}.{kind.__qualname__}"
 
 
 # what every random_state takes: a seed, a generator, or None (fresh entropy, recorded as ``seed_``)
@@ -234,7 +256,8 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, I
             shown = [c for c in allowed if not flag or _typeable(c)] or allowed
             desc = " or ".join("None" if c is None else "a callable" if c is callable else str(c) for c in shown)
             name = flag or f"The {key!r} parameter of {owner}"
-            raise InvalidParameterError(f"{name} must be {desc}. Got {v!r} instead.")
+            kind = "" if type(v).__module__ == "builtins" else f" (a {type_name(type(v))})"
+            raise InvalidParameterError(f"{name} must be {desc}. Got {v!r}{kind} instead.")
 
 
 def _typeable(constraint) -> bool:

@@ -48,7 +48,7 @@ from ..formation import check_factor
 from ..models import MODELS, canonical_model_name, check_model
 from ..cache import cached, fingerprint
 from ..synthetic import LABEL_KINDS, SyntheticSet, infer_label_kind
-from ..utils import (RANDOM_STATE, Instance, Interval, derive_seed, keep_freed_memory, make_generator,
+from ..utils import (RANDOM_STATE, Instance, Interval, content_hash, derive_seed, keep_freed_memory, make_generator,
                      release_freed_memory, resolve_device, resolve_seed, validate_params)
 
 METHODS: Registry[type] = Registry("method")
@@ -596,8 +596,9 @@ class DistillMethod:
                   "fit_seconds": time.perf_counter() - self._fit_started}
         extra_flat, record["extras"] = self._checkpoint_extras(state)
         flat.update(extra_flat)
-        blob = save({k: v.detach().cpu().contiguous() for k, v in flat.items()},
-                    metadata={"record": json.dumps(record, default=_json_default)})
+        flat = {k: v.detach().cpu().contiguous() for k, v in flat.items()}
+        text = json.dumps(record, default=_json_default)
+        blob = save(flat, metadata={"record": text, "sha256": _checkpoint_digest(text, flat)})
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(ckpt_dir / CHECKPOINT, blob)
 
@@ -715,6 +716,14 @@ def checkpoint_record(path: Path) -> dict:
                                "distillset checkpoint.") from None
 
 
+def _checkpoint_digest(record: str, flat: dict[str, torch.Tensor]) -> str:
+    """The seal a checkpoint carries: its record's text and every tensor, by name (a hand-edited label, a
+    missing optimizer buffer or a cut history is found before any work, not as a traceback or a silent
+    change mid-run)."""
+    names = sorted(flat)
+    return content_hash(*(flat[k] for k in names), text="\n".join([record, *names]))
+
+
 def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """The record and tensors of a checkpoint file; :class:`CorruptFileError` naming the file if damaged."""
     fix = "Delete it (or pass --overwrite) to start afresh."
@@ -723,9 +732,13 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         flat = load(blob)
         header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])  # safetensors: u64 size + JSON
         record = json.loads(header["__metadata__"]["record"])
+        sealed = header["__metadata__"].get("sha256")  # None: written before checkpoints were sealed
     except Exception as e:  # safetensors raises its own (Rust) error types; json, KeyError, TypeError...
         raise CorruptFileError(f"Checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is damaged or not "
                                f"a distillset checkpoint. {fix}") from None
+    if sealed is not None and sealed != _checkpoint_digest(header["__metadata__"]["record"], flat):
+        raise CorruptFileError(f"Checkpoint {path} does not match the checksum it was written with: it was edited "
+                               f"or damaged after it was written. {fix}")
     bad = [k for k, t in _RECORD_SCHEMA.items() if not isinstance(record.get(k) if isinstance(record, dict) else None, t)]
     if bad or isinstance(record.get("iteration"), bool) or record["iteration"] < 0 or "rng.generator" not in flat:
         raise CorruptFileError(f"Checkpoint {path} has a damaged record (bad or missing: "

@@ -29,7 +29,22 @@ def _dd_params(synthetic) -> dict:
                                     "(distillset.Evaluator) for it.")
     if "weight_init" not in params:  # a set made before 0.2: 'init' named the regime, 'net_init' the weights
         params = {**params, "weight_init": params.get("net_init", "xavier"), "net_init": params["init"]}
+    _check_schedule(synthetic, params["steps"], params.get("epochs"))
     return params
+
+
+def _check_schedule(synthetic, steps, epochs) -> None:
+    """The images split into ``steps`` step batches and one step size per unrolled step: else (an edited set's
+    metadata) the unroll would cycle wrong batches or apply no step at all, and score untrained networks."""
+    n, lrs = len(synthetic.images), synthetic.lrs
+    total = steps * epochs if isinstance(steps, int) and isinstance(epochs, int) else None
+    fits = (isinstance(steps, int) and steps >= 1 and n % steps == 0 and lrs.ndim == 1 and lrs.numel() >= 1
+            and lrs.numel() == (total or lrs.numel()))
+    if not fits:
+        raise InvalidParameterError(
+            f"This DD set's schedule does not fit its images: {n} images and {lrs.numel()} step size(s), but its "
+            f"metadata says steps={steps!r}, epochs={epochs!r} (that many step batches and steps x epochs step "
+            "sizes). Its metadata or tensors were edited: distil it again, or score it with the standard protocol.")
 
 
 def _check_images(images: torch.Tensor, synthetic) -> torch.Tensor:

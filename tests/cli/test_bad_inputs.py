@@ -79,6 +79,20 @@ def _truncate(p: Path):
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
 
+def _hand_edit(edit):
+    """``edit(tensors, record)`` on a checkpoint, written back with the checksum it had (a hand edit)."""
+    def damage(p: Path):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(p, framework="pt") as f:
+            meta = f.metadata()
+        flat, record = load_file(p), json.loads(meta["record"])
+        edit(flat, record)
+        save_file(flat, p, metadata={**meta, "record": json.dumps(record)})
+    return damage
+
+
 def _set(**kw):
     return lambda d, run: write_set(d, **kw)
 
@@ -167,6 +181,17 @@ CASES = [
     case("resume-garbage-checkpoint", ["distill", "--out", "{d}/run", "--resume"],
      _copy_run(lambda p: p.write_bytes(b"\0" * 99)), 2,
      "checkpoint.safetensors is unreadable"),
+    # a checkpoint edited by hand: found by its checksum before any work (each resumed into a traceback or silently)
+    case("resume-labels-out-of-range", ["distill", "--out", "{d}/run", "--resume"],
+         _copy_run(_hand_edit(lambda t, r: t["tensor.labels"].add_(50))), 2, "does not match the checksum"),
+    case("resume-reshaped-images", ["distill", "--out", "{d}/run", "--resume"],
+         _copy_run(_hand_edit(lambda t, r: t.update({"tensor.images": t["tensor.images"][:1]}))), 2,
+         "does not match the checksum"),
+    case("resume-lost-optimizer-buffer", ["distill", "--out", "{d}/run", "--resume"],
+         _copy_run(_hand_edit(lambda t, r: t.pop(next(k for k in t if k.startswith("optim."))))), 2,
+         "does not match the checksum"),
+    case("resume-cut-history", ["distill", "--out", "{d}/run", "--resume"],
+         _copy_run(_hand_edit(lambda t, r: r["history"]["loss"].pop())), 2, "does not match the checksum"),
     # environment variables: read before any work (a bad one was a traceback in the middle of a run)
     case("env-world-size-text", ["distill", *FAST], None, 2, "WORLD_SIZE='two' must be an int >= 1",
          env={"WORLD_SIZE": "two"}),

@@ -195,6 +195,18 @@ def test_bad_inputs_get_clear_errors(digits, clean):
         evaluate_dd(r, digits, n_models=0)
 
 
+@pytest.mark.parametrize("edit", [dict(steps=3), dict(epochs=4), dict(lrs=torch.ones(0))])
+def test_an_edited_schedule_is_refused_not_scored(digits, clean, edit):
+    """Steps, epochs and step sizes that do not fit (was: the unroll cycled wrong batches, or with no step
+    sizes scored the untrained networks as the set's accuracy)."""
+    import dataclasses
+
+    params = {**clean.meta["params"], **{k: v for k, v in edit.items() if k != "lrs"}}
+    edited = dataclasses.replace(clean, meta={**clean.meta, "params": params}, lrs=edit.get("lrs", clean.lrs))
+    with pytest.raises(InvalidParameterError, match="schedule does not fit its images"):
+        evaluate_dd(edited, digits)
+
+
 def test_resume_cannot_stretch_the_default_lr_schedule(digits, tmp_path):
     from distillset.errors import CheckpointMismatchError
 
