@@ -21,9 +21,12 @@ def mmd_objective(syn, data, seeds=range(5)):
 
 
 def test_dm_lowers_its_objective(digits):
-    kw = dict(ipc=1, batch_real=64, random_state=0, device="cpu", progress=False)
+    # fp32 on every machine: "auto" is bf16 only where the CPU has bf16 arithmetic. At 100 iterations seed 0
+    # fell below 0.85 of its start in bf16 (AVX512-BF16 machines) but only to 0.88 in fp32 (an AVX2 machine);
+    # after 200 in fp32, 0.69-0.77 over seeds 0-3, so the bound below holds on either kind of CPU
+    kw = dict(ipc=1, batch_real=64, random_state=0, device="cpu", progress=False, precision="fp32")
     init = DM(**kw, iterations=0).fit(digits).synthetic_
-    dm = DM(**kw, iterations=100).fit(digits)
+    dm = DM(**kw, iterations=200).fit(digits)
     loss = torch.tensor(dm.history_["loss"])
     assert torch.isfinite(loss).all() and loss[-20:].mean() < loss[:20].mean()
     before, after = mmd_objective(init, digits), mmd_objective(dm.synthetic_, digits)
