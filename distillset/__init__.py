@@ -23,7 +23,9 @@ __all__ = sorted([*_LAZY, "__version__"])
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'distillset' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    module = importlib.import_module(f".{_LAZY[name]}", __name__)
+    # `evaluate` is the module itself, callable as its function (distillset/evaluate.py says why)
+    value = module if name == _LAZY[name] else getattr(module, name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -15,7 +15,9 @@ import hashlib
 import inspect
 import json
 import statistics
+import sys
 import time
+import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -678,3 +680,16 @@ def evaluate(synthetic: SyntheticSet, data: ImageDataset, **kwargs) -> dict[str,
         if key not in names:
             raise UnknownNameError("Evaluator parameter", key, names)
     return Evaluator(**kwargs).score(synthetic, data)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, called, is its :func:`evaluate`. The package exports the function under the module's own
+    name, and Python binds ``distillset.evaluate`` to the module whenever the module is imported first (by
+    ``get_method``, ``Evaluator``...): one object that is both keeps ``distillset.evaluate(set, data)`` working
+    whichever name a program touched first."""
+
+    def __call__(self, synthetic: SyntheticSet, data: ImageDataset, **kwargs) -> dict[str, EvalResult]:
+        return evaluate(synthetic, data, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

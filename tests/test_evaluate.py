@@ -225,3 +225,17 @@ def test_a_damaged_kept_network_is_trained_again(digits, tmp_path):
     with pytest.warns(UserWarning, match="unreadable kept network"):
         again = ev.score(syn, digits)["mlp"]
     assert again.accuracies == first.accuracies and again.extra["resumed_networks"] == 0
+
+
+def test_the_exported_evaluate_stays_callable_after_other_exports():
+    """Touching get_method (which imports the module distillset.evaluate) first made the package's
+    `evaluate` the module: "TypeError: 'module' object is not callable"."""
+    import subprocess
+    import sys
+
+    code = ("import distillset; distillset.get_method; d = distillset.load_dataset('digits'); "
+            "s = distillset.get_method('random', ipc=1, random_state=0, device='cpu', progress=False).fit(d).synthetic_; "
+            "r = distillset.evaluate(s, d, models='mlp', n_models=1, epochs=1, device='cpu'); "
+            "import distillset.evaluate as E; print(list(r), E.Evaluator.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["['mlp']", "Evaluator"], out.stderr[-500:]
