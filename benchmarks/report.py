@@ -16,8 +16,21 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
+def read_record(path: Path) -> dict:
+    """A results JSON as a dict, or one line naming the file when it is damaged (a hand edit, a bad merge)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path} is unreadable ({type(e).__name__}: {e}); restore it with git checkout -- {path} "
+                         "or remove it") from None
+    if not isinstance(record, dict):
+        raise SystemExit(f"{path} holds a JSON {type(record).__name__}, not a record (an object); restore it with "
+                         f"git checkout -- {path} or remove it")
+    return record
+
+
 def load_records() -> list[dict]:
-    records = (json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if not p.name.startswith("speed_"))
+    records = (read_record(p) for p in sorted(RESULTS.glob("*.json")) if not p.name.startswith("speed_"))
     return [r for r in records if "entry" in r]  # the runner's records (not e.g. mtt_memory.json's measurements)
 
 
@@ -311,7 +324,7 @@ def pending_lines() -> list[str]:
 
 def application_lines() -> list[str]:
     """Continual learning, the NAS proxy and the membership audit (``results/app_*.json``)."""
-    records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("app_*.json"))]
+    records = [read_record(p) for p in sorted(RESULTS.glob("app_*.json"))]
     if not records:
         return []
     lines = ["", "## Applications", "",

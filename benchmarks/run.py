@@ -239,7 +239,8 @@ def resumable_fit(method, data, kept: Path | None, snapshots) -> None:
 
 def progress_lines(out: Path = RESULTS) -> list[str]:
     """One line per kept unfinished run (``--progress``): its commit, entry, seed, distillation and networks."""
-    from safetensors import safe_open
+    from distillset.errors import CorruptFileError
+    from distillset.methods.base import checkpoint_record
 
     lines = []
     for seed_dir in sorted((out / ".progress").glob("*/*/*/seed*")):
@@ -247,9 +248,11 @@ def progress_lines(out: Path = RESULTS) -> list[str]:
         ckpt = seed_dir / "distill" / "checkpoint.safetensors"
         distilled = "no checkpoint"
         if ckpt.is_file():
-            with safe_open(ckpt, framework="pt") as f:
-                record = json.loads(f.metadata()["record"])
-            distilled = f"distilled {record['iteration']}/{record['params'].get('iterations')} iterations"
+            try:
+                record = checkpoint_record(ckpt)
+                distilled = f"distilled {record['iteration']}/{record['params'].get('iterations')} iterations"
+            except (CorruptFileError, KeyError, TypeError, AttributeError):  # listed, not a traceback: resuming
+                distilled = "a damaged checkpoint (a resume would refuse it; delete it to start that seed afresh)"
         nets = len(list((seed_dir / "networks").glob("net-*.safetensors")))
         lines.append(f"{commit} {entry} ({where}) {seed_dir.name}: {distilled}, {nets} network(s) kept")
     for path, part in parts.kept(out):
@@ -498,9 +501,10 @@ def speed_section() -> list[str]:
     lines = []
     for path in sorted(RESULTS.glob("speed_*.json")):
         sys.path.insert(0, str(HERE))
+        from report import read_record
         from speed import report_lines
 
-        lines += ["", *report_lines(json.loads(path.read_text()))]
+        lines += ["", *report_lines(read_record(path))]
     return lines
 
 
@@ -518,7 +522,13 @@ def check(name: str, tolerance: float | None) -> int:
     path = RESULTS / f"{name}.json"
     if not path.is_file():
         raise SystemExit(f"no committed record {path}; --check takes a name from benchmarks/results/")
-    old = json.loads(path.read_text())
+    sys.path.insert(0, str(HERE))
+    from report import read_record
+
+    old = read_record(path)
+    if not {"profile", "entry", "seeds", "hardware", "versions", "results"} <= set(old):
+        raise SystemExit(f"{path} is not a record of this runner's entries (no profile, entry and seeds: it was "
+                         "written by another script of benchmarks/); --check re-runs the records of run.py's profiles")
     threads = old["hardware"].get("torch_threads") or 1
     same_env = (old["versions"]["torch"] == torch.__version__ and old["hardware"].get("cpu_model") == cpu_model()
                 and old["hardware"].get("isa") == isa()
@@ -582,6 +592,44 @@ def refuse_arguments(args) -> None:
         raise SystemExit(f"--threads must be >= 1 (torch threads, recorded with the results); got {args.threads}")
     if args.seeds and min(args.seeds) < 0:
         raise SystemExit(f"--seeds must be root seeds >= 0; got {' '.join(map(str, args.seeds))}")
+    for flag, values in (("--seeds", args.seeds), ("--only", args.only)):
+        twice = sorted({str(v) for v in values or () if values.count(v) > 1})
+        if twice:  # a seed run twice would count as two independent seeds in the mean and the spread
+            raise SystemExit(f"{flag} names {' '.join(twice)} more than once; name each once")
+    modes = [flag for flag, on in (("--report", args.report), ("--check", args.check), ("--progress", args.progress))
+             if on]
+    runs = [flag for flag, on in (("--only", args.only), ("--seeds", args.seeds), ("--part", args.part)) if on]
+    if len(modes) > 1 or (modes and runs):
+        raise SystemExit(f"{' and '.join(modes + runs)} contradict: {modes[0]} runs on its own (it ignores the "
+                         "others); give one of them")
+    if args.tolerance is not None and (not args.check or not args.tolerance >= 0):  # not >=: NaN too
+        raise SystemExit(f"--tolerance is --check's allowed difference in points, a number >= 0, with --check; got "
+                         f"{args.tolerance}{'' if args.check else ' without --check'}")
+
+
+def refuse_unknown_entries(profile: str, only: list[str]) -> None:
+    """Each --only name in ``profile``, or one line with the near misses and the profiles that hold it."""
+    import difflib
+
+    known = [e["name"] for e in load_profile(profile)]
+    for name in only:
+        if name in known:
+            continue
+        elsewhere = [f.stem for f in sorted((HERE / "configs").glob("*.yaml"))
+                     if name in {e.get("name") for e in (yaml.safe_load(f.read_text()) or {}).get("entries") or []}]
+        hint = (f"it is in --profile {' / '.join(elsewhere)}" if elsewhere else
+                f"did you mean {' or '.join(difflib.get_close_matches(name, known, n=3)) or 'one of ' + ', '.join(known[:8]) + ' ...'}?")
+        raise SystemExit(f"no entry {name!r} in --profile {profile}; {hint}")
+
+
+def refuse_replacing_a_record(entries: list[dict], seeds: list[int] | None, out: Path) -> None:
+    """A run of some of an entry's seeds (no --part) would replace the entry's record of all its seeds."""
+    for e in entries:
+        path = out / f"{e['name']}.json"
+        if seeds and sorted(seeds) != sorted(entry_seeds(e)) and path.is_file():
+            raise SystemExit(f"--seeds {' '.join(map(str, seeds))} would replace {path} (the record of seeds "
+                             f"{' '.join(map(str, entry_seeds(e)))}) with a record of fewer seeds: add --part to keep "
+                             "them as parts of that record, or move the record away first")
 
 
 def main(argv=None) -> int:
@@ -611,12 +659,12 @@ def main(argv=None) -> int:
     if args.progress:
         print("\n".join(progress_lines(Path(args.out))))
         return 0
+    refuse_unknown_entries(args.profile, args.only or [])
     entries = [e for e in load_profile(args.profile) if args.only is None or e["name"] in args.only]
-    if args.only and len(entries) != len(args.only):
-        known = [e["name"] for e in load_profile(args.profile)]
-        raise SystemExit(f"unknown entry in {args.only}; known: {', '.join(known)}")
     if args.part:
         refuse_part(entries, args.seeds)
+    elif not args.in_process:  # --check's re-run writes to its own folder
+        refuse_replacing_a_record(entries, args.seeds, Path(args.out))
     if args.in_process:
         import torch
 

@@ -300,6 +300,18 @@ def test_part_mistakes_are_one_line_before_any_work(monkeypatch):
     (["--profile", "nope"], "unknown profile 'nope'; known: applications, check, cpu"),
     (["--threads", "0", "--only", "mnist_ipc1_dm"], "--threads must be >= 1"),
     (["--profile", "tables", "--only", "mnist_ipc1_dm", "--seeds", "0", "-1"], "--seeds must be root seeds >= 0"),
+    # a seed given twice was run twice and counted as two seeds (std 0 over identical numbers)
+    (["--profile", "tables", "--only", "mnist_ipc1_dm", "--seeds", "0", "0"], "--seeds names 0 more than once"),
+    (["--profile", "tables", "--only", "mnist_ipc1_dm", "mnist_ipc1_dm"], "--only names mnist_ipc1_dm more than once"),
+    (["--only", "mnist_ipc1_dm"], "no entry 'mnist_ipc1_dm' in --profile cpu; it is in --profile tables"),
+    (["--profile", "tables", "--only", "mnist_ipc1_dmm"], "did you mean mnist_ipc1_dm"),
+    # a subset of the seeds without --part replaced the committed record of all of them
+    (["--profile", "tables", "--only", "mnist_ipc1_dm", "--seeds", "1"], "would replace .*mnist_ipc1_dm.json"),
+    (["--report", "--only", "mnist_ipc1_dm"], "--report and --only contradict"),  # was ignored silently
+    (["--check", "mnist_ipc1_dm", "--progress"], "--check and --progress contradict"),
+    (["--tolerance", "1"], "with --check; got 1.0 without --check"),
+    (["--check", "mnist_ipc1_dm", "--tolerance", "nan"], "a number >= 0, with --check; got nan"),
+    (["--check", "speed_cpu"], "is not a record of this runner's entries"),  # was KeyError: 'profile'
 ])
 def test_runner_flag_mistakes_are_one_line_before_any_work(argv, words, monkeypatch):
     monkeypatch.setattr(run, "run_entry", lambda *a, **k: pytest.fail("a run started"))
@@ -307,6 +319,22 @@ def test_runner_flag_mistakes_are_one_line_before_any_work(argv, words, monkeypa
     with pytest.raises(SystemExit, match=words) as e:
         run.main(argv)
     assert "\n" not in str(e.value)
+
+
+def test_a_damaged_record_is_named_in_one_line(tmp_path, monkeypatch):
+    """--report, --check and --progress on a hand-damaged file (each was a traceback)."""
+    import report
+
+    for text in ("{not json", "[]", "\udcff"):
+        path = tmp_path / "x.json"
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        with pytest.raises(SystemExit, match="x.json") as e:
+            report.read_record(path)
+        assert "\n" not in str(e.value)
+    seed = tmp_path / ".progress" / "c0ffee0" / "e" / "cpu-t1-data0" / "seed0"
+    (seed / "distill").mkdir(parents=True)
+    (seed / "distill" / "checkpoint.safetensors").write_bytes(b"\xff" * 64)
+    assert "a damaged checkpoint" in run.progress_lines(tmp_path)[0]
 
 
 def test_committed_results_md_is_what_the_report_writes():

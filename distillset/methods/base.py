@@ -710,6 +710,8 @@ def checkpoint_record(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
+            if size > os.fstat(f.fileno()).st_size:  # garbage for a size: not a read of petabytes
+                raise ValueError(f"its header claims {size} bytes, more than the file holds")
             return json.loads(json.loads(f.read(size))["__metadata__"]["record"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorruptFileError(f"Checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is damaged or not a "
