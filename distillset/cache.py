@@ -127,13 +127,19 @@ def list_cache() -> list[dict]:
     Prepared entries first, then the decoded image folders (kind ``"decoded"``, settings: the folder)."""
     out = []
     for path in sorted(prepared_folder().glob("*.safetensors")):
+        named = re.fullmatch(r"(.+)-[0-9a-f]{32}", path.stem)  # cache_key's form
+        if not named:  # not ours: never listed, never cleared
+            continue
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-        except (SafetensorError, OSError):  # damaged: still listed, and cleared, by the kind in its name
-            meta = {"kind": path.stem.rpartition("-")[0], "settings": '{"damaged": true}'}
-        out.append({"path": str(path), "kind": meta.get("kind", "?"), "version": meta.get("version", "?"),
-                    "settings": json.loads(meta.get("settings", "{}")), "mib": path.stat().st_size / 2**20})
+            settings = json.loads(meta.get("settings", "{}"))
+        except (SafetensorError, OSError, ValueError):  # damaged: still listed, and cleared, by the kind in its name
+            meta, settings = {"kind": named[1]}, {"damaged": True}
+        if meta.get("kind") != named[1]:  # a readable file that `cached` did not write: not ours either
+            continue
+        out.append({"path": str(path), "kind": named[1], "version": meta.get("version", "?"),
+                    "settings": settings, "mib": path.stat().st_size / 2**20})
     return out + _decoded_entries()
 
 

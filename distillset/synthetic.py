@@ -34,6 +34,20 @@ def infer_label_kind(labels: torch.Tensor) -> str:
     return "soft" if is_distribution else "learned"
 
 
+GRID_SOFTWARE = "distillset SyntheticSet.save_grid"  # the PNG text a grid carries (see drawn_by_save_grid)
+
+
+def drawn_by_save_grid(path: Path) -> bool:
+    """Whether the file at ``path`` is a PNG grid :meth:`SyntheticSet.save_grid` wrote (else it is the user's)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get("Software") == GRID_SOFTWARE
+    except (OSError, ValueError, SyntaxError):  # not an image Pillow reads: someone else's file
+        return False
+
+
 def _stem(path: str | Path) -> Path:
     """``out/set``, ``out/set.json`` and ``out/set.safetensors`` all name the same pair of files."""
     p = Path(path)
@@ -292,6 +306,10 @@ class SyntheticSet:
         """
         require_type(path, (str, os.PathLike), "SyntheticSet.save's path", "Give a file name, e.g. 'runs/set'.")
         stem = _stem(path)
+        if stem.is_dir() or not stem.name or stem.name == "..":  # load(folder) reads the folder's set, not these
+            raise InvalidParameterError(f"SyntheticSet.save's path {str(path)!r} is a folder, not a file stem; give "
+                                        f"a name in it, e.g. {str(Path(path) / 'set')!r} (save writes <stem>.json and "
+                                        "<stem>.safetensors).")
         for suffix in (".safetensors", ".json"):  # e.g. a file where its folder should be: before any write
             check_writable(Path(str(stem) + suffix), "SyntheticSet.save's path", folder=False)
         text = json.dumps(_plain(self.meta), indent=2, sort_keys=True, default=str)
@@ -384,9 +402,15 @@ class SyntheticSet:
         path = Path(path)
         check_writable(path, "SyntheticSet.save_grid's path", folder=False)  # e.g. a folder there: before drawing
         path.parent.mkdir(parents=True, exist_ok=True)
+        from PIL.PngImagePlugin import PngInfo
+
         image = Image.fromarray(self.grid(**kw))
         kind = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-        return atomic_save(path, lambda buf: image.save(buf, format=kind))
+        mark = {}
+        if kind == "PNG":  # `distillset show` redraws a grid it finds marked so, and keeps any other file
+            mark["pnginfo"] = PngInfo()
+            mark["pnginfo"].add_text("Software", GRID_SOFTWARE)
+        return atomic_save(path, lambda buf: image.save(buf, format=kind, **mark))
 
     def png_paths(self, directory: str | Path) -> list[Path]:
         """Where :meth:`save_pngs` writes each image: ``<directory>/<class>_<index>.png``, the class name kept

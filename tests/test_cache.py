@@ -32,6 +32,34 @@ def test_cli_lists_and_clears(tmp_path, monkeypatch, capsys):
     assert main(["cache", "clear"]) == 0 and list_cache() == [] and clear_cache() == 0
 
 
+def test_files_the_cache_did_not_write_are_never_listed_or_cleared(tmp_path, monkeypatch):
+    """A user's set copied into prepared/ was listed as kind '?' and deleted by `cache clear`."""
+    from safetensors.torch import save_file
+
+    from distillset.cache import prepared_folder
+
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    cached("demo", {"epochs": 1}, lambda: {"x": torch.zeros(2)})
+    mine = [prepared_folder() / "my_own_set.safetensors", prepared_folder() / f"demo-{'0' * 32}.safetensors"]
+    save_file({"x": torch.ones(1)}, str(mine[0]))
+    save_file({"x": torch.ones(1)}, str(mine[1]), metadata={"kind": "other"})  # our name form, not our file
+    assert [e["kind"] for e in list_cache()] == ["demo"] and clear_cache() == 1 and all(p.is_file() for p in mine)
+
+
+def test_an_entry_with_damaged_settings_is_listed_and_cleared(tmp_path, monkeypatch, capsys):
+    """Its settings metadata not JSON: `cache list` was a JSONDecodeError traceback."""
+    from safetensors.torch import save_file
+
+    from distillset.cache import prepared_folder
+
+    monkeypatch.setenv("DISTILLSET_CACHE", str(tmp_path))
+    cached("demo", {"epochs": 1}, lambda: {"x": torch.zeros(2)})
+    entry = next(prepared_folder().glob("demo-*.safetensors"))
+    save_file({"x": torch.ones(1)}, str(entry), metadata={"kind": "demo", "settings": "{not json"})
+    assert main(["cache", "list"]) == 0 and "damaged" in capsys.readouterr().out
+    assert clear_cache() == 1 and not entry.exists()
+
+
 def _image_folder(root):
     from PIL import Image
 

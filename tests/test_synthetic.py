@@ -115,6 +115,16 @@ def test_save_under_a_file_is_one_line_and_writes_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["afile"] and (tmp_path / "afile").read_text() == "mine"
 
 
+@pytest.mark.parametrize("where", ["run", "", "."])
+def test_save_to_a_folder_is_refused_not_written_beside_it(tmp_path, monkeypatch, where):
+    """save(folder) wrote folder.json beside it while load(folder) reads the folder's own set: a silent swap."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(InvalidParameterError, match="is a folder, not a file stem; give a name in it"):
+        make_set().save(where)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and not any((tmp_path / "run").iterdir())
+
+
 def test_save_grid_writes_the_format_its_suffix_names_and_refuses_a_folder(tmp_path):
     from PIL import Image
 

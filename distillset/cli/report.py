@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import check_new_file
+from ..errors import OutputError, check_named_once
+from .common import check_new_file, path_arg
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="an HTML report of one or more runs", description=__doc__, allow_abbrev=False,
                        formatter_class=lambda prog: __import__("argparse").RawDescriptionHelpFormatter(prog))
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (the --out of distillset distill)")
-    p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", type=path_arg, help="run folders (the --out of distillset distill)")
+    p.add_argument("-o", "--output", type=path_arg, default="report.html", help="the HTML file to write (default report.html)")
     p.add_argument("--title", default=None, help="the page's title (default: the run's name, or 'distillset report')")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(func=run)
@@ -25,7 +26,12 @@ def run(args) -> int:
     from ..report import load_run, render_report
 
     out = Path(args.output)
+    check_named_once([str(Path(folder).resolve()) for folder in args.runs], " among the RUN_DIRs")
     check_new_file(out, "--output", args.overwrite)
+    for folder in map(Path, args.runs):  # even with --overwrite: a run's own file (its result.json...) is not a page
+        if out.is_file() and out.suffix.lower() != ".html" and folder.resolve() in out.resolve().parents:
+            raise OutputError(f"--output {out} is a file of the run {folder}; write the page elsewhere, e.g. "
+                              f"{folder / 'report.html'}.")
     views = [load_run(folder) for folder in args.runs]  # every folder read before the page is written
     title = args.title or (f"distillset report: {views[0].name}" if len(views) == 1 else "distillset report")
     render_report(views, out, title=title)

@@ -12,17 +12,22 @@ from .common import check_new_file, path_arg
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help="print a saved set's metadata and write its image grid")
     p.add_argument("path", help="a saved set (its .json, .safetensors or common stem)")
-    p.add_argument("--grid", type=path_arg, default=None, help="PNG to write (default: <stem>_grid.png, replaced if it exists)")
+    p.add_argument("--grid", type=path_arg, default=None, help="PNG to write (default: <stem>_grid.png, redrawn if show drew it; "
+                   "any other file there is kept unless --overwrite)")
     p.add_argument("--pngs", type=path_arg, default=None, help="also write one PNG per image into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file or PNGs in --pngs")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..synthetic import SyntheticSet, set_stem
+    from ..synthetic import SyntheticSet, drawn_by_save_grid, set_stem
 
-    grid = Path(args.grid) if args.grid else Path(str(set_stem(args.path)) + "_grid.png")
-    if args.grid:  # a file the user named is kept; the default, show's own output, is redrawn
+    stem = set_stem(args.path)
+    grid = Path(args.grid) if args.grid else Path(str(stem) + "_grid.png")
+    inputs = {Path(str(stem) + suffix).resolve() for suffix in (".json", ".safetensors")}
+    if grid.resolve() in inputs:  # even with --overwrite: the grid would replace the set it draws
+        raise OutputError(f"--grid {grid} is a file of the set being shown; choose another --grid.")
+    if args.grid or not drawn_by_save_grid(grid):  # the default is redrawn only where show drew it before
         check_new_file(grid, "--grid", args.overwrite)
     else:
         check_writable(grid, "--grid", folder=False)

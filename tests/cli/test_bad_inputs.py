@@ -299,6 +299,10 @@ CASES = [
          "(history not as distillset writes it)"),
     case("report-cell-without-std", ["report", "{d}/run", "-o", "{d}/r.html"],
          _edit_result(results={"dm": {"convnet": {"mean": 50.0}}}), 2, "(results.dm not as distillset writes it)"),
+    case("report-output-is-the-runs-result", ["report", "{d}/run", "-o", "{d}/run/result.json", "--overwrite"],
+         _copy_run(), 2, "is a file of the run"),  # was replaced by the page: the run could not be reported again
+    case("report-same-run-twice", ["report", "{d}/run", "{d}/run/"], _copy_run(), 2, "given twice among the RUN_DIRs"),
+    case("report-output-empty", ["report", "{d}/run", "-o", ""], _copy_run(), 2, "the path is empty"),
     case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
      "Labels must lie in [0, 10)"),
     case("show-grid-exists", ["show", "{d}/set.json", "--grid", "{d}/mine.png"],
@@ -307,6 +311,12 @@ CASES = [
      lambda d, _: (write_set(d), (d / "p").mkdir(), (d / "p" / "5_0005.png").write_text("x")), 2, "already holds 5_0005.png"),
     case("show-grid-is-a-folder", ["show", "{d}/set.json", "--grid", "{d}"], _set(), 2,
      "is not a file"),
+    # the default grid path held the user's own file: it was replaced (show redraws only a grid it drew)
+    case("show-default-grid-is-the-users", ["show", "{d}/set.json"],
+         lambda d, _: (write_set(d), (d / "set_grid.png").write_text("my notes")), 2, "pass --overwrite to replace it"),
+    # the grid named the set's own file: with --overwrite the set became a PNG
+    case("show-grid-is-the-set", ["show", "{d}/set.json", "--grid", "{d}/set.safetensors", "--overwrite"], _set(), 2,
+         "is a file of the set being shown"),
 ]
 
 
