@@ -50,6 +50,9 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.kind, name, self._items) from None
 
     def names(self, pattern: str = "*") -> list[str]:
+        if not isinstance(pattern, str):  # fnmatch's own error named os.PathLike
+            raise InvalidParameterError(f"A pattern of {self.kind} names must be a string such as 'conv*'. Got "
+                                        f"{pattern!r} instead.")
         return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
@@ -103,7 +106,10 @@ def parse_spec(spec: str | dict, kind: str = "spec") -> tuple[str, dict]:
         if not isinstance(spec.get("name"), str):
             raise InvalidParameterError(f"A {kind} spec dict needs a 'name' string. Got {spec!r} instead.")
         return spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    m = _SPEC.match(str(spec))
+    if not isinstance(spec, str):  # str(None) would be looked up as the name 'None'
+        raise InvalidParameterError(f"A {kind} spec must be a name such as 'convnet', 'name(key=value, ...)' or a "
+                                    f"dict with a 'name'. Got {spec!r} instead.")
+    m = _SPEC.match(spec)
     if not m:
         raise InvalidParameterError(f"Cannot parse {kind} spec {spec!r}. Use 'name' or 'name(key=value, ...)'.")
     name, body = m.group(1), m.group(2)

@@ -115,7 +115,7 @@ def _setup(args, command: str):
     from ..data import load_dataset
 
     out = Path(args.out)
-    check_run_folder(out, resume=False, overwrite=args.overwrite, marks=FILES[command][:1])
+    check_run_folder(out, resume=None, overwrite=args.overwrite, marks=FILES[command][:1])  # they have no --resume
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
 
 

@@ -206,9 +206,10 @@ def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
         raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another {flag}.")
 
 
-def check_run_folder(out: Path, resume: bool, overwrite: bool, marks: tuple[str, ...]) -> None:
+def check_run_folder(out: Path, resume: bool | None, overwrite: bool, marks: tuple[str, ...]) -> None:
     """A run folder must be new or empty, unless the user asked to continue (--resume) or replace the run
-    in it (--overwrite: only where one of ``marks``, the files a run of this command leaves, shows one)."""
+    in it (--overwrite: only where one of ``marks``, the files a run of this command leaves, shows one).
+    ``resume`` is None for a command without --resume (its advice does not name it)."""
     if resume and overwrite:
         raise InvalidParameterError("--resume and --overwrite contradict each other; pass one of them.")
     check_writable(out, "--out", folder=True)
@@ -220,8 +221,9 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool, marks: tuple[str,
     if not (out.is_dir() and any(out.iterdir())):
         return
     if not (resume or overwrite):
-        raise OutputError(f"--out {out} already holds files; pass --resume to continue that run, --overwrite to "
-                          "replace it, or choose another --out.")
+        continuing = "" if resume is None else "--resume to continue that run, "
+        raise OutputError(f"--out {out} already holds files; pass {continuing}--overwrite to replace it, or choose "
+                          "another --out.")
     if overwrite and not any(shows_run(out / m) for m in marks):  # the user's own files, not a run's
         raise OutputError(f"--out {out} holds files but no run to replace (no {', '.join(marks)} written by "
                           "distillset): --overwrite replaces a run's own files only; choose another --out.")

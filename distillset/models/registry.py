@@ -16,7 +16,7 @@ from torch import nn
 
 from .._registry import Registry, build_spec, drop_none, parse_spec
 from ..errors import DistillsetError, InvalidParameterError
-from ..utils import seeded_global_rng
+from ..utils import SEED_RANGE, Interval, seeded_global_rng, validate_params
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -90,8 +90,8 @@ def get_model(
     in_shape = tuple(int(s) for s in in_shape)
     if len(in_shape) != 3 or min(in_shape) < 1:
         raise InvalidParameterError(f"The 'in_shape' parameter must be (C, H, W) with positive sizes. Got {in_shape!r} instead.")
-    if int(num_classes) < 1:
-        raise InvalidParameterError(f"The 'num_classes' parameter must be an int >= 1. Got {num_classes!r} instead.")
+    validate_params("get_model", {"num_classes": num_classes, "seed": seed},  # '10' and -1 went through
+                    {"num_classes": [Interval(int, 1)], "seed": [None, SEED_RANGE]})
     if seed is None:
         model = build_spec(builder, "model", name, in_shape, int(num_classes), **drop_none(kwargs))
     else:

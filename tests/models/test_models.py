@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from distillset.errors import InvalidParameterError, UnknownNameError
+from distillset.data import list_datasets
 from distillset.models import canonical_model_name, get_model, has_batchnorm, list_models
 
 NUM_CLASSES = 5
@@ -189,3 +190,15 @@ def test_fast_bf16_pooling_under_vmap_of_grad():
         per_class = vmap(grad(loss), in_dims=(None, 0))(w, xs)
         results += [per_class, torch.autograd.grad(per_class.square().sum(), w)[0]]
     assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[3])
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda: get_model(None), "A model spec must be a name such as 'convnet'"),  # was "Unknown model 'None'"
+    (lambda: get_model("convnet", (1, 8, 8), "10"), "'num_classes' parameter of get_model must be an int >= 1"),
+    (lambda: get_model("convnet", (1, 8, 8), 10, seed=-1), "'seed' parameter of get_model must be None or an int"),
+    (lambda: list_models(None), "A pattern of model names must be a string"),  # was os.PathLike's TypeError
+    (lambda: list_datasets(1), "A pattern of dataset names must be a string"),
+])
+def test_registry_calls_name_a_wrong_type(call, words):
+    with pytest.raises(InvalidParameterError, match=words):
+        call()
