@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from .._io import atomic_write
-from ..errors import InvalidParameterError, check_named_once
-from .common import add_data_options, check_run_folder, format_table, parse_param, path_arg, run_folder
+from ..errors import InvalidParameterError, UnknownNameError, check_named_once
+from .common import add_data_options, check_run_folder, format_table, parse_params, path_arg, run_folder
 
 FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
          "audit-mia": ("audit.json", "roc.png")}
@@ -80,9 +80,11 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
 
     classes = {m: METHODS.get(m) for m in methods}  # an unknown method: its close names, before any --param
     out = {m: {} for m in methods}
-    for text in args.param:
-        key, value = parse_param(text)
+    for key, value in parse_params(args.param).items():
+        text = f"{key}={value}"
         method, _, name = key.partition(".")
+        if not methods:
+            raise InvalidParameterError(f"--param {text!r}: this run distils with no method; drop --param.")
         if not name or method not in out:
             raise InvalidParameterError(f"--param {text!r} must name one of the methods ({', '.join(methods)}) as "
                                         "METHOD.KEY=VALUE, e.g. dm.iterations=1000.")
@@ -211,6 +213,11 @@ def run_audit(args) -> int:
     from ..applications.privacy import plot_roc
 
     check_named_once(args.pipelines)
+    from ..methods import METHODS
+
+    for name in args.pipelines:  # "full" is no method: an unknown name's close matches include it
+        if name != "full" and name not in METHODS:
+            raise UnknownNameError("pipeline", name, [*METHODS.names(), "full"])
     params = _params(args, [p for p in args.pipelines if p != "full"])  # names before the data is read
     _check_evaluation(args)
     data, out = _setup(args, "audit-mia")

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from .._io import check_writable
-from ..errors import InvalidParameterError, OutputError
+from ..errors import InvalidParameterError, OutputError, check_named_once
 
 # "quick" fits a laptop CPU in about a minute (the README's numbers); "paper" is the reference protocol
 # quick: about a minute on 2 cores for DM (1000 iterations on digits; 300 left it within the spread of the
@@ -57,6 +57,13 @@ def parse_param(text: str) -> tuple[str, object]:
     except yaml.YAMLError as e:
         raise InvalidParameterError(f"Method parameter {text!r}: the value is not valid YAML "
                                     f"({_first_line(e)}); quote it.") from None
+
+
+def parse_params(texts: list[str]) -> dict[str, object]:
+    """Every ``--param key=value``, each key once (a key given twice kept its last value silently)."""
+    pairs = [parse_param(t) for t in texts]
+    check_named_once([key for key, _ in pairs], " in --param")
+    return dict(pairs)
 
 
 # YAML 1.1 (PyYAML) reads 1e-3 as a string; every user means the number
@@ -132,7 +139,7 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
                                             f"{', '.join(sorted(actions))}, params.")
             elif dest not in argv_given:
                 setattr(args, dest, _config_value(actions[dest], key, value, path))
-    args.params_dict.update(dict(parse_param(t) for t in args.param))  # --param beats the config file
+    args.params_dict.update(parse_params(args.param))  # --param beats the config file
     return args
 
 

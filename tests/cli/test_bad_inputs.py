@@ -266,6 +266,15 @@ CASES = [
          "no continual.json written by distillset): --overwrite replaces a run's own files only"),
     case("evaluate-seed-negative", ["evaluate", "{d}/set.json", "--seed", "-1"], _set(), 2,
          "--seed must be an int in the range [0, 18446744073709551615]. Got -1"),
+    # a key given twice kept its last value silently
+    case("param-twice", ["distill", *FAST, "--param", "lr_img=1", "--param", "lr_img=2", "--out", "{d}/r"], None, 2,
+         "'lr_img' given twice in --param"),
+    case("continual-param-twice", ["continual", "--methods", "dm", "--param", "dm.iterations=1", "--param",
+                                   "dm.iterations=2", "--out", "{d}/cc"], None, 2, "'dm.iterations' given twice in --param"),
+    case("audit-pipeline-near-miss", ["audit-mia", "--pipelines", "ful", "--out", "{d}/aa"], None, 2,
+         "Unknown pipeline 'ful'. Did you mean 'full'?"),
+    case("audit-param-without-methods", ["audit-mia", "--pipelines", "full", "--param", "dm.iterations=1", "--out",
+                                         "{d}/aa"], None, 2, "this run distils with no method; drop --param"),
     case("continual-seed-negative", ["continual", "--seed", "-1", "--out", "{d}/cc"], None, 2, "--seed must be an int"),
     case("audit-seed-too-large", ["audit-mia", "--seed", str(2**64), "--out", "{d}/aa"], None, 2, "--seed must be an int"),
     case("experts-cache-not-writable", ["experts", "--dataset", "digits", "--num-experts", "1"],  # bar drawn: none
