@@ -97,6 +97,10 @@ def roc(scores: torch.Tensor, members: torch.Tensor):
     from sklearn.metrics import roc_auc_score, roc_curve
 
     _check_pairs(scores, members)
+    bad = int((~torch.isfinite(scores.double())).sum())
+    if bad:  # sklearn's "Input contains NaN" named neither the argument nor the fix
+        raise InvalidParameterError(f"The scores hold {bad} NaN or infinite value(s); an ROC ranks finite scores. "
+                                    "Drop those pairs or score them again.")
     n = int(members.bool().sum())
     if n in (0, members.numel()):
         raise InvalidParameterError(f"An ROC needs members and non-members; members holds {n} members and "

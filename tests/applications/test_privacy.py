@@ -96,6 +96,8 @@ def test_lira_pooled_variance_is_unbiased():
 
 
 BAD_ATTACK_INPUTS = [
+    (lambda: tpr_at_fpr(torch.tensor([float("nan"), 0.9]), torch.tensor([False, True]), 0.01),
+     "The scores hold 1 NaN or infinite value"),  # was sklearn's "Input contains NaN"
     (lambda: tpr_at_fpr(torch.rand(10), torch.arange(10) % 2 == 0, -0.1), "'fpr' parameter of tpr_at_fpr"),
     (lambda: tpr_at_fpr(torch.rand(10), torch.arange(10) % 2 == 0, 1.5), "must be a float in the range [0, 1]"),
     (lambda: tpr_at_fpr(torch.rand(10), torch.ones(10, dtype=torch.bool), 0.1), "10 members and 0 non-members"),

@@ -266,6 +266,8 @@ CASES = [
          "no continual.json written by distillset): --overwrite replaces a run's own files only"),
     case("evaluate-seed-negative", ["evaluate", "{d}/set.json", "--seed", "-1"], _set(), 2,
          "--seed must be an int in the range [0, 18446744073709551615]. Got -1"),
+    case("cache-root-is-a-file", ["cache", "list"], lambda d, _: (d / "c").write_text("x"), 2,
+         "is a file ($DISTILLSET_CACHE names it)", env={"DISTILLSET_CACHE": "{d}/c"}),
     # a key given twice kept its last value silently
     case("param-twice", ["distill", *FAST, "--param", "lr_img=1", "--param", "lr_img=2", "--out", "{d}/r"], None, 2,
          "'lr_img' given twice in --param"),
