@@ -636,7 +636,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--only", nargs="+", default=None, help="entry names")
-    p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md")
+    p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md and report.html from the records")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="distillation seeds (default: the entry's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (recorded; results depend on it)")
     p.add_argument("--check", metavar="NAME", help="re-run a committed record and compare with it")
