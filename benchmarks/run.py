@@ -46,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from distillset._io import atomic_write
+from distillset.errors import DistillsetError, check_named_once, close_matches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import parts  # noqa: E402  (benchmarks/parts.py)
@@ -529,6 +530,9 @@ def check(name: str, tolerance: float | None) -> int:
     if not {"profile", "entry", "seeds", "hardware", "versions", "results"} <= set(old):
         raise SystemExit(f"{path} is not a record of this runner's entries (no profile, entry and seeds: it was "
                          "written by another script of benchmarks/); --check re-runs the records of run.py's profiles")
+    if not all(isinstance(old[k], dict) for k in ("hardware", "versions", "results")):
+        raise SystemExit(f"{path} is damaged (hardware, versions or results not as the runner writes them); restore "
+                         f"it with git checkout -- {path}")
     threads = old["hardware"].get("torch_threads") or 1
     same_env = (old["versions"]["torch"] == torch.__version__ and old["hardware"].get("cpu_model") == cpu_model()
                 and old["hardware"].get("isa") == isa()
@@ -593,9 +597,10 @@ def refuse_arguments(args) -> None:
     if args.seeds and min(args.seeds) < 0:
         raise SystemExit(f"--seeds must be root seeds >= 0; got {' '.join(map(str, args.seeds))}")
     for flag, values in (("--seeds", args.seeds), ("--only", args.only)):
-        twice = sorted({str(v) for v in values or () if values.count(v) > 1})
-        if twice:  # a seed run twice would count as two independent seeds in the mean and the spread
-            raise SystemExit(f"{flag} names {' '.join(twice)} more than once; name each once")
+        try:  # a seed run twice would count as two independent seeds in the mean and the spread
+            check_named_once([str(v) for v in values or ()], f" in {flag}")
+        except DistillsetError as e:
+            raise SystemExit(str(e)) from None
     modes = [flag for flag, on in (("--report", args.report), ("--check", args.check), ("--progress", args.progress))
              if on]
     runs = [flag for flag, on in (("--only", args.only), ("--seeds", args.seeds), ("--part", args.part)) if on]
@@ -609,8 +614,6 @@ def refuse_arguments(args) -> None:
 
 def refuse_unknown_entries(profile: str, only: list[str]) -> None:
     """Each --only name in ``profile``, or one line with the near misses and the profiles that hold it."""
-    import difflib
-
     known = [e["name"] for e in load_profile(profile)]
     for name in only:
         if name in known:
@@ -618,18 +621,22 @@ def refuse_unknown_entries(profile: str, only: list[str]) -> None:
         elsewhere = [f.stem for f in sorted((HERE / "configs").glob("*.yaml"))
                      if name in {e.get("name") for e in (yaml.safe_load(f.read_text()) or {}).get("entries") or []}]
         hint = (f"it is in --profile {' / '.join(elsewhere)}" if elsewhere else
-                f"did you mean {' or '.join(difflib.get_close_matches(name, known, n=3)) or 'one of ' + ', '.join(known[:8]) + ' ...'}?")
+                f"did you mean {' or '.join(close_matches(name, known)) or 'one of ' + ', '.join(known[:8]) + ' ...'}?")
         raise SystemExit(f"no entry {name!r} in --profile {profile}; {hint}")
 
 
 def refuse_replacing_a_record(entries: list[dict], seeds: list[int] | None, out: Path) -> None:
-    """A run of some of an entry's seeds (no --part) would replace the entry's record of all its seeds."""
+    """A run (no --part) would replace an entry's record with one that lacks some of its seeds."""
+    from report import read_record
+
     for e in entries:
         path = out / f"{e['name']}.json"
-        if seeds and sorted(seeds) != sorted(entry_seeds(e)) and path.is_file():
-            raise SystemExit(f"--seeds {' '.join(map(str, seeds))} would replace {path} (the record of seeds "
-                             f"{' '.join(map(str, entry_seeds(e)))}) with a record of fewer seeds: add --part to keep "
-                             "them as parts of that record, or move the record away first")
+        kept = read_record(path).get("seeds") or [] if path.is_file() else []
+        lost = sorted(set(kept) - set(seeds or entry_seeds(e)), key=str)
+        if lost:
+            raise SystemExit(f"this run would replace {path} (the record of seeds {' '.join(map(str, kept))}) with "
+                             f"one without seed(s) {' '.join(map(str, lost))}: add --part to keep the run's seeds as "
+                             "parts of that record, or move the record away first")
 
 
 def main(argv=None) -> int:

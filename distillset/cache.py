@@ -37,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from . import __version__
+from .errors import InvalidParameterError
 
 
 def cache_root() -> Path:
@@ -125,6 +126,9 @@ def list_cache() -> list[dict]:
     """The stored entries: ``path``, ``kind``, ``version``, ``settings`` and ``mib`` each.
 
     Prepared entries first, then the decoded image folders (kind ``"decoded"``, settings: the folder)."""
+    if cache_root().exists() and not cache_root().is_dir():  # else "0 entries": as if the cache were empty
+        raise InvalidParameterError(f"The cache folder {cache_root()} is a file ($DISTILLSET_CACHE names it); point "
+                                    "$DISTILLSET_CACHE at a folder.")
     out = []
     for path in sorted(prepared_folder().glob("*.safetensors")):
         named = re.fullmatch(r"(.+)-[0-9a-f]{32}", path.stem)  # cache_key's form
@@ -134,6 +138,8 @@ def list_cache() -> list[dict]:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
             settings = json.loads(meta.get("settings", "{}"))
+            if not isinstance(settings, dict):
+                raise ValueError("settings not an object")
         except (SafetensorError, OSError, ValueError):  # damaged: still listed, and cleared, by the kind in its name
             meta, settings = {"kind": named[1]}, {"damaged": True}
         if meta.get("kind") != named[1]:  # a readable file that `cached` did not write: not ours either

@@ -16,6 +16,15 @@ class DistillsetError(Exception):
     """Base class of every error distillset raises on purpose."""
 
 
+def close_matches(name, choices: Iterable[str]) -> list[str]:
+    """The (up to 3) names among ``choices`` a mistyped ``name`` most likely meant.
+
+    >>> close_matches("dmm", ["dm", "dc", "mtt"])
+    ['dm']
+    """
+    return difflib.get_close_matches(str(name), sorted(choices), n=3, cutoff=0.5)
+
+
 class UnknownNameError(DistillsetError, KeyError, ValueError):
     """A registry lookup with a name that is not registered.
 
@@ -24,7 +33,7 @@ class UnknownNameError(DistillsetError, KeyError, ValueError):
 
     def __init__(self, kind: str, name: str, choices: Iterable[str]):
         choices = sorted(choices)
-        close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+        close = close_matches(name, choices)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         self.kind, self.name, self.choices = kind, name, choices
         self.message = f"Unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(choices)}."

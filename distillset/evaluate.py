@@ -688,8 +688,12 @@ class _CallableModule(types.ModuleType):
     ``get_method``, ``Evaluator``...): one object that is both keeps ``distillset.evaluate(set, data)`` working
     whichever name a program touched first."""
 
-    def __call__(self, synthetic: SyntheticSet, data: ImageDataset, **kwargs) -> dict[str, EvalResult]:
-        return evaluate(synthetic, data, **kwargs)
+    __call__ = staticmethod(evaluate)
+
+    def __reduce__(self):  # pickled by name, as a function is (e.g. for ProcessPoolExecutor.submit)
+        import importlib
+
+        return importlib.import_module, (self.__name__,)
 
 
 sys.modules[__name__].__class__ = _CallableModule

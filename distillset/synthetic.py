@@ -44,7 +44,7 @@ def drawn_by_save_grid(path: Path) -> bool:
     try:
         with Image.open(path) as image:
             return getattr(image, "text", {}).get("Software") == GRID_SOFTWARE
-    except (OSError, ValueError, SyntaxError):  # not an image Pillow reads: someone else's file
+    except Exception:  # not an image Pillow reads (OSError, DecompressionBombError...): someone else's file
         return False
 
 
@@ -306,10 +306,11 @@ class SyntheticSet:
         """
         require_type(path, (str, os.PathLike), "SyntheticSet.save's path", "Give a file name, e.g. 'runs/set'.")
         stem = _stem(path)
-        if stem.is_dir() or not stem.name or stem.name == "..":  # load(folder) reads the folder's set, not these
-            raise InvalidParameterError(f"SyntheticSet.save's path {str(path)!r} is a folder, not a file stem; give "
-                                        f"a name in it, e.g. {str(Path(path) / 'set')!r} (save writes <stem>.json and "
-                                        "<stem>.safetensors).")
+        # where load(path) would read another set (a run folder's) or none (".", ".."): a silent swap later
+        if not stem.name or stem.name == ".." or set_stem(stem) != stem or (stem / "checkpoint").is_dir():
+            raise InvalidParameterError(f"SyntheticSet.save's path {str(path)!r} names the folder {str(stem)!r} (a run's, "
+                                        f"or the current one), not a file stem; give a name in it, e.g. "
+                                        f"{str(stem / 'set')!r} (save writes <stem>.json and <stem>.safetensors).")
         for suffix in (".safetensors", ".json"):  # e.g. a file where its folder should be: before any write
             check_writable(Path(str(stem) + suffix), "SyntheticSet.save's path", folder=False)
         text = json.dumps(_plain(self.meta), indent=2, sort_keys=True, default=str)

@@ -236,6 +236,7 @@ def test_the_exported_evaluate_stays_callable_after_other_exports():
     code = ("import distillset; distillset.get_method; d = distillset.load_dataset('digits'); "
             "s = distillset.get_method('random', ipc=1, random_state=0, device='cpu', progress=False).fit(d).synthetic_; "
             "r = distillset.evaluate(s, d, models='mlp', n_models=1, epochs=1, device='cpu'); "
-            "import distillset.evaluate as E; print(list(r), E.Evaluator.__name__)")
+            "import distillset.evaluate as E, pickle; assert pickle.loads(pickle.dumps(distillset.evaluate)) is E; "
+            "print(list(r), E.Evaluator.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["['mlp']", "Evaluator"], out.stderr[-500:]

@@ -119,10 +119,19 @@ def test_save_under_a_file_is_one_line_and_writes_nothing(tmp_path):
 def test_save_to_a_folder_is_refused_not_written_beside_it(tmp_path, monkeypatch, where):
     """save(folder) wrote folder.json beside it while load(folder) reads the folder's own set: a silent swap."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "run").mkdir()
-    with pytest.raises(InvalidParameterError, match="is a folder, not a file stem; give a name in it"):
+    make_set().save(tmp_path / "run" / "synthetic")  # a distill run's folder: load("run") reads its set
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(InvalidParameterError, match="not a file stem; give a name in it"):
         make_set().save(where)
-    assert [p.name for p in tmp_path.iterdir()] == ["run"] and not any((tmp_path / "run").iterdir())
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_save_beside_a_folder_of_pngs_of_the_same_name_round_trips(tmp_path):
+    """save("out/digits") next to save_pngs("out/digits"): load("out/digits") reads this set back."""
+    s = make_set()
+    s.save_pngs(tmp_path / "digits")
+    s.save(tmp_path / "digits")
+    assert torch.equal(SyntheticSet.load(tmp_path / "digits").images, s.images)
 
 
 def test_save_grid_writes_the_format_its_suffix_names_and_refuses_a_folder(tmp_path):

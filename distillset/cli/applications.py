@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..errors import InvalidParameterError, UnknownNameError, check_named_once
-from .common import add_data_options, check_run_folder, format_table, parse_params, path_arg, run_folder
+from .common import add_data_options, check_run_folder, format_table, parse_param, parse_params, path_arg, run_folder
 
 FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
          "audit-mia": ("audit.json", "roc.png")}
@@ -80,8 +80,9 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
 
     classes = {m: METHODS.get(m) for m in methods}  # an unknown method: its close names, before any --param
     out = {m: {} for m in methods}
+    texts = dict(zip((parse_param(t)[0] for t in args.param), args.param))  # key -> as typed, for the messages
     for key, value in parse_params(args.param).items():
-        text = f"{key}={value}"
+        text = texts[key]
         method, _, name = key.partition(".")
         if not methods:
             raise InvalidParameterError(f"--param {text!r}: this run distils with no method; drop --param.")
@@ -117,7 +118,7 @@ def _setup(args, command: str):
     from ..data import load_dataset
 
     out = Path(args.out)
-    check_run_folder(out, resume=None, overwrite=args.overwrite, marks=FILES[command][:1])  # they have no --resume
+    check_run_folder(out, resume=False, overwrite=args.overwrite, marks=FILES[command][:1], resumable=False)
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
 
 

@@ -206,6 +206,18 @@ def check_evaluator(ev, flags: dict[str, str] = EVAL_FLAGS) -> None:
 # ---------------------------------------------------------------------------------- output paths
 
 
+def refuse_the_sets_own_file(out: Path, set_path: str, flag: str, what: str) -> None:
+    """``out`` may not be a file of the set at ``set_path``, even with --overwrite (it would replace the set)."""
+    from ..synthetic import set_stem
+
+    stem = set_stem(set_path)
+    for suffix in (".json", ".safetensors"):
+        mine = Path(f"{stem}{suffix}")
+        same = os.path.samefile(out, mine) if out.exists() and mine.exists() else out.resolve() == mine.resolve()
+        if same:  # samefile: also a case-insensitive file system's other spelling
+            raise OutputError(f"{flag} {out} is a file of the set being {what}; write it elsewhere.")
+
+
 def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
     """:func:`check_writable` for a file, and an existing one is kept unless the user passed --overwrite."""
     check_writable(path, flag, folder=False)
@@ -213,10 +225,10 @@ def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
         raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another {flag}.")
 
 
-def check_run_folder(out: Path, resume: bool | None, overwrite: bool, marks: tuple[str, ...]) -> None:
+def check_run_folder(out: Path, resume: bool, overwrite: bool, marks: tuple[str, ...], resumable: bool = True) -> None:
     """A run folder must be new or empty, unless the user asked to continue (--resume) or replace the run
     in it (--overwrite: only where one of ``marks``, the files a run of this command leaves, shows one).
-    ``resume`` is None for a command without --resume (its advice does not name it)."""
+    ``resumable=False``: the command has no --resume, and the advice does not name one."""
     if resume and overwrite:
         raise InvalidParameterError("--resume and --overwrite contradict each other; pass one of them.")
     check_writable(out, "--out", folder=True)
@@ -228,7 +240,7 @@ def check_run_folder(out: Path, resume: bool | None, overwrite: bool, marks: tup
     if not (out.is_dir() and any(out.iterdir())):
         return
     if not (resume or overwrite):
-        continuing = "" if resume is None else "--resume to continue that run, "
+        continuing = "--resume to continue that run, " if resumable else ""
         raise OutputError(f"--out {out} already holds files; pass {continuing}--overwrite to replace it, or choose "
                           "another --out.")
     if overwrite and not any(shows_run(out / m) for m in marks):  # the user's own files, not a run's

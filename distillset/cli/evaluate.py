@@ -11,9 +11,9 @@ from pathlib import Path
 
 from .. import distributed
 from .._io import atomic_write, check_writable
-from ..errors import InvalidParameterError, OutputError
+from ..errors import InvalidParameterError
 from .common import (PRESETS, add_data_options, check_evaluator, check_new_file, format_own,
-                     format_table, path_arg, result_rows)
+                     format_table, path_arg, refuse_the_sets_own_file, result_rows)
 
 
 def add_parser(sub) -> None:
@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..data import load_dataset
     from ..evaluate import PROTOCOLS, Evaluator
-    from ..synthetic import SyntheticSet, set_stem
+    from ..synthetic import SyntheticSet
 
     preset = PRESETS[args.preset]
     runs = args.runs if args.runs is not None else preset["eval_runs"]
@@ -72,9 +72,7 @@ def run(args) -> int:
     check_evaluator(ev, {"n_models": "--runs", "epochs": "--epochs", "lr": "--lr", "random_state": "--seed"})
     if args.json:
         check_new_file(Path(args.json), "--json", args.overwrite)
-        stem = set_stem(args.path)
-        if any(Path(args.json).resolve() == Path(f"{stem}{suffix}").resolve() for suffix in (".json", ".safetensors")):
-            raise OutputError(f"--json {args.json} is a file of the set being evaluated; write the results elsewhere.")
+        refuse_the_sets_own_file(Path(args.json), args.path, "--json", "evaluated")
     if args.resume_dir and args.protocol == "own":
         raise InvalidParameterError("--resume-dir keeps networks of the standard and long protocols; a method's own "
                                     "protocol keeps none. Drop --resume-dir or use --protocol standard.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import OutputError
 from .._io import check_writable
-from .common import check_new_file, path_arg
+from .common import path_arg, refuse_the_sets_own_file
 
 
 def add_parser(sub) -> None:
@@ -22,15 +22,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..synthetic import SyntheticSet, drawn_by_save_grid, set_stem
 
-    stem = set_stem(args.path)
-    grid = Path(args.grid) if args.grid else Path(str(stem) + "_grid.png")
-    inputs = {Path(str(stem) + suffix).resolve() for suffix in (".json", ".safetensors")}
-    if grid.resolve() in inputs:  # even with --overwrite: the grid would replace the set it draws
-        raise OutputError(f"--grid {grid} is a file of the set being shown; choose another --grid.")
-    if args.grid or not drawn_by_save_grid(grid):  # the default is redrawn only where show drew it before
-        check_new_file(grid, "--grid", args.overwrite)
-    else:
-        check_writable(grid, "--grid", folder=False)
+    grid = Path(args.grid) if args.grid else Path(str(set_stem(args.path)) + "_grid.png")
+    refuse_the_sets_own_file(grid, args.path, "--grid", "shown")
+    check_writable(grid, "--grid", folder=False)
+    if grid.exists() and not args.overwrite and (args.grid or not drawn_by_save_grid(grid)):
+        where = f"--grid {grid}" if args.grid else f"the default grid path {grid}"  # redrawn only if show drew it
+        raise OutputError(f"{where} exists{'' if args.grid else ' and is not a grid distillset drew'}; pass "
+                          "--overwrite to replace it, or choose another --grid.")
     if args.pngs:
         check_writable(Path(args.pngs), "--pngs", folder=True)
     s = SyntheticSet.load(args.path)  # validated: every image has a label in range, so none is dropped

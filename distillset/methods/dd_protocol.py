@@ -37,9 +37,9 @@ def _check_schedule(synthetic, steps, epochs) -> None:
     """The images split into ``steps`` step batches and one step size per unrolled step: else (an edited set's
     metadata) the unroll would cycle wrong batches or apply no step at all, and score untrained networks."""
     n, lrs = len(synthetic.images), synthetic.lrs
-    total = steps * epochs if isinstance(steps, int) and isinstance(epochs, int) else None
-    fits = (isinstance(steps, int) and steps >= 1 and n % steps == 0 and lrs.ndim == 1 and lrs.numel() >= 1
-            and lrs.numel() == (total or lrs.numel()))
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+    fits = (whole(steps) and (epochs is None or whole(epochs)) and n % steps == 0 and lrs.ndim == 1
+            and lrs.numel() >= 1 and (epochs is None or lrs.numel() == steps * epochs))
     if not fits:
         raise InvalidParameterError(
             f"This DD set's schedule does not fit its images: {n} images and {lrs.numel()} step size(s), but its "

@@ -299,7 +299,7 @@ CASES = [
     case("evaluate-epochs-zero", ["evaluate", "{d}/set.json", "--epochs", "0"], _set(), 2,
          "--epochs 0 would score untrained networks; give >= 1"),
     case("evaluate-json-is-the-set", ["evaluate", "{d}/set.json", "--json", "{d}/set.json", "--overwrite"], _set(), 2,
-         "is a file of the set being evaluated; write the results elsewhere"),
+         "is a file of the set being evaluated; write it elsewhere"),
     case("report-history-words", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(history={"loss": ["a"]}), 2,
          "(history.loss not as distillset writes it)"),
     case("report-seconds-a-string", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(distill_seconds="x"), 2,

@@ -195,7 +195,8 @@ def test_bad_inputs_get_clear_errors(digits, clean):
         evaluate_dd(r, digits, n_models=0)
 
 
-@pytest.mark.parametrize("edit", [dict(steps=3), dict(epochs=4), dict(lrs=torch.ones(0))])
+@pytest.mark.parametrize("edit", [dict(steps=3), dict(epochs=4), dict(epochs=0), dict(steps=True),
+                                  dict(lrs=torch.ones(0))])
 def test_an_edited_schedule_is_refused_not_scored(digits, clean, edit):
     """Steps, epochs and step sizes that do not fit (was: the unroll cycled wrong batches, or with no step
     sizes scored the untrained networks as the set's accuracy)."""
