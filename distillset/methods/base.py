@@ -163,7 +163,9 @@ class DistillMethod:
         ``None``/``"auto"`` = CUDA when present.
     checkpoint_dir : path or None
         Where to write ``checkpoint.safetensors`` (one file, replaced atomically: a kill at any instant
-        leaves the previous complete checkpoint); ``fit(..., resume=True)`` reads it.
+        leaves the previous complete checkpoint); ``fit(..., resume=True)`` reads it. It carries a SHA-256
+        of its record and tensors: a resume refuses one edited or damaged since (one without it, written
+        before checkpoints carried one, is checked by its record alone).
     checkpoint_every : int or None
         Iterations between checkpoints (a final one is always written when ``checkpoint_dir`` is set).
     log_every : int
