@@ -270,7 +270,7 @@ def _typeable(constraint) -> bool:
 # M_TRIM_THRESHOLD -1 (never trim: glibc's documented "off"), M_TOP_PAD 64 MiB, M_MMAP_THRESHOLD 32 MiB, then
 # M_MMAP_MAX 0 (no block of its own). A 1 GiB trim threshold (the earlier setting) let a step that frees more than
 # 1 GiB hand it back at once: DM factor 2 at CIFAR-10 IPC 10 in fp32 (400 decoded images through ConvNet-3)
-# faulted 246 k pages an iteration, 25 % of its time in the kernel (3.70 s an iteration; 2.70-2.98 s never trimming)
+# faulted 82-246 k pages an iteration, never trimming 17-20 k (benchmarks/NOTES.md, "Notes on speed")
 _MALLOPT = ((-1, -1), (-2, 2**26), (-3, 2**25), (-4, 0))
 _libc = None  # glibc, once keep_freed_memory has applied its settings
 
@@ -285,7 +285,7 @@ def keep_freed_memory(device: torch.device | str | None = None) -> bool:
     1.44 (bf16) and 1.75 instead of 2.61 (fp32); on 100 images 0.39 instead of 0.43 (bf16) and 0.57 instead
     of 0.90 (fp32) (one thread, torch 2.13; ``tests/test_precision.py`` checks the faults). Every value is
     bit for bit the same; a step that frees more than a GiB keeps it too (DM factor 2 at CIFAR-10 IPC 10 in fp32:
-    2.70-2.98 s an iteration instead of 3.70, 18 k page faults instead of 246 k). The cost: a freed block's place can
+    17-20 k page faults an iteration instead of 82-246 k; 1-2 % faster in paired runs). The cost: a freed block's place can
     only be reused, not handed back, until :func:`release_freed_memory` (called at the end of each ``fit``,
     evaluation and expert training), so a run whose blocks grow in size can peak higher than before.
 
