@@ -64,7 +64,7 @@ def content_hash(*tensors: torch.Tensor, text: str = "") -> str:
     h = hashlib.sha256(text.encode())
     for t in tensors:
         h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # its buffer: no copy
     return h.hexdigest()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..errors import InvalidParameterError, UnknownNameError, check_named_once
-from .common import add_data_options, check_run_folder, format_table, parse_param, parse_params, path_arg, run_folder
+from .common import add_data_options, check_run_folder, format_table, parse_params, path_arg, run_folder
 
 FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
          "audit-mia": ("audit.json", "roc.png")}
@@ -80,9 +80,7 @@ def _params(args, methods: list[str]) -> dict[str, dict]:
 
     classes = {m: METHODS.get(m) for m in methods}  # an unknown method: its close names, before any --param
     out = {m: {} for m in methods}
-    texts = dict(zip((parse_param(t)[0] for t in args.param), args.param))  # key -> as typed, for the messages
-    for key, value in parse_params(args.param).items():
-        text = texts[key]
+    for text, (key, value) in zip(args.param, parse_params(args.param)):
         method, _, name = key.partition(".")
         if not methods:
             raise InvalidParameterError(f"--param {text!r}: this run distils with no method; drop --param.")

@@ -59,11 +59,12 @@ def parse_param(text: str) -> tuple[str, object]:
                                     f"({_first_line(e)}); quote it.") from None
 
 
-def parse_params(texts: list[str]) -> dict[str, object]:
-    """Every ``--param key=value``, each key once (a key given twice kept its last value silently)."""
+def parse_params(texts: list[str]) -> list[tuple[str, object]]:
+    """Every ``--param key=value`` as (key, value), in order; each key once (a key given twice kept its last
+    value silently)."""
     pairs = [parse_param(t) for t in texts]
     check_named_once([key for key, _ in pairs], " in --param")
-    return dict(pairs)
+    return pairs
 
 
 # YAML 1.1 (PyYAML) reads 1e-3 as a string; every user means the number
@@ -139,7 +140,7 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
                                             f"{', '.join(sorted(actions))}, params.")
             elif dest not in argv_given:
                 setattr(args, dest, _config_value(actions[dest], key, value, path))
-    args.params_dict.update(parse_params(args.param))  # --param beats the config file
+    args.params_dict.update(dict(parse_params(args.param)))  # --param beats the config file
     return args
 
 
