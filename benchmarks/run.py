@@ -592,7 +592,7 @@ def run_parts(entry: dict, seeds: list[int], out: Path) -> list[int]:
 
 def refuse_arguments(args) -> None:
     """One line, before any work, for what the flags' types let through (a traceback or a run followed)."""
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be >= 1 (torch threads, recorded with the results); got {args.threads}")
     if args.seeds and min(args.seeds) < 0:
         raise SystemExit(f"--seeds must be root seeds >= 0; got {' '.join(map(str, args.seeds))}")
@@ -603,7 +603,8 @@ def refuse_arguments(args) -> None:
             raise SystemExit(str(e)) from None
     modes = [flag for flag, on in (("--report", args.report), ("--check", args.check), ("--progress", args.progress))
              if on]
-    runs = [flag for flag, on in (("--only", args.only), ("--seeds", args.seeds), ("--part", args.part)) if on]
+    runs = [flag for flag, on in (("--profile", args.profile), ("--only", args.only), ("--seeds", args.seeds),
+                                  ("--part", args.part), ("--threads", args.threads is not None)) if on]
     if len(modes) > 1 or (modes and runs):
         raise SystemExit(f"{' and '.join(modes + runs)} contradict: {modes[0]} runs on its own (it ignores the "
                          "others); give one of them")
@@ -641,11 +642,11 @@ def refuse_replacing_a_record(entries: list[dict], seeds: list[int] | None, out:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="cpu")
+    p.add_argument("--profile", default=None, help="the configs/ file of the entries (default: cpu)")
     p.add_argument("--only", nargs="+", default=None, help="entry names")
     p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md and report.html from the records")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="distillation seeds (default: the entry's)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (recorded; results depend on it)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1; recorded, results depend on it)")
     p.add_argument("--check", metavar="NAME", help="re-run a committed record and compare with it")
     p.add_argument("--progress", action="store_true", help="list the unfinished runs kept for resuming, and stop")
     p.add_argument("--part", action="store_true",
@@ -666,6 +667,7 @@ def main(argv=None) -> int:
     if args.progress:
         print("\n".join(progress_lines(Path(args.out))))
         return 0
+    args.profile, args.threads = args.profile or "cpu", args.threads or 1
     refuse_unknown_entries(args.profile, args.only or [])
     entries = [e for e in load_profile(args.profile) if args.only is None or e["name"] in args.only]
     if args.part:

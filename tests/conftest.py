@@ -1,8 +1,11 @@
 """Shared fixtures, and the --device / --dtype options of the contract tests (tests/test_common.py)."""
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# under pytest-xdist each worker is a process of its own: one thread each, so the workers never share a core
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 

@@ -309,6 +309,9 @@ def test_part_mistakes_are_one_line_before_any_work(monkeypatch):
     (["--profile", "tables", "--only", "mnist_ipc1_dm", "--seeds", "1"], "mnist_ipc1_dm.json .* without seed.s. 0 2"),
     (["--report", "--only", "mnist_ipc1_dm"], "--report and --only contradict"),  # was ignored silently
     (["--check", "mnist_ipc1_dm", "--progress"], "--check and --progress contradict"),
+    # ignored silently: --check re-runs with the record's threads, --report and --progress read every record
+    (["--check", "mnist_ipc1_dm", "--threads", "2"], "--check and --threads contradict"),
+    (["--report", "--profile", "tables"], "--report and --profile contradict"),
     (["--tolerance", "1"], "with --check; got 1.0 without --check"),
     (["--check", "mnist_ipc1_dm", "--tolerance", "nan"], "a number >= 0, with --check; got nan"),
     (["--check", "speed_cpu"], "is not a record of this runner's entries"),  # was KeyError: 'profile'

@@ -51,8 +51,12 @@ def search_space(grid: str = "cpu") -> list[str]:
 
 def rank_correlations(proxy, real, top=(5, 10, 20)) -> dict[str, dict[str, float]]:
     """Spearman and Kendall (tau-b) correlation of two accuracy lists over all items and over the ``top``
-    k items by ``real`` (k below the number of items only)."""
-    from scipy.stats import kendalltau, spearmanr
+    k items by ``real`` (k below the number of items only). NaN where either list is constant over the
+    items: a proxy that scores every architecture alike ranks none of them, and no correlation is defined
+    (the CLI's record writes it as null)."""
+    import warnings
+
+    from scipy.stats import ConstantInputWarning, kendalltau, spearmanr
 
     proxy, real = _accuracies(proxy, "proxy"), _accuracies(real, "real")
     if len(proxy) != len(real) or len(real) < 2:
@@ -67,7 +71,9 @@ def rank_correlations(proxy, real, top=(5, 10, 20)) -> dict[str, dict[str, float
     out = {}
     for name, idx in subsets.items():
         p, r = proxy[idx].numpy(), real[idx].numpy()
-        out[name] = {"spearman": float(spearmanr(p, r)[0]), "kendall": float(kendalltau(p, r)[0]), "n": len(idx)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConstantInputWarning)  # NaN, as documented above
+            out[name] = {"spearman": float(spearmanr(p, r)[0]), "kendall": float(kendalltau(p, r)[0]), "n": len(idx)}
     return out
 
 

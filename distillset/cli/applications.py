@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -108,7 +109,16 @@ def _check_evaluation(args) -> None:
 
 
 def _write(out: Path, name: str, record: dict) -> None:
-    atomic_write(out / name, json.dumps(record, indent=2))
+    """``record`` as strict JSON: an undefined number (NaN, e.g. a rank correlation of a constant list) is null."""
+    atomic_write(out / name, json.dumps(_nan_as_null(record), indent=2, allow_nan=False))
+
+
+def _nan_as_null(value):
+    if isinstance(value, dict):
+        return {k: _nan_as_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_as_null(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _setup(args, command: str):

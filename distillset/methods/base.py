@@ -595,7 +595,8 @@ class DistillMethod:
         record = {"method": self.name, "params": self._json_params(), "seed": self.seed_,
                   "dataset": state.data.name, "data": self._data_fingerprint, "iteration": state.iteration, "history": state.history,
                   "optimizer": opt_meta, "version": __version__, "device": str(state.device),
-                  "fit_seconds": time.perf_counter() - self._fit_started}
+                  "fit_seconds": time.perf_counter() - self._fit_started,
+                  "sealed": True}  # under the seal itself: a checkpoint whose seal was cut off does not pass as old
         extra_flat, record["extras"] = self._checkpoint_extras(state)
         flat.update(extra_flat)
         flat = {k: v.detach().cpu().contiguous() for k, v in flat.items()}
@@ -740,6 +741,9 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     except Exception as e:  # safetensors raises its own (Rust) error types; json, KeyError, TypeError...
         raise CorruptFileError(f"Checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is damaged or not "
                                f"a distillset checkpoint. {fix}") from None
+    if sealed is None and isinstance(record, dict) and record.get("sealed"):
+        raise CorruptFileError(f"Checkpoint {path} lost the checksum it was written with: it was edited after it "
+                               f"was written. {fix}")
     if sealed is not None and sealed != _checkpoint_digest(header["__metadata__"]["record"], flat):
         raise CorruptFileError(f"Checkpoint {path} does not match the checksum it was written with: it was edited "
                                f"or damaged after it was written. {fix}")

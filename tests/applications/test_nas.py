@@ -22,6 +22,22 @@ def test_rank_correlations_equal_scipy_on_a_fixed_table():
     assert rank_correlations([-x for x in real], real)["all"]["spearman"] == pytest.approx(-1.0)
 
 
+def test_a_proxy_that_scores_every_architecture_alike_has_no_correlation(tmp_path):
+    """A constant list ranks nothing: NaN without scipy's warning, and null in the CLI's strict-JSON record."""
+    import json
+    import warnings
+
+    from distillset.cli.applications import _write
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = rank_correlations([10.0] * 6, [91.0, 85.5, 88.0, 70.2, 95.1, 60.0], top=(5,))
+    assert all(v["spearman"] != v["spearman"] and v["kendall"] != v["kendall"] for v in r.values())  # NaN
+    _write(tmp_path, "nas.json", {"correlations": r})
+    text = (tmp_path / "nas.json").read_text()
+    assert "NaN" not in text and json.loads(text)["correlations"]["all"] == {"spearman": None, "kendall": None, "n": 6}
+
+
 def test_grids_are_model_specs_that_build():
     from distillset.models import get_model
 

@@ -79,8 +79,9 @@ def _truncate(p: Path):
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
 
-def _hand_edit(edit):
-    """``edit(tensors, record)`` on a checkpoint, written back with the checksum it had (a hand edit)."""
+def _hand_edit(edit, keep_seal=True):
+    """``edit(tensors, record)`` on a checkpoint, written back with the checksum it had (a hand edit), or
+    without it (``keep_seal=False``: an edit that hides itself)."""
     def damage(p: Path):
         from safetensors import safe_open
         from safetensors.torch import load_file
@@ -89,7 +90,8 @@ def _hand_edit(edit):
             meta = f.metadata()
         flat, record = load_file(p), json.loads(meta["record"])
         edit(flat, record)
-        save_file(flat, p, metadata={**meta, "record": json.dumps(record)})
+        kept = meta if keep_seal else {k: v for k, v in meta.items() if k != "sha256"}
+        save_file(flat, p, metadata={**kept, "record": json.dumps(record)})
     return damage
 
 
@@ -192,6 +194,8 @@ CASES = [
          "does not match the checksum"),
     case("resume-cut-history", ["distill", "--out", "{d}/run", "--resume"],
          _copy_run(_hand_edit(lambda t, r: r["history"]["loss"].pop())), 2, "does not match the checksum"),
+    case("resume-seal-cut-off", ["distill", "--out", "{d}/run", "--resume"],  # passed as an old, unsealed one
+         _copy_run(_hand_edit(lambda t, r: r["history"]["loss"].pop(), keep_seal=False)), 2, "lost the checksum it was written with"),
     # environment variables: read before any work (a bad one was a traceback in the middle of a run)
     case("env-world-size-text", ["distill", *FAST], None, 2, "WORLD_SIZE='two' must be an int >= 1",
          env={"WORLD_SIZE": "two"}),
