@@ -4,6 +4,8 @@
     python benchmarks/speed.py --device cuda            # -> results/speed_cuda.json
     python benchmarks/speed.py --only dm_ipc10 --precision bf16 --no-write
     python benchmarks/speed.py --world-size 2           # 1 and 2 processes (torchrun) -> results/speed_cpu_processes.json
+    python benchmarks/speed.py --precision fp32 --reference-code ~/DatasetCondensation --name avx2
+        # the reference measured here too, setting by setting, before distillset -> results/speed_cpu_avx2.json
 
 Each (setting, precision) runs in its own process, so its peak RSS is its own. With ``--world-size N`` each
 setting that splits across processes runs at 1 and at N processes (``torchrun``, the cores shared evenly:
@@ -14,8 +16,10 @@ epochs. The convolution FLOPs of one iteration are counted with ``torch.utils.fl
 divided by the time, and that rate is put next to this device's own float32 convolution throughput,
 measured in the same process on ConvNet-3's widest layer. The reference column holds the figures of
 the 2021 reference code (DC/DSA/DM, commit 53f63a6), measured side by side with distillset 0.1.0 on a
-2-core x86 CPU with torch 2.13 (issue "Speed"); they are cited, not re-measured here. Timings mean
-something only on an otherwise idle machine.
+2-core x86 CPU with torch 2.13 (issue "Speed"); they are cited, not re-measured here, unless
+``--reference-code`` names a checkout of the reference: then each setting's reference figure is measured
+on this machine just before distillset's (``benchmarks/reference_speed.py`` says how), and the record
+holds both. Timings mean something only on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -26,11 +30,13 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import reference_speed  # noqa: E402
 from run import data_root, git_commit, hardware, versions  # noqa: E402
 
 REFERENCE = "the 2021 reference code (commit 53f63a6), measured on a 2-core x86 CPU with torch 2.13"
@@ -157,21 +163,30 @@ def report_lines(record: dict) -> list[str]:
     """The RESULTS.md "Speed" section for one speed record."""
     hw = record["hardware"]
     where = hw.get("gpu") or f"{hw['cpu_count']} CPU cores, {hw['torch_threads']} torch threads"
+    if not hw.get("gpu") and hw.get("isa"):  # the CPU kind: which kernels (and which precision "auto" is) it gets
+        where += f", {'/'.join(hw['isa'])}"
+    measured = record.get("reference_measured")
+    source = ("the 2021 reference code (commit 53f63a6), measured on this machine just before each distillset "
+              "setting (`benchmarks/reference_speed.py`)" if measured else f"{REFERENCE} (cited)")
     lines = [f"## Speed ({record['device']}: {where})", "",
              f"`{record['command']}` at commit {record['commit']}, {record['date']}, torch {record['versions']['torch']}. "
-             f"Reference: {REFERENCE} (cited). Per iteration for methods, per training epoch for evaluations.", "",
+             f"Reference: {source}. Per iteration for methods, per training epoch for evaluations.", "",
              "| setting | precision | processes | s / it | images / s | peak RSS MiB | conv GFLOP/s (share of fp32 peak) | reference s / it | speed-up | reference RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
         cfg = SETTINGS[r["setting"]]
+        if measured is not None:  # measured here, or not at all
+            mine = measured.get(r["setting"], {})
+            cfg = {**cfg, "ref_s": mine.get("seconds"), "ref_rss_gib": mine.get("peak_rss_mib", 0) / 1024, "ref_note": None}
         ref = cfg["ref_s"]
         share = (f"{r['conv_gflops']:.0f} ({100 * r['fraction_of_fp32_conv_peak']:.0f} %)" if r.get("conv_gflops") else "-")
         ips = f"{r['images_per_second']:.0f}" if r.get("images_per_second") else "-"
         ref_rss = f"{cfg['ref_rss_gib'] * 1024:.0f}" if cfg["ref_rss_gib"] else "-"
         note = f" ({cfg['ref_note']})" if cfg.get("ref_note") else ""
         speedup = f"{ref / r['seconds']:.2f}x" if ref else "-"
+        ref_s = (f"{ref:.3f}" if measured is not None else f"{ref}") if ref else "-"
         lines.append(f"| {r['setting']} | {r['precision']} | {r.get('processes', 1)} | {r['seconds']:.3f} | {ips} | {r['peak_rss_mib']:.0f} | {share} "
-                     f"| {ref if ref else '-'}{note} | {speedup} | {ref_rss} |")
+                     f"| {ref_s}{note} | {speedup} | {ref_rss} |")
     if any(r.get("processes", 1) > 1 for r in record["runs"]):
         lines += ["", "Processes > 1: torchrun on this machine, the cores shared evenly (torch threads per process: "
                   f"{sorted({r.get('threads_per_process') for r in record['runs']})}); s / it and peak RSS are rank 0's, "
@@ -224,6 +239,10 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=7)
     p.add_argument("--no-write", action="store_true", help="print, do not write results/speed_<device>.json")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one setting, JSON out
+    p.add_argument("--reference-code", type=Path, default=None,
+                   help="a checkout of the reference (53f63a6): measure it here instead of citing its figures")
+    p.add_argument("--reference-python", default=sys.executable, help="the interpreter that runs the reference")
+    p.add_argument("--name", default=None, help="written to results/speed_<device>_<name>.json (e.g. the CPU kind)")
     p.add_argument("--world-size", type=int, default=1,
                    help="also run each setting that splits across processes at this many processes (torchrun)")
     args = p.parse_args(argv)
@@ -236,8 +255,14 @@ def main(argv=None) -> int:
             print(json.dumps({**result, "processes": distributed.world_size()}))
         return 0
     worlds = [1] if args.world_size == 1 else [1, args.world_size]
-    runs = []
+    runs, measured, work = [], {}, tempfile.TemporaryDirectory()
+    ref = args.reference_code and reference_speed.prepare(args.reference_code.expanduser(), args.reference_python,
+                                                           Path(work.name))
     for name in args.only:
+        if ref and name in reference_speed.RUNS:  # just before distillset's, on the same (idle) machine
+            measured[name] = reference_speed.measure(name, ref, args.reference_python, data_root())
+            print(f"{name:11s} reference: {measured[name]['seconds']:.3f} s/it, peak RSS "
+                  f"{measured[name]['peak_rss_mib']:.0f} MiB", flush=True)
         if args.world_size > 1 and not splits(name):
             continue
         for precision in args.precision:
@@ -250,12 +275,17 @@ def main(argv=None) -> int:
                       flush=True)
     command = "python benchmarks/speed.py" + ("" if args.device == "cpu" else f" --device {args.device}") + \
         (f" --world-size {args.world_size}" if args.world_size > 1 else "")
+    if ref:
+        command += f" --reference-code REFERENCE --precision {' '.join(args.precision)}"
+    if args.name:
+        command += f" --name {args.name}"
     record = {"device": args.device, "runs": runs, "hardware": hardware(), "versions": versions(),
-              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "command": command}
+              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "command": command,
+              **({"reference_measured": measured} if ref else {})}
     print("\n".join(report_lines(record)))
     if not args.no_write:
         suffix = "_processes" if args.world_size > 1 else ""
-        path = HERE / "results" / f"speed_{args.device.split(':')[0]}{suffix}.json"
+        path = HERE / "results" / f"speed_{args.device.split(':')[0]}{suffix}{'_' + args.name if args.name else ''}.json"
         path.write_text(json.dumps(record, indent=2))
         print(f"wrote {path}")
     return 0
