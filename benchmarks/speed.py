@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -246,6 +248,10 @@ def main(argv=None) -> int:
     p.add_argument("--world-size", type=int, default=1,
                    help="also run each setting that splits across processes at this many processes (torchrun)")
     args = p.parse_args(argv)
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", args.name):
+        raise SystemExit(f"--name goes into a file name: letters, digits, '_', '.', '-' (e.g. avx2); got {args.name!r}")
+    if args.reference_code and not shutil.which(args.reference_python):
+        raise SystemExit(f"--reference-python {args.reference_python!r} is not an interpreter here; give its path")
     if args.one:
         from distillset import distributed
 

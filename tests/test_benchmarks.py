@@ -365,3 +365,40 @@ def test_ablation_refuses_bad_input_in_one_line_before_any_work(tmp_path):
     kept.write_text("mine")
     assert "exists: pass --overwrite" in refusal("mnist_ipc10_idm", "0", "ce_weight=0")
     assert kept.read_text() == "mine"  # nothing a user made is overwritten
+
+
+def test_a_measured_reference_replaces_the_cited_figures():
+    """speed.py --reference-code: the row compares with the figure measured here, never the cited one."""
+    import speed
+
+    run_row = dict(setting="dm_ipc1", precision="fp32", seconds=0.5, images_per_second=1280.0, peak_rss_mib=480.0,
+                   conv_gflops_fp32_peak=100.0)
+    record = dict(device="cpu", runs=[run_row, {**run_row, "setting": "kip_step"}], commit="abc", date="2026-12-03",
+                  command="python benchmarks/speed.py", versions={"torch": "2.13.0"},
+                  hardware=dict(cpu_count=2, torch_threads=2, isa=["avx2"]),
+                  reference_measured={"dm_ipc1": {"seconds": 1.25, "peak_rss_mib": 870.0}})
+    text = "\n".join(speed.report_lines(record))
+    assert "2 torch threads, avx2)" in text and "measured on this machine" in text and "(cited)" not in text
+    assert "| dm_ipc1 | fp32 | 1 | 0.500 | 1280 | 480 | - | 1.250 | 2.50x | 870 |" in text
+    assert "| kip_step | fp32 | 1 | 0.500 | 1280 | 480 | - | - | - | - |" in text
+    cited = "\n".join(speed.report_lines({**record, "reference_measured": None}))
+    assert "(cited)" in cited and "| 0.69 | 1.38x | 1229 |" in cited
+
+
+def test_the_reference_copy_changes_only_what_this_torch_refuses(tmp_path):
+    import reference_speed
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "main_DM.py").write_text("print('dm')\n")
+    (code / "networks.py").write_text("        out = out.view(out.size(0), -1)\n")
+    (code / "utils.py").write_text("        theta[:] = theta[0]\n        x = y[0]\n")
+    with pytest.raises(SystemExit, match="is not a checkout of the reference"):
+        reference_speed.prepare(tmp_path, sys.executable, tmp_path / "w0")
+    ref = reference_speed.prepare(code, sys.executable, tmp_path)
+    assert (ref["dir"] / "networks.py").read_text() == "        out = out.reshape(out.size(0), -1)\n"
+    assert (ref["dir"] / "utils.py").read_text() == "        theta[:] = theta[0].clone()\n        x = y[0]\n"
+    assert (code / "networks.py").read_text().count("view") == 1  # the checkout itself is untouched
+    probe = "from torchvision import datasets, transforms; from torchvision.utils import save_image; print('ok')"
+    out = subprocess.run([sys.executable, "-c", probe], env=ref["env"], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr  # the stand-in (or the real torchvision) has what it imports
