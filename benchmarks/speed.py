@@ -267,9 +267,9 @@ def main(argv=None) -> int:
             print(json.dumps({**result, "processes": distributed.world_size()}))
         return 0
     worlds = [1] if args.world_size == 1 else [1, args.world_size]
-    runs, measured, work = [], {}, tempfile.TemporaryDirectory()
-    ref = args.reference_code and reference_speed.prepare(args.reference_code.expanduser(), args.reference_python,
-                                                           Path(work.name))
+    runs, measured = [], {}
+    work = args.reference_code and tempfile.TemporaryDirectory()  # held to the end: the reference's copy lives there
+    ref = work and reference_speed.prepare(args.reference_code.expanduser(), args.reference_python, Path(work.name))
     for name in args.only:
         if ref and name in reference_speed.RUNS:  # just before distillset's, on the same (idle) machine
             measured[name] = reference_speed.measure(name, ref, args.reference_python, data_root())
