@@ -16,10 +16,11 @@ import inspect
 import json
 import statistics
 import sys
+import threading
 import time
 import types
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -130,6 +131,7 @@ def train_network(
     cutmix_prob: float = 0.0,
     on_epoch=None,
     gsam: tuple[float, float] | None = None,
+    should_stop=None,
 ) -> torch.nn.Module:
     """Train ``net`` in place with the protocol's SGD recipe (lr x0.1 at half the epochs).
 
@@ -140,7 +142,8 @@ def train_network(
     (with ``momentum``) or ``"adamw"``; ``cutmix_prob`` applies :func:`cutmix` to a batch with that probability.
     ``on_epoch(epoch)`` is called after each epoch (1-based), e.g. to keep the checkpoint that does best on a
     validation split. ``gsam=(rho, alpha)`` takes each step with adaptive GSAM (:func:`gsam_gradient`; FTD's
-    flat experts): twice the passes.
+    flat experts): twice the passes. ``should_stop()`` is asked before each batch; when it says True the
+    training ends with ``KeyboardInterrupt`` (how a Ctrl-C in the main thread stops networks trained in others).
     """
     from .augment import augment as dsa
 
@@ -160,6 +163,8 @@ def train_network(
         if cutmix_prob:  # (coin, lam, centre row, centre column) per batch: one host read per epoch
             mixing = torch.rand(-(-n // batch_size), 4, generator=generator, device=generator.device).tolist()
         for start in range(0, n, batch_size):
+            if should_stop is not None and should_stop():
+                raise KeyboardInterrupt
             idx = perm[start:start + batch_size]
             xb, yb = images[idx], targets[idx]
             if augment:
@@ -466,6 +471,8 @@ class Evaluator:
             "loss": loss, "precision": precision, "device": device.type, "classes": data.num_classes,
             "epochs": self.epochs, **self._recipe()})
 
+        stop = threading.Event()  # set when the main thread is interrupted: the other threads' networks stop too
+
         def train(job):
             i, net, name, (init_seed, stream_seed), lr = job
             path = journal and journal.path(model=name, init=init_seed, stream=stream_seed, lr=lr)
@@ -478,7 +485,7 @@ class Evaluator:
             train_network(net, x_syn, y_syn, epochs=self.epochs, generator=make_generator(stream_seed, device),
                           lr=lr, batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
                           optimizer=self.optimizer, schedule=self.schedule, cutmix_prob=self.cutmix_prob,
-                          augment=strategy, loss=loss, precision=precision, on_epoch=keep)
+                          augment=strategy, loss=loss, precision=precision, on_epoch=keep, should_stop=stop.is_set)
             if keep is not None:
                 net, val_acc, epochs = keep.restore()
             else:
@@ -497,7 +504,7 @@ class Evaluator:
                 # built here, one after another: get_model seeds torch's global RNG, which threads must not share
                 jobs = [(i, get_model(spec, data.image_shape, data.num_classes, seed=seeds[i][0], device=device),
                          model_spec_name(spec), seeds[i], lr) for i in distributed.share(self.n_models)]
-                trained[lr] = self._map(train, jobs, device)
+                trained[lr] = self._map(train, jobs, device, stop)
             lr = max(lrs, key=lambda v: statistics.fmean(t[0] for t in trained[v])) if len(lrs) > 1 else lrs[0]
             # the test set, once per network of the chosen lr
             accs = self._map(lambda i: test_accuracy(nets[lr, i], x_test, y_test, precision=precision),
@@ -559,12 +566,14 @@ class Evaluator:
                       f"loss={synthetic.loss!r}; leave loss unset to use the set's own.", stacklevel=3)
         return self.loss
 
-    def _map(self, fn, jobs: list, device: torch.device) -> list:
+    def _map(self, fn, jobs: list, device: torch.device, stop: threading.Event | None = None) -> list:
         """``[fn(job) for job in jobs]`` for this process's share of the networks, gathered from every
-        process in network order (``distillset.distributed``); on CPU several at once, one torch thread each."""
-        return distributed.gather(self._map_here(fn, jobs, device), self.n_models)
+        process in network order (``distillset.distributed``); on CPU several at once, one torch thread each.
+        An error or Ctrl-C in this thread sets ``stop``, which ``fn`` heeds, so it ends without waiting for
+        the networks other threads are training."""
+        return distributed.gather(self._map_here(fn, jobs, device, stop), self.n_models)
 
-    def _map_here(self, fn, jobs: list, device: torch.device) -> list:
+    def _map_here(self, fn, jobs: list, device: torch.device, stop: threading.Event | None) -> list:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc="evaluate", unit="net", disable=not self.progress, dynamic_ncols=True)
@@ -586,7 +595,19 @@ class Evaluator:
 
         try:
             with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(in_worker, jobs))
+                futures = [pool.submit(in_worker, job) for job in jobs]
+                try:
+                    done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # an error now, not after the jobs before it
+                    failed = next((f.exception() for f in futures if f in done and f.exception() is not None), None)
+                    if failed is not None:
+                        raise failed
+                    return [f.result() for f in futures]
+                except BaseException:
+                    for f in futures:
+                        f.cancel()  # the jobs not started yet never start
+                    if stop is not None:
+                        stop.set()  # before the pool's exit waits for its threads
+                    raise
         finally:
             torch.set_num_threads(threads)  # the workers' setting is process-wide too: put it back
             bar.close()

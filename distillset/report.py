@@ -129,7 +129,10 @@ def _read(path: Path, parse):
 def _running_view(folder: Path, settings: dict, checkpoint: Path) -> RunView:
     from .methods.base import checkpoint_record
 
-    record = checkpoint_record(checkpoint)
+    try:
+        record = checkpoint_record(checkpoint)
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{e} Leave this folder out of the report.") from None
     if not (isinstance(record, dict) and isinstance(record.get("params"), dict) and isinstance(record.get("history"), dict)):
         raise CorruptFileError(f"Checkpoint {checkpoint} has a damaged record; resume the run (distillset distill --out "
                                f"{folder} --resume) or leave this folder out.")

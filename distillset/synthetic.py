@@ -359,7 +359,7 @@ class SyntheticSet:
         try:
             meta = json.loads(js.read_text())
         except (ValueError, UnicodeDecodeError) as e:
-            raise CorruptFileError(f"Cannot read synthetic set file {js}: not valid JSON ({e}).") from e
+            raise CorruptFileError(f"Cannot read synthetic set file {js}: not valid JSON ({e}). Re-create the set, or restore this file as it was saved.") from e
         if not isinstance(meta, dict):
             raise CorruptFileError(f"Synthetic set file {js} must hold a JSON object (the set's metadata). "
                                    f"Got a {type(meta).__name__} instead.")
@@ -371,7 +371,8 @@ class SyntheticSet:
         try:
             return cls(tensors["images"], tensors["labels"], meta, tensors.get("lrs"), extra).check()
         except InvalidParameterError as e:
-            raise CorruptFileError(f"Synthetic set {stem}: {e}") from e
+            raise CorruptFileError(f"Synthetic set {stem}: {e} Its .json and .safetensors do not belong together "
+                                   "(edited or mixed up): restore them as SyntheticSet.save wrote them.") from e
 
     # ------------------------------------------------------------------ pictures
     def grid(self, max_per_class: int | None = None, min_cell: int = 32) -> np.ndarray:

@@ -127,7 +127,15 @@ def _setup(args, command: str):
 
     out = Path(args.out)
     check_run_folder(out, resume=False, overwrite=args.overwrite, marks=FILES[command][:1], resumable=False)
+    args.after_interrupt = lambda: _after_interrupt(out / FILES[command][0])
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
+
+
+def _after_interrupt(record: Path) -> str:
+    if record.is_file():  # continual and audit-mia write it after each method: those results are kept
+        return (f"interrupted; {record} keeps the results that finished (this command has no checkpoints): rerun "
+                "with --overwrite to start again, or with another --out")
+    return "interrupted; nothing was kept: rerun the same command to start again"
 
 
 def _record(args, body: dict) -> dict:

@@ -23,6 +23,8 @@ from .common import (PRESETS, RUN_CONFIG_HEADER, add_data_options, apply_config,
 FLAGGED = {"ipc": "ipc", "iterations": "iterations", "model": "model", "random_state": "seed", "device": "device",
            "checkpoint_every": "checkpoint_every"}
 MANAGED = {"checkpoint_dir": "--out", "progress": "--quiet"}  # set by the CLI only
+EVAL_OPTIONS = {"eval_models": "--eval-models", "eval_runs": "--eval-runs", "eval_epochs": "--eval-epochs",
+                "eval_augment": "--eval-augment", "baseline": "--baseline"}  # what --no-eval skips
 CLI_DEFAULTS = {"random_state": 0, "checkpoint_every": 100}
 # what a run writes into --out (--overwrite deletes exactly these), and the files that show a run is there
 CHECKPOINT_FILE = "checkpoint/checkpoint.safetensors"  # methods.base.CHECKPOINT (not imported: --help needs no torch)
@@ -73,6 +75,7 @@ def run(args) -> int:
     from ..utils import peak_memory
 
     method, evaluator, out, data, resume = _prepare(args)
+    args.after_interrupt = lambda: _after_interrupt(out)
     main = distributed.is_main()  # under torchrun every process computes; rank 0 alone writes and prints
     distributed.barrier()  # every process has checked everything before rank 0 writes a file
     with _logger(args) as logger, distributed.on_main(
@@ -103,6 +106,12 @@ def run(args) -> int:
     return 0
 
 
+def _after_interrupt(out: Path) -> str:
+    if (out / CHECKPOINT_FILE).is_file():
+        return "interrupted; rerun the same command with --resume to continue from the last checkpoint"
+    return "interrupted before the first checkpoint, so nothing was kept: rerun the same command to start again"
+
+
 def _logger(args):
     """A TensorBoard logger for --tensorboard (on rank 0), else a context that yields None."""
     from ..tensorboard import TensorBoardLogger
@@ -123,14 +132,20 @@ def _prepare(args):
     from ..methods.base import CHECKPOINT
 
     # 1. the options alone: names, parameters, device, evaluation, the output folder
-    args = apply_config(args._parser, args, given_dests(args._parser, args.argv))
+    typed = given_dests(args._parser, args.argv)
+    args = apply_config(args._parser, args, typed)
+    ignored = [flag for d, flag in EVAL_OPTIONS.items() if d in typed and getattr(args, d) != "none"]
+    if args.no_eval and ignored:  # typed, not from a config file: a shared config may well set them
+        raise InvalidParameterError(f"--no-eval skips the evaluation that {', '.join(ignored)} set up; drop "
+                                    f"{'it' if len(ignored) == 1 else 'them'} or --no-eval.")
     preset = PRESETS[args.preset]
     cls = METHODS.get(args.method)
     DATASETS.get(args.dataset)
     params = method_params(cls, args, preset)
     out = Path(args.out or f"runs/{args.dataset}-{args.method}-ipc{params.get('ipc', cls().ipc)}")
     method = cls(**params, checkpoint_dir=str(out / "checkpoint"))
-    method._validate_params()
+    method._validate_params(flags={k: "--" + d.replace("_", "-") for k, d in FLAGGED.items()
+                                   if getattr(args, d) is not None})  # a bad value names the flag it came from
     if method.iterations == 0 and cls().iterations != 0:
         raise InvalidParameterError(f"iterations=0 would save {args.method}'s initialisation as a distilled set; "
                                     "give --iterations >= 1.")

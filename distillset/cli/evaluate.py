@@ -57,6 +57,7 @@ def run(args) -> int:
     from ..evaluate import PROTOCOLS, Evaluator
     from ..synthetic import SyntheticSet
 
+    args.after_interrupt = lambda: _after_interrupt(args)
     preset = PRESETS[args.preset]
     runs = args.runs if args.runs is not None else preset["eval_runs"]
     recipe = dict(PROTOCOLS["long"]) if args.protocol == "long" else {"epochs": preset["eval_epochs"]}
@@ -104,6 +105,13 @@ def run(args) -> int:
     if args.json and distributed.is_main():  # under torchrun the networks are spread, the file written once
         atomic_write(args.json, json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2))
     return 0
+
+
+def _after_interrupt(args) -> str:
+    if args.resume_dir and args.protocol != "own":
+        return (f"interrupted; every network that finished is kept in {args.resume_dir}: rerun the same command to "
+                "train only the rest")
+    return "interrupted; no network was kept (--resume-dir DIR keeps each as it finishes): rerun the command"
 
 
 def run_own(args, syn, data, runs: int) -> int:

@@ -19,9 +19,19 @@ from . import applications, cache, distill, env, evaluate, experts, listing, rep
 
 COMMANDS = (distill, evaluate, experts, show, report, applications, listing, env, cache)
 
-# what Ctrl-C leaves behind differs: distill has checkpoints, the others start again
-INTERRUPTED = {"distill": "interrupted; rerun the same command with --resume to continue from the last checkpoint",
-               "evaluate": "interrupted; evaluation keeps no checkpoints, so rerun the command to start it again"}
+# what Ctrl-C leaves behind differs; a command that got as far as its output sets args.after_interrupt, which
+# reads what is on disk then (a checkpoint, the networks or results kept so far)
+INTERRUPTED = {"distill": "interrupted before the run started; rerun the same command",
+               "experts": "interrupted; the experts that finished are kept in the cache: rerun the same command to "
+                          "train the rest",
+               **dict.fromkeys(("continual", "nas", "audit-mia"),
+                               "interrupted; nothing was kept: rerun the same command to start again")}
+
+
+def interrupted(args) -> str:
+    """The line a Ctrl-C (or SIGTERM) ends a command with: what it left, and how to go on."""
+    after = getattr(args, "after_interrupt", None)
+    return after() if after is not None else INTERRUPTED.get(args.command, "interrupted")
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         if args.debug:
             raise
-        print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
+        print(interrupted(args), file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except RuntimeError as e:  # a collective that failed: another process died or stopped answering
         if args.debug or not where or not _collective_failure(e):
@@ -118,7 +128,7 @@ def one_line_warnings(command: str):
 
 # what a user does after a process of a torchrun run failed
 AFTER_FAILURE = {"distill": "the last checkpoint is intact: rerun with --resume.",
-                 "evaluate": "evaluation keeps no checkpoints: rerun the command."}
+                 "evaluate": "rerun the command (networks kept in a --resume-dir are not trained again)."}
 
 
 def _collective_failure(e: RuntimeError) -> bool:

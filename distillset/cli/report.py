@@ -28,10 +28,10 @@ def run(args) -> int:
     out = Path(args.output)
     check_named_once([str(Path(folder).resolve()) for folder in args.runs], " among the RUN_DIRs")
     check_new_file(out, "--output", args.overwrite)
-    for folder in map(Path, args.runs):  # even with --overwrite: a run's own file (its result.json...) is not a page
-        if out.is_file() and out.suffix.lower() != ".html" and folder.resolve() in out.resolve().parents:
-            raise OutputError(f"--output {out} is a file of the run {folder}; write the page elsewhere, e.g. "
-                              f"{folder / 'report.html'}.")
+    # even with --overwrite only a page is replaced: a run's result.json or a saved set's .json is the user's work
+    if out.is_file() and out.suffix.lower() not in (".html", ".htm"):
+        raise OutputError(f"--output {out} exists and is no HTML page (--overwrite replaces only a .html file); "
+                          f"write the page elsewhere, e.g. {out.with_suffix('.html')}.")
     views = [load_run(folder) for folder in args.runs]  # every folder read before the page is written
     title = args.title or (f"distillset report: {views[0].name}" if len(views) == 1 else "distillset report")
     render_report(views, out, title=title)

@@ -558,7 +558,7 @@ def _decode_one(path: Path, mode: str) -> np.ndarray:
     except FileNotFoundError:
         raise MissingDataError(f"File not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptFileError(f"{path}: cannot decode image ({type(e).__name__}: {e}).") from e
+        raise CorruptFileError(f"{path}: cannot decode image ({type(e).__name__}: {e}); replace or remove the file.") from e
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
@@ -705,7 +705,8 @@ def _list_image_folder(folder: Path, classes: Sequence[str] | None) -> tuple[lis
         if unknown:
             raise DataError(
                 f"{folder}: class folders {', '.join(unknown)} are not among the training classes "
-                f"({', '.join(classes)})."
+                f"({', '.join(classes)}); a test class needs training images: add its folder to the training "
+                "images, or remove it here."
             )
     index = {c: i for i, c in enumerate(classes)}
     paths: list[Path] = []

@@ -91,6 +91,12 @@ class State:
         return next(iter(self.optimizers.values()), None)
 
 
+def _after_holdout(data: ImageDataset) -> str:
+    """Where ``data`` holds out a validation split, a note saying so (a class left smaller than it seems)."""
+    n = data.extra.get("val_per_class") if data.val is not None else None
+    return f" after {n} per class were held out for validation" if n else ""
+
+
 def _python_number(value: Any) -> Any:
     """A NumPy number as the Python one (a record compares and restores it), anything else as it is."""
     return value.item() if isinstance(value, numbers.Number) and hasattr(value, "item") else value
@@ -334,10 +340,11 @@ class DistillMethod:
         with hard labels (a continual-learning memory) checks this first."""
         return {"label_kind": "hard", "zca": bool(getattr(self, "zca", False))}
 
-    def _validate_params(self) -> None:
-        """Check every parameter, the model name and the device; needs no data (the CLI calls it first)."""
+    def _validate_params(self, flags: dict[str, str] | None = None) -> None:
+        """Check every parameter, the model name and the device; needs no data (the CLI calls it first, with
+        ``flags`` naming the options it set from its flags, e.g. ``{"random_state": "--seed"}``)."""
         validate_params(type(self).__name__, self.get_params(),
-                        {**self._common_constraints, **self._parameter_constraints})
+                        {**self._common_constraints, **self._parameter_constraints}, flags)
         distributed.check_supported(self)  # several processes: only where the method's work splits
         MODELS.get(canonical_model_name(parse_spec(self.model, "model")[0]))  # unknown: lists close matches
         check_augment(self.get_params().get("augment"))  # an unknown family: before any work, not in the first step
@@ -360,7 +367,8 @@ class DistillMethod:
         if self.ipc > smallest:
             raise InvalidParameterError(
                 f"The 'ipc' parameter of {type(self).__name__} is {self.ipc}, larger than the smallest class of "
-                f"{data.name!r} ({smallest} training images). Use ipc <= {smallest}."
+                f"{data.name!r} ({smallest} training images{_after_holdout(data)}). Use ipc <= {smallest}"
+                f"{', or hold out fewer' if data.val is not None else ''}."
             )
         self._validate_factor(data, smallest)
         check_model(self.model, data.image_shape, data.num_classes, type(self).__name__)
@@ -656,12 +664,12 @@ class DistillMethod:
             raise CheckpointMismatchError(
                 f"Cannot resume from {ckpt_dir}: the checkpoint is at iteration {record['iteration']}, past this "
                 f"run's iterations={self.iterations}. Give iterations >= {record['iteration']}, or another "
-                "checkpoint_dir to start afresh.")
+                "checkpoint_dir (--out) to start afresh.")
         for key, (theirs, ours) in checks.items():
             if theirs != ours:
                 raise CheckpointMismatchError(
                     f"Cannot resume from {ckpt_dir}: the checkpoint has {key}={theirs!r} but this run has "
-                    f"{key}={ours!r}. Use the same {key!r}, or another checkpoint_dir to start afresh."
+                    f"{key}={ours!r}. Use the same {key!r}, or another checkpoint_dir (--out) to start afresh."
                 )
 
     def _load_checkpoint(self, state: State, path: Path, record: dict) -> None:

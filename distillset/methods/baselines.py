@@ -56,8 +56,8 @@ class _Selection(DistillMethod):
         self.log_every = log_every
         self.progress = progress
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    def _validate_params(self, flags: dict[str, str] | None = None) -> None:
+        super()._validate_params(flags)
         if self.features != "pixels":  # an unknown feature model lists close matches before any work
             MODELS.get(canonical_model_name(parse_spec(self.features, "features")[0]))
 

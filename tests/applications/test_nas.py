@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from distillset import get_method
+from distillset import SyntheticSet, get_method
 from distillset.applications import ArchitectureSearch, rank_correlations, search_space
 from distillset.errors import DistillsetError
 
@@ -87,13 +87,15 @@ GRID = ["mlp", "lenet", "convnet(depth=1, width=4)"]
     ([1, 2, 3], {}, "dict", "a list of model specs (strings"),
     (GRID, {"device": "gpu"}, "dict", "'device' parameter must be"),
     (GRID, {"full_per_class": 1000}, "dict", "more than the smallest class of 'digits' holds besides"),
+    (GRID, {}, "other-data", "not 'digits' (1, 8, 8); rank on its own data set (--dataset) or leave it out."),
 ])
 def test_search_refuses_bad_settings_before_any_training(digits, grid, settings, proxies, message, monkeypatch):
     from distillset.evaluate import Evaluator
 
     data = digits.holdout(5)
     syn = get_method("random", ipc=1, random_state=0).fit(data).synthetic_
-    given = {"list": [syn], "set": syn, "dict": {"random": syn}}[proxies]
+    other = SyntheticSet(syn.images, syn.labels, {**syn.meta, "dataset": "mnist"})
+    given = {"list": [syn], "set": syn, "dict": {"random": syn}, "other-data": {"random": other}}[proxies]
     monkeypatch.setattr(Evaluator, "score", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(DistillsetError) as e:
         ArchitectureSearch(grid, **{"epochs": 1, "full_epochs": 1, "val_per_class": 5, **settings}).fit(data, given)

@@ -125,11 +125,16 @@ CASES = [
     case("param-wrong-type", ["distill", "--param", "batch_real=many"], None, 2, "'batch_real' parameter of DM"),
     case("iterations-zero", ["distill", "--iterations", "0"], None, 2, "iterations=0"),
     case("iterations-closed-form", ["distill", "--method", "ls", "--iterations", "5"], None, 2,
-         "'iterations' parameter of LS must be 0 (it has no iterations; leave the option out). Got 5"),
-    case("ipc-zero", ["distill", "--ipc", "0"], None, 2, "'ipc' parameter of DM must be an int >= 1"),
+         "--iterations must be 0 (it has no iterations; leave the option out). Got 5"),
+    case("ipc-zero", ["distill", "--ipc", "0"], None, 2, "--ipc must be an int >= 1"),
     case("ipc-too-large", ["distill", "--ipc", "1000"], None, 2, "larger than the smallest class"),
-    case("seed-negative", ["distill", "--seed", "-1"], None, 2, "'random_state' parameter of DM"),
-    case("checkpoint-every-zero", ["distill", "--checkpoint-every", "0"], None, 2, "'checkpoint_every' parameter"),
+    case("seed-negative", ["distill", "--seed", "-1"], None, 2, "--seed must be an int in the range [0, "),  # the flag
+    case("seed-negative-param", ["distill", "--param", "random_state=-1"], None, 2, "'random_state' parameter of DM"),
+    case("checkpoint-every-zero", ["distill", "--checkpoint-every", "0"], None, 2, "--checkpoint-every must be an int >= 1"),
+    case("ipc-beyond-holdout", ["distill", "--val-per-class", "130", "--ipc", "2"], None, 2,
+         "(1 training images after 130 per class were held out for validation). Use ipc <= 1, or hold out fewer."),
+    case("no-eval-with-eval-options", ["distill", "--no-eval", "--eval-runs", "3", "--baseline", "none"], None, 2,
+         "--no-eval skips the evaluation that --eval-runs set up; drop it or --no-eval."),
     case("unknown-dataset", ["distill", "--dataset", "mnst"], None, 2, "Unknown dataset 'mnst'"),
     case("unknown-method", ["distill", "--method", "dx"], None, 2, "Unknown method 'dx'"),
     case("unknown-model", ["distill", "--model", "convnett"], None, 2, "Unknown model 'convnett'. Did you mean"),
@@ -211,13 +216,13 @@ CASES = [
     case("set-missing", ["evaluate", "{d}/nope.json"], None, 2, "Synthetic set file not found"),
     case("set-json-a-list", ["evaluate", "{d}/set.json"], _set(meta=[1, 2]), 2, "must hold a JSON object"),
     case("set-json-invalid", ["evaluate", "{d}/set.json"],
-     lambda d, _: (write_set(d), (d / "set.json").write_text("{")), 2, "not valid JSON"),
+     lambda d, _: (write_set(d), (d / "set.json").write_text("{")), 2, "Re-create the set, or restore this file"),
     case("set-labels-negative", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10) - 1), 2,
      "Labels must lie in [0, 10)"),
     case("set-labels-float", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10.0)), 2,
      "must be integer class indices"),
     case("set-labels-out-of-range", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10) + 5), 2,
-     "Got values from 5 to 14"),
+     "Got values from 5 to 14. Its .json and .safetensors do not belong together"),
     case("set-labels-missing", ["evaluate", "{d}/set.json"], _set(drop=("labels",)), 2,
      "has no labels tensor"),
     case("set-nan-pixel", ["evaluate", "{d}/set.json"], _set(images=nan_pixel()), 2,
@@ -304,6 +309,10 @@ CASES = [
          "--epochs 0 would score untrained networks; give >= 1"),
     case("evaluate-json-is-the-set", ["evaluate", "{d}/set.json", "--json", "{d}/set.json", "--overwrite"], _set(), 2,
          "is a file of the set being evaluated; write it elsewhere"),
+    case("report-running-checkpoint-truncated", ["report", "{d}/run", "-o", "{d}/r.html"],
+         lambda d, run: (_copy_run(lambda p: p.write_bytes(p.read_bytes()[:100]))(d, run), [f.unlink() for f in (d / "run").iterdir()  # a running run
+                                                         if f.name not in ("config.yaml", "checkpoint")]), 2,
+         "checkpoint. Leave this folder out of the report."),
     case("report-history-words", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(history={"loss": ["a"]}), 2,
          "(history.loss not as distillset writes it)"),
     case("report-seconds-a-string", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(distill_seconds="x"), 2,
@@ -315,7 +324,9 @@ CASES = [
     case("report-cell-without-std", ["report", "{d}/run", "-o", "{d}/r.html"],
          _edit_result(results={"dm": {"convnet": {"mean": 50.0}}}), 2, "(results.dm not as distillset writes it)"),
     case("report-output-is-the-runs-result", ["report", "{d}/run", "-o", "{d}/run/result.json", "--overwrite"],
-         _copy_run(), 2, "is a file of the run"),  # was replaced by the page: the run could not be reported again
+         _copy_run(), 2, "exists and is no HTML page"),  # was replaced by the page: the run could not be reported again
+    case("report-output-is-a-saved-set", ["report", "{d}/run", "-o", "{d}/set.json", "--overwrite"],
+         lambda d, run: (_copy_run()(d, run), write_set(d)), 2, "is no HTML page (--overwrite replaces only a .html"),
     case("report-same-run-twice", ["report", "{d}/run", "{d}/run/"], _copy_run(), 2, "given twice among the RUN_DIRs"),
     case("report-output-empty", ["report", "{d}/run", "-o", ""], _copy_run(), 2, "the path is empty"),
     case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
@@ -476,16 +487,57 @@ def test_files_follow_the_umask(tmp_path, finished_run):
     assert modes and set(modes.values()) == {0o666 & ~umask}, modes
 
 
-def test_interrupted_evaluate_says_there_is_no_resume(tmp_path, monkeypatch, capsys):
+def _interrupt(*a, **k):
+    raise KeyboardInterrupt
+
+
+def test_interrupted_evaluate_says_what_it_kept(tmp_path, monkeypatch, capsys):
+    """It said "keeps no checkpoints" when --resume-dir kept every network that had finished."""
     import distillset.evaluate
 
-    def interrupt(*a, **k):
+    monkeypatch.setattr(distillset.evaluate.Evaluator, "score", _interrupt)
+    assert main(["evaluate", write_set(tmp_path), "--device", "cpu"]) == 130
+    assert "interrupted; no network was kept (--resume-dir DIR" in capsys.readouterr().err
+    assert main(["evaluate", write_set(tmp_path), "--device", "cpu", "--resume-dir", str(tmp_path / "nets")]) == 130
+    assert f"every network that finished is kept in {tmp_path / 'nets'}: rerun" in capsys.readouterr().err
+
+
+def test_interrupted_distill_says_resume_only_after_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """Interrupted before its first checkpoint, it asked for --resume "from the last checkpoint" (there was none)."""
+    from distillset.methods.dm import DM
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(DM, "fit", _interrupt)
+    assert main(["distill", *FAST, "--out", str(out)]) == 130
+    assert "before the first checkpoint, so nothing was kept" in capsys.readouterr().err and not out.exists()
+
+    def checkpoint_then_interrupt(self, *a, **k):
+        (Path(self.checkpoint_dir) / "checkpoint.safetensors").parent.mkdir(parents=True)
+        (Path(self.checkpoint_dir) / "checkpoint.safetensors").write_bytes(b"x")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(distillset.evaluate.Evaluator, "score", interrupt)
-    assert main(["evaluate", write_set(tmp_path), "--device", "cpu"]) == 130
-    err = capsys.readouterr().err
-    assert "--resume" not in err and "rerun the command" in err
+    monkeypatch.setattr(DM, "fit", checkpoint_then_interrupt)
+    assert main(["distill", *FAST, "--out", str(out)]) == 130
+    assert "rerun the same command with --resume" in capsys.readouterr().err
+
+
+def test_interrupted_continual_names_the_results_it_kept(tmp_path, monkeypatch, capsys):
+    """It said only "interrupted", and a rerun was refused for the partial record it had left."""
+    from distillset.applications import ClassIncremental
+
+    real, calls = ClassIncremental.fit, []
+
+    def second_interrupted(self, data):
+        calls.append(self.method)
+        return real(self, data) if len(calls) == 1 else _interrupt()
+
+    monkeypatch.setattr(ClassIncremental, "fit", second_interrupted)
+    out = tmp_path / "cl"
+    argv = ["continual", "--methods", "random", "herding", "--steps", "2", "--ipc", "1", "--orders", "1",
+            "--eval-runs", "1", "--eval-epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 130
+    assert f"{out / 'continual.json'} keeps the results that finished" in capsys.readouterr().err
+    assert [r["method"] for r in json.loads((out / "continual.json").read_text())["runs"]] == ["random"]
 
 
 def _cli(*argv, **kw):
@@ -540,7 +592,8 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path):
     assert out.exists(), "the command never made its folder"
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
-    assert run.returncode == 143 and err.strip().endswith("interrupted"), err
+    assert run.returncode == 143 and err.strip().endswith("interrupted; nothing was kept: rerun the same command to "
+                                                          "start again"), err
     assert not out.exists()
 
 
