@@ -1,6 +1,7 @@
 """``distillset continual | nas | audit-mia``: what distilled sets are for (``distillset.applications``).
 
-Each writes a JSON record (settings, seeds, versions, the command) and a PNG plot into ``--out``; every
+Each writes a JSON record (settings, seeds, versions, the command) and a PNG plot into ``--out`` (continual
+after each method, so ``--resume`` runs only the methods an interrupted run had not finished); every
 setting and method parameter is checked before any work.
 
     distillset continual --dataset mnist --methods dm random herding --steps 5 --ipc 10 --out runs/cl
@@ -31,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--orders", type=int, default=5, help="seeded class orders")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: the methods its continual.json holds are kept, not run again")
     _common(p, runs=3, epochs=300)
     p.set_defaults(func=run_continual)
 
@@ -126,13 +129,16 @@ def _setup(args, command: str):
     from ..data import load_dataset
 
     out = Path(args.out)
-    check_run_folder(out, resume=False, overwrite=args.overwrite, marks=FILES[command][:1], resumable=False)
+    check_run_folder(out, resume=getattr(args, "resume", False), overwrite=args.overwrite, marks=FILES[command][:1],
+                     resumable=command == "continual")
     args.after_interrupt = lambda: _after_interrupt(out / FILES[command][0])
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
 
 
 def _after_interrupt(record: Path) -> str:
     if record.is_file():  # continual and audit-mia write it after each method: those results are kept
+        if record.name == "continual.json":
+            return f"interrupted; {record} keeps the methods that finished: rerun with --resume to run only the rest"
         return (f"interrupted; {record} keeps the results that finished (this command has no checkpoints): rerun "
                 "with --overwrite to start again, or with another --out")
     return "interrupted; nothing was kept: rerun the same command to start again"
@@ -163,9 +169,15 @@ def run_continual(args) -> int:
                              augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
     for r in runs:
         r._validate(data)  # every method's settings before the first one works
-    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), keep="continual.json"):
+    kept = _kept_methods(out, args.dataset, runs) if args.resume else {}
+    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), keep="continual.json",
+                    resume=args.resume):
         records = []
         for r in runs:
+            if r.method in kept:
+                print(f"{r.method}: kept from {out / 'continual.json'}, not run again", flush=True)
+                records.append(kept[r.method])
+                continue
             print(f"{r.method}: {args.orders} orders x {args.steps} steps of {data.num_classes // args.steps} classes",
                   flush=True)
             records.append(r.fit(data).to_dict())
@@ -177,6 +189,48 @@ def run_continual(args) -> int:
     print(format_table(rows, list(rows[0])))
     print(f"wrote {out}/continual.json, continual.png")
     return 0
+
+
+def _kept_methods(out: Path, dataset: str, runs: list) -> dict[str, dict]:
+    """--resume: the records of the methods ``out``'s continual.json holds, each checked to have been made by
+    this command's settings (a method this command leaves out, or other settings, is refused: never lost)."""
+    from ..errors import CheckpointMismatchError, CorruptFileError, OutputError
+
+    path, fix = out / "continual.json", "pass --overwrite to start again, or choose another --out"
+    if not path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise OutputError(f"--out {out} holds files but no continual.json to resume; choose another --out.")
+        print(f"(no continual.json in {out} yet: starting from the beginning)", flush=True)
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path} is damaged ({type(e).__name__}); {fix}.") from None
+    done = record.get("runs") if isinstance(record, dict) else None
+    if not (isinstance(done, list) and all(isinstance(r, dict) and isinstance(r.get("method"), str) for r in done)):
+        raise CorruptFileError(f"{path} is not a continual record as distillset writes it; {fix}.")
+    if record.get("dataset") != dataset:
+        raise CheckpointMismatchError(f"Cannot resume: {path} holds results on {record.get('dataset')!r}, this "
+                                      f"command runs {dataset!r}; use the same --dataset, or {fix}.")
+    ours = {r.method: _continual_settings(r) for r in runs}
+    for r in done:
+        if r["method"] not in ours:
+            raise CheckpointMismatchError(f"Cannot resume: {path} holds results of {r['method']!r}, which --methods "
+                                          f"leaves out; add it to --methods, or {fix}.")
+        theirs = {**r, "orders": len(r.get("orders") or [])}  # the record lists the orders; the flag counts them
+        for key, value in ours[r["method"]].items():
+            if theirs.get(key) != value:
+                raise CheckpointMismatchError(
+                    f"Cannot resume: {path} has {r['method']} with {key}={theirs.get(key)!r} but this command has "
+                    f"{key}={value!r}; use the same settings, or {fix}.")
+    return {r["method"]: r for r in done}
+
+
+def _continual_settings(run) -> dict:
+    """The settings of a ClassIncremental as its ``to_dict`` records them (through JSON, as read back)."""
+    return json.loads(json.dumps({
+        "steps": run.steps, "ipc": run.ipc, "orders": run.orders, "params": run.params or {}, "n_models": run.n_models,
+        "epochs": run.epochs, "model": run.model, "augment": run.augment, "random_state": run.random_state}))
 
 
 def _proxy_name(path: str) -> str:

@@ -44,9 +44,11 @@ def test_bad_settings_are_one_line_before_any_work(tmp_path, capsys):
         assert not out.exists(), argv  # nothing written
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("a user's file")
-    assert main(["continual", "--methods", "random", "--out", str(tmp_path / "full")]) == 2
-    err = capsys.readouterr().err  # continual has no --resume: the advice named one
+    assert main(["audit-mia", "--pipelines", "random", "--out", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err  # audit-mia has no --resume: the advice named one
     assert "already holds files; pass --overwrite to replace it" in err and "--resume" not in err
+    assert main(["continual", "--methods", "random", "--out", str(tmp_path / "full")]) == 2
+    assert "pass --resume to continue that run, --overwrite" in capsys.readouterr().err
 
 
 def test_an_old_parameter_name_is_taken_under_its_new_one_as_in_distill():

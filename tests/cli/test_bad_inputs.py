@@ -521,8 +521,9 @@ def test_interrupted_distill_says_resume_only_after_a_checkpoint(tmp_path, monke
     assert "rerun the same command with --resume" in capsys.readouterr().err
 
 
-def test_interrupted_continual_names_the_results_it_kept(tmp_path, monkeypatch, capsys):
-    """It said only "interrupted", and a rerun was refused for the partial record it had left."""
+def test_interrupted_continual_resumes_with_the_methods_it_kept(tmp_path, monkeypatch, capsys):
+    """It said only "interrupted", and a rerun was refused for the partial record it had left: the finished
+    methods had to be run again (with --overwrite)."""
     from distillset.applications import ClassIncremental
 
     real, calls = ClassIncremental.fit, []
@@ -536,8 +537,25 @@ def test_interrupted_continual_names_the_results_it_kept(tmp_path, monkeypatch, 
     argv = ["continual", "--methods", "random", "herding", "--steps", "2", "--ipc", "1", "--orders", "1",
             "--eval-runs", "1", "--eval-epochs", "1", "--device", "cpu", "--out", str(out)]
     assert main(argv) == 130
-    assert f"{out / 'continual.json'} keeps the results that finished" in capsys.readouterr().err
-    assert [r["method"] for r in json.loads((out / "continual.json").read_text())["runs"]] == ["random"]
+    assert f"{out / 'continual.json'} keeps the methods that finished: rerun with --resume" in capsys.readouterr().err
+    kept = json.loads((out / "continual.json").read_text())["runs"]
+    assert [r["method"] for r in kept] == ["random"]
+    before = snapshot(tmp_path)
+    for changed, words in ((["--ipc", "2"], "has random with ipc=1 but this command has ipc=2"),
+                           (["--methods", "herding"], "holds results of 'random', which --methods leaves out")):
+        assert main([*argv, *changed, "--resume"]) == 2
+        assert words in capsys.readouterr().err
+    assert snapshot(tmp_path) == before  # refused before any work or file
+    record = (out / "continual.json").read_text()
+    (out / "continual.json").write_text(record.replace('"dataset": "digits"', '"dataset": "mnist"'))
+    assert main([*argv, "--resume"]) == 2
+    assert "holds results on 'mnist', this command runs 'digits'" in capsys.readouterr().err
+    (out / "continual.json").write_text(record)
+    calls.clear()
+    assert main([*argv, "--resume"]) == 0
+    assert calls == ["herding"] and "random: kept from" in capsys.readouterr().out
+    runs = json.loads((out / "continual.json").read_text())["runs"]
+    assert [r["method"] for r in runs] == ["random", "herding"] and runs[0] == kept[0]
 
 
 def _cli(*argv, **kw):
