@@ -471,7 +471,7 @@ class Evaluator:
             "loss": loss, "precision": precision, "device": device.type, "classes": data.num_classes,
             "epochs": self.epochs, **self._recipe()})
 
-        stop = threading.Event()  # set when the main thread is interrupted: the other threads' networks stop too
+        stop = threading.Event()  # set on a Ctrl-C or a network's error: the networks in other threads stop too
 
         def train(job):
             i, net, name, (init_seed, stream_seed), lr = job

@@ -359,7 +359,8 @@ class SyntheticSet:
         try:
             meta = json.loads(js.read_text())
         except (ValueError, UnicodeDecodeError) as e:
-            raise CorruptFileError(f"Cannot read synthetic set file {js}: not valid JSON ({e}). Re-create the set, or restore this file as it was saved.") from e
+            raise CorruptFileError(f"Cannot read synthetic set file {js}: not valid JSON ({e}). Re-create the set, "
+                                   "or restore this file as it was saved.") from e
         if not isinstance(meta, dict):
             raise CorruptFileError(f"Synthetic set file {js} must hold a JSON object (the set's metadata). "
                                    f"Got a {type(meta).__name__} instead.")

@@ -101,8 +101,8 @@ def check_proxies(proxies: dict[str, SyntheticSet], data) -> None:
                                         f"(--val-per-class {held}) so the search can check it saw none.")
         if syn.meta.get("dataset", data.name) != data.name or tuple(syn.images.shape[1:]) != tuple(data.image_shape):
             raise InvalidParameterError(f"Proxy {name!r} was made from {syn.meta.get('dataset')!r} "
-                                        f"{tuple(syn.images.shape[1:])}, not {data.name!r} {tuple(data.image_shape)}; rank on its own "
-                                        "data set (--dataset) or leave it out.")
+                                        f"{tuple(syn.images.shape[1:])}, not {data.name!r} {tuple(data.image_shape)}; "
+                                        "rank on its own data set (--dataset) or leave it out.")
         if syn.meta.get("val_per_class", held) != held or syn.meta.get("val_seed", data.extra.get("val_seed")) != \
                 data.extra.get("val_seed"):
             raise InvalidParameterError(

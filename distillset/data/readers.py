@@ -558,7 +558,8 @@ def _decode_one(path: Path, mode: str) -> np.ndarray:
     except FileNotFoundError:
         raise MissingDataError(f"File not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptFileError(f"{path}: cannot decode image ({type(e).__name__}: {e}); replace or remove the file.") from e
+        raise CorruptFileError(f"{path}: cannot decode image ({type(e).__name__}: {e}); replace or remove the "
+                               "file.") from e
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 

@@ -130,7 +130,8 @@ CASES = [
     case("ipc-too-large", ["distill", "--ipc", "1000"], None, 2, "larger than the smallest class"),
     case("seed-negative", ["distill", "--seed", "-1"], None, 2, "--seed must be an int in the range [0, "),  # the flag
     case("seed-negative-param", ["distill", "--param", "random_state=-1"], None, 2, "'random_state' parameter of DM"),
-    case("checkpoint-every-zero", ["distill", "--checkpoint-every", "0"], None, 2, "--checkpoint-every must be an int >= 1"),
+    case("checkpoint-every-zero", ["distill", "--checkpoint-every", "0"], None, 2,
+         "--checkpoint-every must be an int >= 1"),
     case("ipc-beyond-holdout", ["distill", "--val-per-class", "130", "--ipc", "2"], None, 2,
          "(1 training images after 130 per class were held out for validation). Use ipc <= 1, or hold out fewer."),
     case("no-eval-with-eval-options", ["distill", "--no-eval", "--eval-runs", "3", "--baseline", "none"], None, 2,
@@ -310,8 +311,8 @@ CASES = [
     case("evaluate-json-is-the-set", ["evaluate", "{d}/set.json", "--json", "{d}/set.json", "--overwrite"], _set(), 2,
          "is a file of the set being evaluated; write it elsewhere"),
     case("report-running-checkpoint-truncated", ["report", "{d}/run", "-o", "{d}/r.html"],
-         lambda d, run: (_copy_run(lambda p: p.write_bytes(p.read_bytes()[:100]))(d, run), [f.unlink() for f in (d / "run").iterdir()  # a running run
-                                                         if f.name not in ("config.yaml", "checkpoint")]), 2,
+         lambda d, run: (_copy_run(lambda p: p.write_bytes(p.read_bytes()[:100]))(d, run),  # a running run:
+                         [f.unlink() for f in (d / "run").iterdir() if f.name not in ("config.yaml", "checkpoint")]), 2,
          "checkpoint. Leave this folder out of the report."),
     case("report-history-words", ["report", "{d}/run", "-o", "{d}/r.html"], _edit_result(history={"loss": ["a"]}), 2,
          "(history.loss not as distillset writes it)"),
