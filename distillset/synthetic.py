@@ -372,8 +372,8 @@ class SyntheticSet:
         try:
             return cls(tensors["images"], tensors["labels"], meta, tensors.get("lrs"), extra).check()
         except InvalidParameterError as e:
-            raise CorruptFileError(f"Synthetic set {stem}: {e} Its .json and .safetensors do not belong together "
-                                   "(edited or mixed up): restore them as SyntheticSet.save wrote them.") from e
+            raise CorruptFileError(f"Synthetic set {stem}: {e} If its files were edited or mixed up, restore them "
+                                   "as SyntheticSet.save wrote them.") from e
 
     # ------------------------------------------------------------------ pictures
     def grid(self, max_per_class: int | None = None, min_cell: int = 32) -> np.ndarray:

@@ -270,3 +270,28 @@ def test_an_interrupt_in_one_thread_stops_the_networks_of_the_others():
     with pytest.raises(KeyboardInterrupt):
         Evaluator(workers=2)._map_here(job, ["training", "interrupted"], torch.device("cpu"), stop)
     assert saw_stop == [True] and time.perf_counter() - t0 < 30
+
+
+def test_a_failing_network_stops_the_one_training_beside_it(digits, monkeypatch):
+    """score() hands its networks the stop flag: one that fails ends the evaluation at once."""
+    import time
+
+    import distillset.evaluate
+
+    def train(net, *a, should_stop=None, **k):
+        if not hasattr(train, "failed"):
+            train.failed = True
+            time.sleep(0.2)
+            raise ValueError("diverged")
+        deadline = time.time() + 60
+        while not should_stop() and time.time() < deadline:
+            time.sleep(0.01)
+        train.stopped = should_stop()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distillset.evaluate, "train_network", train)
+    syn = RandomSubset(ipc=1, random_state=0).fit(digits).synthetic_
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="diverged"):
+        Evaluator("convnet", n_models=2, epochs=1, workers=2, device="cpu").score(syn, digits)
+    assert train.stopped and time.perf_counter() - t0 < 30

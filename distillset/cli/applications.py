@@ -11,6 +11,7 @@ setting and method parameter is checked before any work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -131,8 +132,18 @@ def _setup(args, command: str):
     out = Path(args.out)
     check_run_folder(out, resume=getattr(args, "resume", False), overwrite=args.overwrite, marks=FILES[command][:1],
                      resumable=command == "continual")
-    args.after_interrupt = lambda: _after_interrupt(out / FILES[command][0])
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
+
+
+@contextlib.contextmanager
+def _held_folder(args, out: Path, command: str):
+    """``run_folder`` for this command's files; inside it (an old run's files gone with --overwrite) a Ctrl-C
+    says what this run kept."""
+    record = FILES[command][0]
+    with run_folder(out, previous=FILES[command] if args.overwrite else (), keep=record,
+                    resume=getattr(args, "resume", False)):
+        args.after_interrupt = lambda: _after_interrupt(out / record)
+        yield
 
 
 def _after_interrupt(record: Path) -> str:
@@ -159,6 +170,7 @@ def _augment(args):
 def run_continual(args) -> int:
     from ..applications import ClassIncremental
     from ..applications.continual import plot_curves
+    from ..cache import fingerprint
 
     check_named_once(args.methods)
     params = _params(args, args.methods)  # names before the data is read (or downloaded)
@@ -169,9 +181,9 @@ def run_continual(args) -> int:
                              augment=_augment(args), random_state=args.seed, device=args.device) for m in args.methods]
     for r in runs:
         r._validate(data)  # every method's settings before the first one works
-    kept = _kept_methods(out, args.dataset, runs) if args.resume else {}
-    with run_folder(out, previous=FILES["continual"] if args.overwrite else (), keep="continual.json",
-                    resume=args.resume):
+    data_hash = fingerprint(data)
+    with _held_folder(args, out, "continual"):
+        kept = _kept_methods(out, data_hash, runs) if args.resume else {}  # read under the folder's lock
         records = []
         for r in runs:
             if r.method in kept:
@@ -181,7 +193,7 @@ def run_continual(args) -> int:
             print(f"{r.method}: {args.orders} orders x {args.steps} steps of {data.num_classes // args.steps} classes",
                   flush=True)
             records.append(r.fit(data).to_dict())
-            _write(out, "continual.json", _record(args, {"runs": records}))  # kept if a later one fails
+            _write(out, "continual.json", _record(args, {"data_fingerprint": data_hash, "runs": records}))
         plot_curves(records, out / "continual.png", f"{data.name}: class-incremental, {args.ipc} images per class")
     rows = [{"method": r["method"], **{f"step {s + 1}": f"{m:.1f} ± {sd:.1f}" for s, (m, sd)
                                         in enumerate(zip(r["step_means"], r["step_stds"]))},
@@ -191,9 +203,15 @@ def run_continual(args) -> int:
     return 0
 
 
-def _kept_methods(out: Path, dataset: str, runs: list) -> dict[str, dict]:
+# what a kept method's record must hold to be shown again (a hand-edited one is refused, not a traceback)
+KEPT_KEYS = {"method": str, "orders": list, "classes_seen": list, "step_means": list, "step_stds": list,
+             "average": (int, float)}
+
+
+def _kept_methods(out: Path, data_hash: str, runs: list) -> dict[str, dict]:
     """--resume: the records of the methods ``out``'s continual.json holds, each checked to have been made by
-    this command's settings (a method this command leaves out, or other settings, is refused: never lost)."""
+    this command's settings on the same training images (a method this command leaves out, or other settings,
+    is refused: never lost)."""
     from ..errors import CheckpointMismatchError, CorruptFileError, OutputError
 
     path, fix = out / "continual.json", "pass --overwrite to start again, or choose another --out"
@@ -207,17 +225,19 @@ def _kept_methods(out: Path, dataset: str, runs: list) -> dict[str, dict]:
     except (ValueError, UnicodeDecodeError) as e:
         raise CorruptFileError(f"{path} is damaged ({type(e).__name__}); {fix}.") from None
     done = record.get("runs") if isinstance(record, dict) else None
-    if not (isinstance(done, list) and all(isinstance(r, dict) and isinstance(r.get("method"), str) for r in done)):
+    if not (isinstance(done, list) and all(isinstance(r, dict) and all(isinstance(r.get(k), t) for k, t in
+                                                                       KEPT_KEYS.items()) for r in done)):
         raise CorruptFileError(f"{path} is not a continual record as distillset writes it; {fix}.")
-    if record.get("dataset") != dataset:
-        raise CheckpointMismatchError(f"Cannot resume: {path} holds results on {record.get('dataset')!r}, this "
-                                      f"command runs {dataset!r}; use the same --dataset, or {fix}.")
+    if record.get("data_fingerprint") != data_hash:
+        raise CheckpointMismatchError(f"Cannot resume: {path} holds results on other training images (of "
+                                      f"{record.get('dataset')!r}; or another --data-root, or a record without their "
+                                      f"fingerprint); use the same data, or {fix}.")
     ours = {r.method: _continual_settings(r) for r in runs}
     for r in done:
         if r["method"] not in ours:
             raise CheckpointMismatchError(f"Cannot resume: {path} holds results of {r['method']!r}, which --methods "
                                           f"leaves out; add it to --methods, or {fix}.")
-        theirs = {**r, "orders": len(r.get("orders") or [])}  # the record lists the orders; the flag counts them
+        theirs = {**r, "orders": len(r["orders"])}  # the record lists the orders; the flag counts them
         for key, value in ours[r["method"]].items():
             if theirs.get(key) != value:
                 raise CheckpointMismatchError(
@@ -265,7 +285,7 @@ def run_nas(args) -> int:
     if args.random:
         ipc = next(iter(sets.values())).ipc if sets else 10
         sets["random"] = get_method("random", ipc=ipc, random_state=args.seed).fit(data).synthetic_
-    with run_folder(out, previous=FILES["nas"] if args.overwrite else (), keep="nas.json"):
+    with _held_folder(args, out, "nas"):
         record = nas.fit(data, sets).to_dict()
         _write(out, "nas.json", _record(args, record))
         plot_ranking(nas, out / "nas.png", data.name)
@@ -298,7 +318,7 @@ def run_audit(args) -> int:
               for p in args.pipelines}
     for a in audits.values():
         a._validate(data)
-    with run_folder(out, previous=FILES["audit-mia"] if args.overwrite else (), keep="audit.json"):
+    with _held_folder(args, out, "audit-mia"):
         done = {}
         for name, a in audits.items():
             print(f"{name}: {args.models} models on random halves of a {args.pool_size}-image pool", flush=True)

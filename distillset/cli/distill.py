@@ -109,6 +109,8 @@ def run(args) -> int:
 def _after_interrupt(out: Path) -> str:
     if (out / CHECKPOINT_FILE).is_file():
         return "interrupted; rerun the same command with --resume to continue from the last checkpoint"
+    if out.is_dir():  # it was there before (run_folder removes only what it made): it holds this run's config.yaml
+        return "interrupted before the first checkpoint: rerun the same command with --resume to start again"
     return "interrupted before the first checkpoint, so nothing was kept: rerun the same command to start again"
 
 
@@ -136,8 +138,9 @@ def _prepare(args):
     args = apply_config(args._parser, args, typed)
     ignored = [flag for d, flag in EVAL_OPTIONS.items() if d in typed and getattr(args, d) != "none"]
     if args.no_eval and ignored:  # typed, not from a config file: a shared config may well set them
+        off = "--no-eval" if "no_eval" in typed else f"no_eval: true from {args.config}"
         raise InvalidParameterError(f"--no-eval skips the evaluation that {', '.join(ignored)} set up; drop "
-                                    f"{'it' if len(ignored) == 1 else 'them'} or --no-eval.")
+                                    f"{'it' if len(ignored) == 1 else 'them'} or {off}.")
     preset = PRESETS[args.preset]
     cls = METHODS.get(args.method)
     DATASETS.get(args.dataset)

@@ -108,8 +108,10 @@ def run(args) -> int:
 
 
 def _after_interrupt(args) -> str:
-    if args.resume_dir and args.protocol != "own":
-        return (f"interrupted; every network that finished is kept in {args.resume_dir}: rerun the same command to "
+    if args.protocol == "own":  # keeps no networks, and takes no --resume-dir
+        return "interrupted; rerun the command"
+    if args.resume_dir:
+        return (f"interrupted; any network that finished is kept in {args.resume_dir}: rerun the same command to "
                 "train only the rest")
     return "interrupted; no network was kept (--resume-dir DIR keeps each as it finishes): rerun the command"
 

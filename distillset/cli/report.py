@@ -22,16 +22,26 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _is_html_page(path: Path) -> bool:
+    """``path`` starts as an HTML page does (as every report distillset writes)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64).lstrip().lower()
+    except OSError:
+        return False
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
 def run(args) -> int:
     from ..report import load_run, render_report
 
     out = Path(args.output)
     check_named_once([str(Path(folder).resolve()) for folder in args.runs], " among the RUN_DIRs")
-    check_new_file(out, "--output", args.overwrite)
     # even with --overwrite only a page is replaced: a run's result.json or a saved set's .json is the user's work
-    if out.is_file() and out.suffix.lower() not in (".html", ".htm"):
-        raise OutputError(f"--output {out} exists and is no HTML page (--overwrite replaces only a .html file); "
-                          f"write the page elsewhere, e.g. {out.with_suffix('.html')}.")
+    if out.is_file() and not _is_html_page(out):
+        raise OutputError(f"--output {out} exists and is no HTML page (--overwrite replaces only a page); write the "
+                          f"page elsewhere, e.g. {out.with_suffix('.html')}.")
+    check_new_file(out, "--output", args.overwrite)
     views = [load_run(folder) for folder in args.runs]  # every folder read before the page is written
     title = args.title or (f"distillset report: {views[0].name}" if len(views) == 1 else "distillset report")
     render_report(views, out, title=title)

@@ -136,6 +136,8 @@ CASES = [
          "(1 training images after 130 per class were held out for validation). Use ipc <= 1, or hold out fewer."),
     case("no-eval-with-eval-options", ["distill", "--no-eval", "--eval-runs", "3", "--baseline", "none"], None, 2,
          "--no-eval skips the evaluation that --eval-runs set up; drop it or --no-eval."),
+    case("no-eval-config-with-eval-options", ["distill", "--config", "{d}/c.yaml", "--eval-runs", "3"],
+         _cfg("no_eval: true\n"), 2, "set up; drop it or no_eval: true from "),
     case("unknown-dataset", ["distill", "--dataset", "mnst"], None, 2, "Unknown dataset 'mnst'"),
     case("unknown-method", ["distill", "--method", "dx"], None, 2, "Unknown method 'dx'"),
     case("unknown-model", ["distill", "--model", "convnett"], None, 2, "Unknown model 'convnett'. Did you mean"),
@@ -223,7 +225,7 @@ CASES = [
     case("set-labels-float", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10.0)), 2,
      "must be integer class indices"),
     case("set-labels-out-of-range", ["evaluate", "{d}/set.json"], _set(labels=torch.arange(10) + 5), 2,
-     "Got values from 5 to 14. Its .json and .safetensors do not belong together"),
+     "Got values from 5 to 14. If its files were edited or mixed up, restore them"),
     case("set-labels-missing", ["evaluate", "{d}/set.json"], _set(drop=("labels",)), 2,
      "has no labels tensor"),
     case("set-nan-pixel", ["evaluate", "{d}/set.json"], _set(images=nan_pixel()), 2,
@@ -327,7 +329,10 @@ CASES = [
     case("report-output-is-the-runs-result", ["report", "{d}/run", "-o", "{d}/run/result.json", "--overwrite"],
          _copy_run(), 2, "exists and is no HTML page"),  # was replaced by the page: the run could not be reported again
     case("report-output-is-a-saved-set", ["report", "{d}/run", "-o", "{d}/set.json", "--overwrite"],
-         lambda d, run: (_copy_run()(d, run), write_set(d)), 2, "is no HTML page (--overwrite replaces only a .html"),
+         lambda d, run: (_copy_run()(d, run), write_set(d)), 2, "is no HTML page (--overwrite replaces only a page)"),
+    case("report-output-is-the-users-file", ["report", "{d}/run", "-o", "{d}/notes.txt"],  # advice that holds:
+         lambda d, run: (_copy_run()(d, run), (d / "notes.txt").write_text("x")), 2,     # not "pass --overwrite"
+         "notes.txt exists and is no HTML page"),
     case("report-same-run-twice", ["report", "{d}/run", "{d}/run/"], _copy_run(), 2, "given twice among the RUN_DIRs"),
     case("report-output-empty", ["report", "{d}/run", "-o", ""], _copy_run(), 2, "the path is empty"),
     case("show-label-out-of-range", ["show", "{d}/set.json"], _set(labels=torch.arange(10) + 1), 2,
@@ -500,7 +505,7 @@ def test_interrupted_evaluate_says_what_it_kept(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", write_set(tmp_path), "--device", "cpu"]) == 130
     assert "interrupted; no network was kept (--resume-dir DIR" in capsys.readouterr().err
     assert main(["evaluate", write_set(tmp_path), "--device", "cpu", "--resume-dir", str(tmp_path / "nets")]) == 130
-    assert f"every network that finished is kept in {tmp_path / 'nets'}: rerun" in capsys.readouterr().err
+    assert f"any network that finished is kept in {tmp_path / 'nets'}: rerun" in capsys.readouterr().err
 
 
 def test_interrupted_distill_says_resume_only_after_a_checkpoint(tmp_path, monkeypatch, capsys):
@@ -519,7 +524,13 @@ def test_interrupted_distill_says_resume_only_after_a_checkpoint(tmp_path, monke
 
     monkeypatch.setattr(DM, "fit", checkpoint_then_interrupt)
     assert main(["distill", *FAST, "--out", str(out)]) == 130
-    assert "rerun the same command with --resume" in capsys.readouterr().err
+    assert "rerun the same command with --resume to continue" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()  # a folder of the user's: kept, with the run's config.yaml in it
+    monkeypatch.setattr(DM, "fit", _interrupt)
+    assert main(["distill", *FAST, "--out", str(tmp_path / "mine")]) == 130
+    assert "rerun the same command with --resume to start again" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["distill", *FAST, "--out", str(tmp_path / "mine"), "--resume"]) == 0  # as the line says
 
 
 def test_interrupted_continual_resumes_with_the_methods_it_kept(tmp_path, monkeypatch, capsys):
@@ -548,9 +559,11 @@ def test_interrupted_continual_resumes_with_the_methods_it_kept(tmp_path, monkey
         assert words in capsys.readouterr().err
     assert snapshot(tmp_path) == before  # refused before any work or file
     record = (out / "continual.json").read_text()
-    (out / "continual.json").write_text(record.replace('"dataset": "digits"', '"dataset": "mnist"'))
-    assert main([*argv, "--resume"]) == 2
-    assert "holds results on 'mnist', this command runs 'digits'" in capsys.readouterr().err
+    for edit, words in ((lambda r: {**r, "data_fingerprint": "0" * 32}, "holds results on other training images"),
+                        (lambda r: {**r, "runs": [{**r["runs"][0], "orders": 1}]}, "is not a continual record")):
+        (out / "continual.json").write_text(json.dumps(edit(json.loads(record))))
+        assert main([*argv, "--resume"]) == 2
+        assert words in capsys.readouterr().err
     (out / "continual.json").write_text(record)
     calls.clear()
     assert main([*argv, "--resume"]) == 0
@@ -667,3 +680,11 @@ def test_a_second_sigterm_kills_at_once():
             time.sleep(5)
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_report_overwrite_replaces_its_own_page_whatever_its_name(tmp_path, finished_run, capsys):
+    """A page written to a name without .html could not be replaced by the same command with --overwrite."""
+    page = tmp_path / "page"
+    assert main(["report", str(finished_run), "-o", str(page)]) == 0
+    assert main(["report", str(finished_run), "-o", str(page), "--overwrite"]) == 0
+    assert page.read_text().lstrip().lower().startswith("<!doctype html")
