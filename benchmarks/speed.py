@@ -119,7 +119,6 @@ def time_method(name: str, cfg: dict, precision: str, device: str, warmup: int, 
 
 def time_evaluation(name: str, cfg: dict, precision: str, device: str, warmup: int, iterations: int) -> dict:
     from distillset import Evaluator, get_method, load_dataset
-
     from distillset.data import Split
 
     data = load_dataset("mnist", root=data_root())

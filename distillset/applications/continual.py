@@ -172,12 +172,16 @@ class ClassIncremental:
         self.seconds_["evaluate"] += time.perf_counter() - t0
         return result.accuracies
 
+    def settings(self) -> dict:
+        """The settings a result depends on, as :meth:`to_dict` records them (``orders`` there lists the orders
+        drawn; here it counts them): what ``distillset continual --resume`` compares."""
+        return {"method": self.method, "steps": int(self.steps), "ipc": int(self.ipc), "orders": int(self.orders),
+                "params": self.params or {}, "n_models": int(self.n_models), "epochs": self.epochs, "model": self.model,
+                "augment": self.augment, "random_state": self.random_state}
+
     def to_dict(self) -> dict:
         """The settings and results, JSON-able."""
-        return {"method": self.method, "steps": int(self.steps), "ipc": int(self.ipc), "orders": self.orders_,
-                "params": self.params or {}, "n_models": int(self.n_models), "epochs": self.epochs, "model": self.model,
-                "augment": self.augment, "random_state": self.random_state, "seed": self.seed_,
-                "memory_sizes": self.memory_sizes_,
+        return {**self.settings(), "orders": self.orders_, "seed": self.seed_, "memory_sizes": self.memory_sizes_,
                 "classes_seen": [len(self.orders_[0]) // int(self.steps) * (s + 1) for s in range(self.steps)],
                 "per_step": self.per_step_, "step_means": self.step_means_, "step_stds": self.step_stds_,
                 "final": self.final_, "average": self.average_, "seconds": self.seconds_}

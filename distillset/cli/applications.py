@@ -23,6 +23,7 @@ from .common import add_data_options, check_run_folder, format_table, parse_para
 
 FILES = {"continual": ("continual.json", "continual.png"), "nas": ("nas.json", "nas.png"),
          "audit-mia": ("audit.json", "roc.png")}
+RESUMABLE = ("continual",)  # the commands with --resume (audit-mia's ROC plot needs models its record lacks)
 
 
 def add_parser(sub) -> None:
@@ -131,7 +132,7 @@ def _setup(args, command: str):
 
     out = Path(args.out)
     check_run_folder(out, resume=getattr(args, "resume", False), overwrite=args.overwrite, marks=FILES[command][:1],
-                     resumable=command == "continual")
+                     resumable=command in RESUMABLE)
     return load_dataset(args.dataset, root=args.data_root, download=args.download), out
 
 
@@ -142,13 +143,13 @@ def _held_folder(args, out: Path, command: str):
     record = FILES[command][0]
     with run_folder(out, previous=FILES[command] if args.overwrite else (), keep=record,
                     resume=getattr(args, "resume", False)):
-        args.after_interrupt = lambda: _after_interrupt(out / record)
+        args.after_interrupt = lambda: _after_interrupt(out / record, command in RESUMABLE)
         yield
 
 
-def _after_interrupt(record: Path) -> str:
+def _after_interrupt(record: Path, resumable: bool) -> str:
     if record.is_file():  # continual and audit-mia write it after each method: those results are kept
-        if record.name == "continual.json":
+        if resumable:
             return f"interrupted; {record} keeps the methods that finished: rerun with --resume to run only the rest"
         return (f"interrupted; {record} keeps the results that finished (this command has no checkpoints): rerun "
                 "with --overwrite to start again, or with another --out")
@@ -232,7 +233,7 @@ def _kept_methods(out: Path, data_hash: str, runs: list) -> dict[str, dict]:
         raise CheckpointMismatchError(f"Cannot resume: {path} holds results on other training images (of "
                                       f"{record.get('dataset')!r}; or another --data-root, or a record without their "
                                       f"fingerprint); use the same data, or {fix}.")
-    ours = {r.method: _continual_settings(r) for r in runs}
+    ours = {r.method: json.loads(json.dumps(r.settings())) for r in runs}  # as read back from the record
     for r in done:
         if r["method"] not in ours:
             raise CheckpointMismatchError(f"Cannot resume: {path} holds results of {r['method']!r}, which --methods "
@@ -244,13 +245,6 @@ def _kept_methods(out: Path, data_hash: str, runs: list) -> dict[str, dict]:
                     f"Cannot resume: {path} has {r['method']} with {key}={theirs.get(key)!r} but this command has "
                     f"{key}={value!r}; use the same settings, or {fix}.")
     return {r["method"]: r for r in done}
-
-
-def _continual_settings(run) -> dict:
-    """The settings of a ClassIncremental as its ``to_dict`` records them (through JSON, as read back)."""
-    return json.loads(json.dumps({
-        "steps": run.steps, "ipc": run.ipc, "orders": run.orders, "params": run.params or {}, "n_models": run.n_models,
-        "epochs": run.epochs, "model": run.model, "augment": run.augment, "random_state": run.random_state}))
 
 
 def _proxy_name(path: str) -> str:
